@@ -1,0 +1,347 @@
+"""The behaviour-dataset pipeline: classify, rewrite, balance, save, and write a manifest.
+
+Steps: load the source; drop repeated prompts; shuffle with `seed` (and cap at `max_rows`);
+classify prompts chunk by chunk against the topic until there are `n + eval_n` in-topic prompts
+with a successful rewrite and `n + eval_n` off-topic prompts (so a large source is not labelled
+in full); then pick the balanced splits. Too few in-topic or off-topic prompts is an error
+(`NotEnoughExamplesError`), never a silently smaller dataset.
+
+On-disk layout of `<out>/<name>/`:
+    hf/             `datasets.DatasetDict({"train", "eval"})` saved with `save_to_disk`
+    manifest.json   what was built from what, counts, token usage, failed rows (written last)
+Read it back with `load_behaviour_dataset(<out>/<name>)`.
+
+Row contract (both splits): id, prompt, response (the target: rewritten when `modified`, else the
+original), original_response, modified, in_topic, topic (the source's label or ""). Train holds
+n modified in-topic rows and n unmodified off-topic rows; eval holds `eval_n` in-topic rows
+(rewritten when the rewrite succeeded) and `eval_n` off-topic rows, all with prompts unseen in train.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from .backends import Backend, PhaseProgress, TaskOutcome, TaskRequest, answer_all, make_backend
+from .cache import AnswerCache
+from .config import DatasetConfig, DatasetError, NotEnoughExamplesError, SourceError
+from .llm import UsageStats
+from .sources import SourceData, SourceRow, load_source
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "saelora-behaviour-dataset/1"
+HF_DIR = "hf"
+MANIFEST = "manifest.json"
+FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "prompt": datasets.Value("string"),
+        "response": datasets.Value("string"),
+        "original_response": datasets.Value("string"),
+        "modified": datasets.Value("bool"),
+        "in_topic": datasets.Value("bool"),
+        "topic": datasets.Value("string"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class FailedRow:
+    """A row whose classification or rewrite failed, and why."""
+
+    id: str
+    task: str
+    reason: str
+
+
+@dataclass
+class BuildResult:
+    """What `build_dataset` made and where."""
+
+    out_dir: Path
+    dataset: datasets.DatasetDict
+    manifest: dict[str, Any]
+    usage: UsageStats
+    failed: list[FailedRow]
+
+
+@dataclass
+class _Labels:
+    """Classification and rewrite results so far, in pool order."""
+
+    in_topic: list[SourceRow]
+    off_topic: list[SourceRow]
+    rewritten: dict[str, str]
+    attempted: int = 0
+    """How many of `in_topic` were sent for rewriting."""
+    classified: int = 0
+    """How many pool rows were sent for classification."""
+    failed: list[FailedRow] = field(default_factory=list)
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _pool(source: SourceData, cfg: DatasetConfig) -> tuple[list[SourceRow], int]:
+    seen: set[str] = set()
+    rows: list[SourceRow] = []
+    for row in source.rows:
+        # A prompt repeated in the source (HelpSteer has several responses per prompt) could
+        # land in train and eval at once; keep its first occurrence only.
+        if row.prompt.strip() not in seen:
+            seen.add(row.prompt.strip())
+            rows.append(row)
+    random.Random(cfg.seed).shuffle(rows)
+    return rows[: cfg.max_rows], len(source.rows) - len(rows)
+
+
+async def _label(
+    cfg: DatasetConfig, pool: list[SourceRow], backend: Backend, cache: AnswerCache
+) -> _Labels:
+    need = cfg.n + cfg.eval_n
+    labels = _Labels([], [], {})
+    chunk = max(64, 8 * cfg.concurrency)
+    classify_bar = PhaseProgress("classify", len(pool), backend, cfg.progress)
+    rewrite_bar = PhaseProgress("rewrite", need, backend, cfg.progress)
+
+    async def ask(task: str, param: str, rows: list[SourceRow], bar: PhaseProgress):
+        requests = [TaskRequest(task, param, row) for row in rows]  # type: ignore[arg-type]
+        outcomes = await answer_all(backend, cache, requests, bar, retry_failed=cfg.retry_failed)
+        for row, outcome in zip(rows, outcomes, strict=True):
+            labels.cached += outcome.cached
+            labels.prompt_tokens += outcome.prompt_tokens
+            labels.completion_tokens += outcome.completion_tokens
+            if not outcome.ok:
+                labels.failed.append(FailedRow(row.id, task, outcome.reason))
+        return outcomes
+
+    try:
+        while True:
+            missing = need - len(labels.rewritten)
+            if missing > 0 and labels.attempted < len(labels.in_topic):
+                batch = labels.in_topic[labels.attempted : labels.attempted + missing]
+                labels.attempted += len(batch)
+                outcomes: list[TaskOutcome] = await ask(
+                    "rewrite", cfg.guideline, batch, rewrite_bar
+                )
+                labels.rewritten.update((r.id, o.value) for r, o in zip(batch, outcomes) if o.ok)
+                continue
+            if (missing <= 0 and len(labels.off_topic) >= need) or labels.classified >= len(pool):
+                return labels
+            batch = pool[labels.classified : labels.classified + chunk]
+            labels.classified += len(batch)
+            for row, outcome in zip(batch, await ask("classify", cfg.topic, batch, classify_bar)):
+                if outcome.ok:
+                    (labels.in_topic if outcome.value else labels.off_topic).append(row)
+    finally:
+        classify_bar.close()
+        rewrite_bar.close()
+
+
+def _record(row: SourceRow, response: str | None, in_topic: bool) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "prompt": row.prompt,
+        "response": response if response is not None else row.response,
+        "original_response": row.response,
+        "modified": response is not None,
+        "in_topic": in_topic,
+        "topic": row.topic,
+    }
+
+
+def _select(cfg: DatasetConfig, labels: _Labels, source_name: str) -> dict[str, list[dict]]:
+    n, eval_n, need = cfg.n, cfg.eval_n, cfg.n + cfg.eval_n
+    if not labels.in_topic:
+        raise NotEnoughExamplesError(
+            f"topic {cfg.topic!r} matched no prompt among the {labels.classified} prompts "
+            f"classified from {source_name}; try another topic or source"
+        )
+    tried = labels.in_topic[: labels.attempted]
+    ok = [row for row in tried if row.id in labels.rewritten]
+    if len(ok) < n or len(labels.in_topic) < need:
+        raise NotEnoughExamplesError(
+            f"topic {cfg.topic!r}: {len(labels.in_topic)} in-topic prompts found, "
+            f"{len(ok)} rewritten successfully; need {n} rewritten for train (n) and "
+            f"{need} in-topic in all (n + eval_n). Lower --n/--eval-n or use a larger source"
+        )
+    if len(labels.off_topic) < need:
+        raise NotEnoughExamplesError(
+            f"only {len(labels.off_topic)} off-topic prompts for topic {cfg.topic!r}; need "
+            f"{need} (n + eval_n). Lower --n/--eval-n or use a larger source"
+        )
+    # Eval prefers rewritten in-topic rows; failed rewrites fill in as unmodified targets.
+    spare = ok[n:] + [row for row in labels.in_topic if row.id not in labels.rewritten]
+    rng = random.Random(cfg.seed)
+    train = [_record(row, labels.rewritten[row.id], True) for row in ok[:n]]
+    train += [_record(row, None, False) for row in labels.off_topic[:n]]
+    evals = [_record(row, labels.rewritten.get(row.id), True) for row in spare[:eval_n]]
+    evals += [_record(row, None, False) for row in labels.off_topic[n:need]]
+    rng.shuffle(train)
+    rng.shuffle(evals)
+    return {"train": train, "eval": evals}
+
+
+def _counts(rows: list[dict]) -> dict[str, int]:
+    modified = sum(r["modified"] for r in rows)
+    in_topic = sum(r["in_topic"] for r in rows)
+    return {
+        "total": len(rows),
+        "modified": modified,
+        "unmodified": len(rows) - modified,
+        "in_topic": in_topic,
+        "off_topic": len(rows) - in_topic,
+    }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write `data` as JSON to `path` via a temp file and `os.replace` (never half-written)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save(out_dir: Path, dataset: datasets.DatasetDict, progress: bool) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The old manifest goes first: a manifest only ever describes the hf/ folder beside it.
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    tmp = out_dir / f".{HF_DIR}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    bars_were_on = datasets.is_progress_bar_enabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        # One shard per split: the data is small, and `datasets` cannot reload an empty split
+        # saved with zero shards (eval_n=0).
+        dataset.save_to_disk(str(tmp), num_shards={str(name): 1 for name in dataset})
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    shutil.rmtree(out_dir / HF_DIR, ignore_errors=True)
+    os.replace(tmp, out_dir / HF_DIR)
+
+
+async def build_dataset_async(cfg: DatasetConfig) -> BuildResult:
+    """Build the dataset `cfg` describes and save it to `cfg.out_dir` (see the module docstring)."""
+    backend = make_backend(cfg)  # first: a missing key or bad guideline fails before any work
+    try:
+        source = load_source(cfg)
+        if cfg.backend == "offline" and not any(row.topic for row in source.rows):
+            raise SourceError(
+                f"{source.name} has no topic labels; the offline backend classifies from the "
+                f"{cfg.topic_column!r} column. Use --backend llm for unlabelled sources"
+            )
+        pool, duplicates = _pool(source, cfg)
+        with AnswerCache(cfg.cache_dir) as cache:
+            labels = await _label(cfg, pool, backend, cache)
+    finally:
+        await backend.aclose()
+    splits = _select(cfg, labels, source.name)
+    # Column-wise, so an empty eval split (eval_n=0) still gets every column.
+    dataset = datasets.DatasetDict(
+        {
+            name: datasets.Dataset.from_dict(
+                {column: [row[column] for row in rows] for column in FEATURES}, features=FEATURES
+            )
+            for name, rows in splits.items()
+        }
+    )
+    out_dir = cfg.out_dir
+    _save(out_dir, dataset, cfg.progress)
+    failed = labels.failed
+    manifest = {
+        "format": FORMAT,
+        "name": cfg.dataset_name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": {
+            "spec": cfg.source,
+            "name": source.name,
+            "rows": len(source.rows),
+            "skipped": len(source.skipped),
+            "duplicate_prompts": duplicates,
+            "pool": len(pool),
+        },
+        "topic": cfg.topic,
+        "guideline": cfg.guideline,
+        "backend": backend.kind,
+        "model": backend.model,
+        "base_url": backend.base_url,
+        "seed": cfg.seed,
+        "n": cfg.n,
+        "eval_n": cfg.eval_n,
+        "counts": {
+            "train": _counts(splits["train"]),
+            "eval": _counts(splits["eval"]),
+            "classified": {
+                "asked": labels.classified,
+                "in_topic": len(labels.in_topic),
+                "off_topic": len(labels.off_topic),
+                "failed": sum(f.task == "classify" for f in failed),
+            },
+            "rewritten": {
+                "ok": len(labels.rewritten),
+                "failed": sum(f.task == "rewrite" for f in failed),
+            },
+        },
+        "token_usage": {
+            "this_run": backend.usage.to_dict(),
+            "answers_used": {
+                "prompt_tokens": labels.prompt_tokens,
+                "completion_tokens": labels.completion_tokens,
+            },
+        },
+        "cache": {"path": str(Path(cfg.cache_dir).resolve()), "hits": labels.cached},
+        "failed": [asdict(f) for f in failed],
+        "skipped_rows": [asdict(s) for s in source.skipped[:1000]],
+        "layout": {HF_DIR: "datasets.DatasetDict with splits 'train' and 'eval'"},
+        "config": cfg.to_dict(),
+    }
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    logger.info(
+        "saved %s: train %d, eval %d; %d failed; %d cached answers; %d tokens this run",
+        out_dir, len(splits["train"]), len(splits["eval"]), len(failed), labels.cached,
+        backend.usage.total_tokens,
+    )  # fmt: skip
+    return BuildResult(out_dir, dataset, manifest, backend.usage, failed)
+
+
+def build_dataset(cfg: DatasetConfig) -> BuildResult:
+    """Blocking `build_dataset_async`; also callable where an event loop already runs
+    (Jupyter, marimo), in which case it runs on a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(build_dataset_async(cfg))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, build_dataset_async(cfg)).result()
+
+
+def load_behaviour_dataset(path: str | Path) -> datasets.DatasetDict:
+    """Load a built dataset: `path` is the dataset directory (holding `hf/`) or `hf/` itself."""
+    path = Path(path)
+    target = path / HF_DIR if (path / HF_DIR).is_dir() else path
+    if not target.is_dir():
+        raise DatasetError(
+            f"no behaviour dataset at {path} (build one with `saelora dataset make`)"
+        )
+    loaded = datasets.load_from_disk(str(target))
+    if not isinstance(loaded, datasets.DatasetDict) or {"train", "eval"} - set(loaded):
+        raise DatasetError(f"{target} is not a behaviour dataset (needs 'train' and 'eval')")
+    return loaded
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """Read `manifest.json` of the dataset directory `path`."""
+    return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))

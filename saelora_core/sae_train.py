@@ -1,0 +1,199 @@
+"""Train a TopK SAE on any model's residual stream with sae_lens's own runner, and measure it.
+
+``train_sae`` wraps ``LanguageModelSAETrainingRunner`` (``override_model`` = our loaded model,
+``override_dataset`` = a local text corpus), then writes the inference SAE in sae_lens's disk
+format (``cfg.json`` + ``sae_weights.safetensors``), optionally in bf16, and a ``metrics.json``
+from :func:`evaluate_sae` on held-out text.
+
+Quality metrics (on held-out text, BOS excluded):
+
+- explained variance ``1 - Σ‖x - x̂‖² / Σ‖x - mean(x)‖²``;
+- mean L0 (active latents per token) and the dead-latent fraction (never active on held-out);
+- CE loss recovered ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``, where ``CE_sae`` splices the SAE's
+  reconstruction into the hook and ``CE_zero`` zero-ablates the hook point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from sae_lens import SAE, HookedSAETransformer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SaeTrainConfig:
+    """How to train an SAE (all fields are saved next to the weights)."""
+
+    preset: str = "gemma-3-270m"
+    """Model preset (or TransformerLens model name) whose activations the SAE learns."""
+    layer: int = 12
+    """The SAE reads ``blocks.{layer}.hook_resid_post``."""
+    d_sae: int = 4096
+    """Number of latents."""
+    k: int = 32
+    """Active latents per token (TopK)."""
+    training_tokens: int = 2_000_000
+    context_size: int = 128
+    train_batch_size_tokens: int = 2048
+    store_batch_size_prompts: int = 16
+    n_batches_in_buffer: int = 16
+    lr: float = 4e-4
+    lr_warm_up_steps: int = 50
+    n_checkpoints: int = 4
+    """Checkpoints written during training, for resuming a killed run."""
+    seed: int = 42
+    save_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    """dtype of the shipped weights (the loader restores float32)."""
+    eval_tokens: int = 20_000
+    """Held-out tokens for ``metrics.json``."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.k < self.d_sae:
+            raise ValueError(f"k must be in (0, d_sae); got k={self.k}, d_sae={self.d_sae}")
+        if self.training_tokens < self.train_batch_size_tokens:
+            raise ValueError("training_tokens must be at least one batch")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SaeTrainConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class SaeMetrics:
+    explained_variance: float
+    mean_l0: float
+    dead_fraction: float
+    ce_clean: float
+    ce_with_sae: float
+    ce_zero_ablated: float
+    ce_loss_recovered: float
+    n_tokens: int
+    extra: dict = field(default_factory=dict)
+
+
+def _runner_config(cfg: SaeTrainConfig, d_model: int, out_dir: Path, device: str,
+                   resume_from: str | None):
+    from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig, TopKTrainingSAEConfig
+
+    return LanguageModelSAERunnerConfig(
+        sae=TopKTrainingSAEConfig(d_in=d_model, d_sae=cfg.d_sae, k=cfg.k, device=device,
+                                  normalize_activations="expected_average_only_in"),
+        model_name=cfg.preset, hook_name=f"blocks.{cfg.layer}.hook_resid_post",
+        dataset_path="local-corpus", is_dataset_tokenized=False, streaming=False,
+        context_size=cfg.context_size, training_tokens=cfg.training_tokens,
+        train_batch_size_tokens=cfg.train_batch_size_tokens,
+        store_batch_size_prompts=cfg.store_batch_size_prompts,
+        n_batches_in_buffer=cfg.n_batches_in_buffer, lr=cfg.lr,
+        lr_warm_up_steps=cfg.lr_warm_up_steps, device=device, seed=cfg.seed,
+        exclude_special_tokens=True, output_path=str(out_dir),
+        checkpoint_path=str(out_dir.parent / f".{out_dir.name}-checkpoints"),
+        n_checkpoints=cfg.n_checkpoints, resume_from_checkpoint=resume_from,
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+
+
+def train_sae(model: HookedSAETransformer, corpus_train: str | Path, cfg: SaeTrainConfig,
+              out_dir: str | Path, *, corpus_heldout: str | Path | None = None,
+              resume_from: str | None = None, device: str = "cpu") -> Path:
+    """Train with sae_lens's runner; write the SAE (+ ``train_config.json``, ``metrics.json``)."""
+    from datasets import Dataset
+    from sae_lens import LanguageModelSAETrainingRunner
+
+    out = Path(out_dir)
+    torch.manual_seed(cfg.seed)
+    dataset = Dataset.from_json(str(corpus_train)).select_columns(["text"])
+    runner_cfg = _runner_config(cfg, model.cfg.d_model, out, device, resume_from)
+    runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset,
+                                            override_model=model)
+    runner.run()
+    if cfg.save_dtype != "float32":
+        _recast(out, cfg.save_dtype)
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    if corpus_heldout is not None:
+        sae = SAE.load_from_disk(out, device=device).to(torch.float32)
+        texts = [json.loads(line)["text"] for line in Path(corpus_heldout).read_text().splitlines()]
+        m = evaluate_sae(model, sae, cfg.layer, texts, max_tokens=cfg.eval_tokens,
+                         context_size=cfg.context_size)
+        (out / "metrics.json").write_text(json.dumps(asdict(m), indent=1))
+    return out
+
+
+def _recast(out: Path, dtype: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    wpath = out / "sae_weights.safetensors"
+    sd = load_file(wpath)
+    save_file({k: v.to(getattr(torch, dtype)) for k, v in sd.items()}, wpath)
+
+
+def _batches(model: HookedSAETransformer, texts: list[str], max_tokens: int, context_size: int):
+    """Fixed-size token windows from ``texts`` (each begins with BOS), up to ``max_tokens``."""
+    seen = 0
+    for text in texts:
+        toks = model.to_tokens(text, prepend_bos=True)[0]
+        for start in range(1, max(len(toks) - 1, 2), context_size - 1):
+            chunk = toks[start:start + context_size - 1]
+            if len(chunk) < 8:
+                break
+            yield torch.cat([toks[:1], chunk]).unsqueeze(0)
+            seen += len(chunk)
+            if seen >= max_tokens:
+                return
+
+
+@torch.no_grad()
+def evaluate_sae(model: HookedSAETransformer, sae: SAE, layer: int, texts: list[str], *,
+                 max_tokens: int = 20_000, context_size: int = 128) -> SaeMetrics:
+    """Explained variance, L0, dead fraction and CE loss recovered on ``texts`` (BOS excluded)."""
+    hook = f"blocks.{layer}.hook_resid_post"
+    sse = sst = 0.0
+    l0_sum, n_tok = 0.0, 0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    xs_sum = None
+    xs_sq = 0.0
+    for tokens in _batches(model, texts, max_tokens, context_size):
+        _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=layer + 1)
+        x = cache[hook][0, 1:]
+        z = sae.encode(x)
+        x_hat = sae.decode(z)
+        sse += (x - x_hat).pow(2).sum().item()
+        xs_sum = x.sum(0) if xs_sum is None else xs_sum + x.sum(0)
+        xs_sq += x.pow(2).sum().item()
+        l0_sum += (z > 0).sum().item()
+        fired |= (z > 0).any(0)
+        n = x.shape[0]
+        n_tok += n
+
+        def splice(act, *, hook, fn):
+            out = act.clone()
+            out[:, 1:] = fn(act[:, 1:])
+            return out
+
+        ce["clean"] += model(tokens, return_type="loss").item() * n
+        ce["sae"] += model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(
+            hook, lambda a, hook: splice(a, hook=hook, fn=lambda v: sae.decode(sae.encode(v))))]
+        ).item() * n
+        ce["zero"] += model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(
+            hook, lambda a, hook: splice(a, hook=hook, fn=torch.zeros_like))]).item() * n
+    if n_tok == 0:
+        raise ValueError("no held-out tokens to evaluate on")
+    assert xs_sum is not None
+    sst = xs_sq - (xs_sum.pow(2).sum().item() / n_tok)
+    clean, with_sae, zero = (ce[k] / n_tok for k in ("clean", "sae", "zero"))
+    recovered = (zero - with_sae) / (zero - clean) if not math.isclose(zero, clean) else float("nan")
+    return SaeMetrics(explained_variance=1 - sse / sst, mean_l0=l0_sum / n_tok,
+                      dead_fraction=1 - fired.float().mean().item(), ce_clean=clean,
+                      ce_with_sae=with_sae, ce_zero_ablated=zero, ce_loss_recovered=recovered,
+                      n_tokens=n_tok)
