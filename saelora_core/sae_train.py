@@ -47,6 +47,9 @@ class SaeTrainConfig:
     n_batches_in_buffer: int = 16
     lr: float = 4e-4
     lr_warm_up_steps: int = 50
+    n_batches_for_norm_estimate: int = 30
+    """Batches used to estimate the activation-norm scale (sae_lens's default, 1000, costs
+    as much model time as the whole training run on a CPU)."""
     n_checkpoints: int = 4
     """Checkpoints written during training, for resuming a killed run."""
     seed: int = 42
@@ -95,6 +98,7 @@ def _runner_config(cfg: SaeTrainConfig, d_model: int, out_dir: Path, device: str
         train_batch_size_tokens=cfg.train_batch_size_tokens,
         store_batch_size_prompts=cfg.store_batch_size_prompts,
         n_batches_in_buffer=cfg.n_batches_in_buffer, lr=cfg.lr,
+        n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
         lr_warm_up_steps=cfg.lr_warm_up_steps, device=device, seed=cfg.seed,
         exclude_special_tokens=True, output_path=str(out_dir),
         checkpoint_path=str(out_dir.parent / f".{out_dir.name}-checkpoints"),

@@ -1,0 +1,80 @@
+"""Dataclass configs, validated on construction and saved as JSON next to the weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from .data.config import DatasetConfig
+
+HookMode = Literal["resid_add", "sae_replace"]
+Sparsity = Literal["none", "l1_raw", "l1_normalized", "proximal_l1", "topk"]
+Init = Literal["random", "uniform_small"]
+
+__all__ = ["DatasetConfig", "HookMode", "Init", "LoraTrainingConfig", "Sparsity"]
+
+
+@dataclass
+class LoraTrainingConfig:
+    """How to train one adapter. Defaults for lr, l1_weight, batch_size, rank and max_len are the
+    seed experiment's."""
+
+    lr: float = 1e-4
+    """Adam learning rate for ``a``, ``b`` and ``s``."""
+    l1_weight: float = 0.05
+    """λ in ``loss = CE + λ · sparsity(Â, B̂)`` (for ``proximal_l1`` the per-step threshold is
+    ``lr · λ``)."""
+    batch_size: int = 32
+    """Examples per optimizer step (gradient accumulation; each example runs on its own)."""
+    rank: int = 1
+    """Number of read/write vector pairs."""
+    max_len: int = 2048
+    """Tokens per example; longer examples lose the end of their response."""
+    epochs: int = 3
+    layer: int | None = None
+    """Hook layer; None uses the preset's."""
+    mode: HookMode = "resid_add"
+    """``resid_add``: resid + Δz @ W_dec (keeps the SAE error). ``sae_replace``: decode(z + Δz)."""
+    sparsity: Sparsity = "l1_raw"
+    """``l1_raw`` is the seed's penalty on the raw a/b (scale-degenerate, kept as a baseline);
+    ``l1_normalized`` penalizes the unit vectors; ``proximal_l1`` soft-thresholds the unit
+    vectors after each step (exact zeros); ``topk`` keeps the ``topk`` largest entries."""
+    topk: int = 16
+    """Entries kept per read/write vector for ``sparsity="topk"``."""
+    init: Init = "random"
+    """``random``: Gaussian a/b (the seed's); ``uniform_small``: every entry equal, so untouched
+    latents carry no random pattern (see lora.py)."""
+    seed: int = 0
+    eval_fraction: float = 0.1
+    """Held-out share when the dataset has no ``eval`` split."""
+    checkpoint_every: int = 0
+    """Also checkpoint every N optimizer steps (0: at the end of each epoch only)."""
+    precompute: bool = True
+    """Cache the hook-point residual once per example and compute logits only at assistant
+    positions (the layers below the hook are frozen, so this is exact)."""
+    name: str = "lora"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "lr": self.lr > 0, "l1_weight": self.l1_weight >= 0, "batch_size": self.batch_size >= 1,
+            "rank": self.rank >= 1, "max_len": self.max_len >= 8, "epochs": self.epochs >= 1,
+            "topk": self.topk >= 1, "eval_fraction": 0 <= self.eval_fraction < 1,
+            "checkpoint_every": self.checkpoint_every >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid LoraTrainingConfig values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        for name, allowed in (("mode", HookMode), ("sparsity", Sparsity), ("init", Init)):
+            if getattr(self, name) not in allowed.__args__:
+                raise ValueError(f"{name} must be one of {allowed.__args__}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoraTrainingConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown LoraTrainingConfig fields: {sorted(unknown)}")
+        return cls(**d)

@@ -1,0 +1,154 @@
+"""The adapter: a rank-r map inside SAE latent space, its sparsity penalties and pruning.
+
+    Δz = ((z @ Â) * s) @ B̂,   Â[:, j] = a[:, j] / ‖a[:, j]‖,   B̂[j, :] = b[j, :] / ‖b[j, :]‖
+
+Each read vector Â[:, j] and write vector B̂[j, :] is a unit vector over the d_sae latents; ``s``
+carries all the magnitude and starts at 0, so a new adapter is an exact no-op.
+
+Why the seed's L1 fails: because Â and B̂ are normalized, ``‖a‖₁`` can be lowered by shrinking
+``a`` as a whole without changing Â, so the raw penalty selects no support (:func:`penalty`
+``"l1_raw"``). The penalties here act on the unit vectors instead, and the proximal and top-k
+projections write exact zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+EPS = 1e-12
+
+
+class SaeLora(nn.Module):
+    """Sparse LoRA in SAE latent space: reads ``rank`` latent directions, writes ``rank`` others."""
+
+    def __init__(self, d_sae: int, rank: int = 1, *, init: str = "random",
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.d_sae, self.rank = d_sae, rank
+        if init == "random":
+            a = torch.randn(d_sae, rank, generator=generator)
+            b = torch.randn(rank, d_sae, generator=generator)
+        elif init == "uniform_small":
+            # Equal entries: no latent is favoured, and a latent the data never activates keeps
+            # exactly the same value as every other untouched one, with no random pattern to
+            # mistake for a learned feature. A proximal or top-k step zeroes them.
+            a = torch.full((d_sae, rank), 1.0)
+            b = torch.full((rank, d_sae), 1.0)
+        else:
+            raise ValueError(f"unknown init {init!r}; use 'random' or 'uniform_small'")
+        self.a = nn.Parameter(a)
+        self.b = nn.Parameter(b)
+        self.s = nn.Parameter(torch.zeros(rank))
+
+    def read_dirs(self) -> Float[Tensor, "d_sae rank"]:
+        """Â: each column a unit vector."""
+        return self.a / self.a.norm(dim=0, keepdim=True).clamp_min(EPS)
+
+    def write_dirs(self) -> Float[Tensor, "rank d_sae"]:
+        """B̂: each row a unit vector."""
+        return self.b / self.b.norm(dim=1, keepdim=True).clamp_min(EPS)
+
+    def delta(self, z: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_sae"]:
+        """Δz = ((z @ Â) * s) @ B̂."""
+        return ((z @ self.read_dirs()) * self.s) @ self.write_dirs()
+
+    def forward(self, z: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_sae"]:
+        return self.delta(z)
+
+    def l0(self) -> tuple[list[int], list[int]]:
+        """Exact nonzero counts of each read vector and each write vector."""
+        return ((self.a != 0).sum(0).tolist(), (self.b != 0).sum(1).tolist())
+
+
+def penalty(lora: SaeLora, kind: str) -> Tensor:
+    """The sparsity term added to the loss (times ``l1_weight``).
+
+    - ``l1_raw``: ‖a‖₁ + ‖b‖₁ on the raw parameters (the seed's; degenerate under normalization).
+    - ``l1_normalized``: ‖Â‖₁ + ‖B̂‖₁, invariant to rescaling a or b. For a unit vector, ‖v‖₁ ranges
+      from 1 (one nonzero) to √d (uniform), so it rewards concentration, not shrinkage.
+    - ``none``, ``proximal_l1``, ``topk``: 0 (the latter two act by projection after each step).
+    """
+    if kind == "l1_raw":
+        return lora.a.abs().sum() + lora.b.abs().sum()
+    if kind == "l1_normalized":
+        return lora.read_dirs().abs().sum() + lora.write_dirs().abs().sum()
+    return lora.s.new_zeros(())
+
+
+def _soft_threshold(v: Tensor, tau: float) -> Tensor:
+    return v.sign() * (v.abs() - tau).clamp_min(0)
+
+
+def _keep_largest(v: Tensor, k: int, dim: int) -> Tensor:
+    k = min(k, v.shape[dim])
+    idx = v.abs().topk(k, dim=dim).indices
+    return torch.zeros_like(v).scatter(dim, idx, v.gather(dim, idx))
+
+
+@torch.no_grad()
+def project_(lora: SaeLora, kind: str, *, tau: float = 0.0, k: int = 16) -> None:
+    """Projection applied after each optimizer step.
+
+    - ``proximal_l1``: soft-threshold the unit vectors by ``tau`` (the proximal operator of
+      ``tau·‖·‖₁``), then store them back as unit vectors. Entries below ``tau`` become exact
+      zeros; the largest entry always survives, so a vector never vanishes.
+    - ``topk``: keep the ``k`` largest-magnitude entries of each unit vector, zero the rest.
+
+    ``s`` is untouched: it keeps carrying the magnitude.
+    """
+    if kind not in {"proximal_l1", "topk"}:
+        return
+    for param, unit, dim in ((lora.a, lora.read_dirs(), 0), (lora.b, lora.write_dirs(), 1)):
+        if kind == "proximal_l1":
+            new = _soft_threshold(unit, tau)
+            dead = new.abs().sum(dim, keepdim=True) == 0
+            new = torch.where(dead, _keep_largest(unit, 1, dim), new)
+        else:
+            new = _keep_largest(unit, k, dim)
+        param.copy_(new / new.norm(dim=dim, keepdim=True).clamp_min(EPS))
+
+
+@dataclass
+class PruneResult:
+    lora: SaeLora
+    kept_read: list[list[int]]
+    """Latent indices kept in each read vector."""
+    kept_write: list[list[int]]
+
+
+@torch.no_grad()
+def prune_topk(lora: SaeLora, k: int) -> PruneResult:
+    """A copy of ``lora`` keeping only the ``k`` largest entries of each unit vector.
+
+    The kept entries are renormalized to unit norm and ``s`` is unchanged.
+    """
+    out = SaeLora(lora.d_sae, lora.rank)
+    out.load_state_dict(lora.state_dict())
+    project_(out, "topk", k=k)
+    return PruneResult(out, [torch.nonzero(out.a[:, j]).flatten().tolist() for j in range(out.rank)],
+                       [torch.nonzero(out.b[j]).flatten().tolist() for j in range(out.rank)])
+
+
+@torch.no_grad()
+def random_support_control(lora: SaeLora, k: int, generator: torch.Generator | None = None
+                           ) -> SaeLora:
+    """Same L0 and same kept magnitudes as ``prune_topk(lora, k)``, but on random latents.
+
+    The control for "the chosen latents matter": if this keeps the behaviour too, the top-k
+    latents were not special.
+    """
+    pruned = prune_topk(lora, k).lora
+    out = SaeLora(lora.d_sae, lora.rank)
+    out.s.copy_(lora.s)
+    out.a.zero_()
+    out.b.zero_()
+    for j in range(lora.rank):
+        for src, dst in ((pruned.a[:, j], out.a[:, j]), (pruned.b[j], out.b[j])):
+            vals = src[src != 0]
+            idx = torch.randperm(lora.d_sae, generator=generator)[: len(vals)]
+            dst[idx] = vals
+    return out

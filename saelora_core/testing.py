@@ -1,0 +1,66 @@
+"""A tiny model, tokenizer and TopK SAE built from configs, for tests, docs and benchmarks.
+
+Nothing here is downloaded: the tokenizer is character-level and built in memory.
+"""
+
+from __future__ import annotations
+
+import string
+
+import torch
+from sae_lens import HookedSAETransformer, TopKSAE, TopKSAEConfig
+from transformer_lens import HookedTransformerConfig
+
+from .models import ModelAndSae, sae_identity
+
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+
+
+def tiny_tokenizer():
+    """Character-level fast tokenizer with BOS/EOS and Gemma's turn tokens as single tokens."""
+    import tempfile
+
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    chars = sorted(set(string.printable) | set("éèàçùâêîôûœ×²"))
+    vocab = {t: i for i, t in enumerate(SPECIALS + chars)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                       special_tokens=[("<bos>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>",
+                                   additional_special_tokens=SPECIALS[4:])
+    fast.padding_side = "right"
+    # TransformerLens re-loads the tokenizer from its path, so it must exist on disk.
+    path = tempfile.mkdtemp(prefix="saelora-tiny-tok-")
+    fast.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def tiny_model_and_sae(*, d_model: int = 32, n_layers: int = 3, layer: int = 1, d_sae: int = 64,
+                       k: int = 8, seed: int = 0, chat_format: str = "qa") -> ModelAndSae:
+    """A 3-layer model and a TopK SAE on ``blocks.{layer}.hook_resid_post``, seeded and frozen."""
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=512, d_head=8,
+                                  n_heads=d_model // 8, d_mlp=4 * d_model, d_vocab=len(tok),
+                                  act_fn="gelu", normalization_type="RMS",
+                                  positional_embedding_type="rotary", seed=seed,
+                                  default_prepend_bos=True, device="cpu")
+    model = HookedSAETransformer(cfg, tokenizer=tok)
+    sae = TopKSAE(TopKSAEConfig(d_in=d_model, d_sae=d_sae, k=k, dtype="float32", device="cpu"))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed + 1)
+        sae.W_dec.copy_(torch.randn(d_sae, d_model, generator=g) / d_model**0.5)
+        sae.W_enc.copy_(sae.W_dec.T * 2)
+        sae.b_enc.copy_(torch.rand(d_sae, generator=g) * 0.1)
+    sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
+    for m in (model, sae):
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return ModelAndSae(model=model, sae=sae, layer=layer, hook_name=f"blocks.{layer}.hook_resid_post",
+                       preset="tiny", chat_format=chat_format,  # type: ignore[arg-type]
+                       sae_identity=sae_identity(sae, path="tiny"))

@@ -1,0 +1,244 @@
+"""Training loop: frozen model and SAE, only the adapter's a, b, s learn.
+
+    loss = CE(assistant tokens only) + l1_weight · penalty(Â, B̂)
+
+One example runs at a time and gradients accumulate over ``batch_size`` examples per step.
+
+Speed (``precompute=True``): the residual at the hook depends only on the frozen blocks below
+it, so it is computed once per example and reused every epoch; the forward then starts at block
+``L+1`` and logits are computed only at positions that predict an assistant token. This is exact
+(checked against the plain path in the tests) and ``bench/train_throughput.py`` measures it.
+
+Checkpoints: ``params.pt`` + ``metadata.json`` + ``train_state.pt`` (optimizer, position,
+history) are written atomically at the end of each epoch and every ``checkpoint_every`` steps;
+``train_lora`` on the same ``out_dir`` resumes where the last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .chat import ChatTokens, format_turn
+from .checkpoint import atomic_torch_save, build_metadata, save_lora
+from .config import LoraTrainingConfig
+from .hooks import attach_lora, write_matrix
+from .lora import SaeLora, penalty, project_
+from .models import ModelAndSae
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    lora: SaeLora
+    out_dir: Path
+    history: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    skipped_rows: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Example:
+    chat: ChatTokens
+    resid: torch.Tensor | None = None
+    """Cached hook-point residual, (1, pos, d_model), when precomputing."""
+
+
+def _rows(dataset, split: str) -> list[dict] | None:
+    if hasattr(dataset, "keys") and callable(dataset.keys) and split in dataset:  # DatasetDict
+        return list(dataset[split])
+    if split == "train" and not (hasattr(dataset, "keys") and callable(dataset.keys)):
+        return list(dataset)
+    return None
+
+
+def tokenize_rows(mas: ModelAndSae, rows: Iterable[dict], max_len: int
+                  ) -> tuple[list[Example], list[str]]:
+    """Format rows (``prompt``, ``response``) as turns; malformed rows are skipped and named."""
+    out, skipped = [], []
+    for i, row in enumerate(rows):
+        try:
+            out.append(Example(format_turn(mas.tokenizer, row.get("prompt"), row.get("response"),
+                                           mas.chat_format, max_len)))
+        except (ValueError, AttributeError, TypeError) as e:
+            skipped.append(f"row {row.get('id', i) if isinstance(row, dict) else i}: {e}")
+    return out, skipped
+
+
+def split_dataset(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig
+                  ) -> tuple[list[Example], list[Example], list[str]]:
+    train_rows = _rows(dataset, "train")
+    if not train_rows:
+        raise ValueError("the training dataset is empty: build one with `saelora dataset make` "
+                         "or pass rows with 'prompt' and 'response'")
+    train, skipped = tokenize_rows(mas, train_rows, cfg.max_len)
+    eval_rows = _rows(dataset, "eval")
+    if eval_rows is not None:
+        ev, sk = tokenize_rows(mas, eval_rows, cfg.max_len)
+        skipped += sk
+    else:
+        g = torch.Generator().manual_seed(cfg.seed)
+        perm = torch.randperm(len(train), generator=g).tolist()
+        n_eval = int(len(train) * cfg.eval_fraction)
+        ev, train = [train[i] for i in perm[:n_eval]], [train[i] for i in perm[n_eval:]]
+    if not train:
+        raise ValueError(f"no usable training rows; all {len(train_rows)} were malformed: {skipped[:3]}")
+    return train, ev, skipped
+
+
+def _targets(chat: ChatTokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions whose next token is an assistant token, and those next tokens."""
+    pos = torch.nonzero(chat.assistant_mask[1:]).flatten()
+    return pos, chat.tokens[1:][pos]
+
+
+def _logits_from_resid(model, resid: torch.Tensor, start: int, pos: torch.Tensor) -> torch.Tensor:
+    x = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
+    logits = model.unembed(model.ln_final(x[:, pos]))
+    cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
+    if cap > 0:
+        logits = cap * torch.tanh(logits / cap)
+    return logits[0]
+
+
+def example_loss(mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precompute: bool
+                 ) -> torch.Tensor:
+    """Mean CE over the example's assistant tokens with the adapter attached."""
+    pos, tgt = _targets(ex.chat)
+    tokens = ex.chat.tokens.unsqueeze(0)
+    if not precompute:
+        with attach_lora(mas, lora, mode):
+            logits = mas.model(tokens)[0, pos]
+        return F.cross_entropy(logits, tgt)
+    if ex.resid is None:
+        with torch.no_grad():
+            ex.resid = mas.model(tokens, stop_at_layer=mas.layer + 1)
+    resid = ex.resid
+    z = mas.sae.encode(resid)
+    if mode == "resid_add":
+        new = resid + lora.delta(z) @ write_matrix(mas.sae)
+    else:
+        new = mas.sae.decode(z + lora.delta(z))
+    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
+    return F.cross_entropy(_logits_from_resid(mas.model, new, mas.layer + 1, pos), tgt)
+
+
+@torch.no_grad()
+def evaluate_ce(mas: ModelAndSae, lora: SaeLora, examples: list[Example], mode: str,
+                precompute: bool = True) -> float:
+    """Token-weighted mean CE on the assistant tokens of ``examples``."""
+    tot, n = 0.0, 0
+    for ex in examples:
+        k = int(ex.chat.assistant_mask[1:].sum())
+        tot += example_loss(mas, lora, ex, mode, precompute).item() * k
+        n += k
+    return tot / max(n, 1)
+
+
+def _state_path(out: Path) -> Path:
+    return out / "train_state.pt"
+
+
+def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: str | Path,
+               resume: bool = True, progress: bool = True,
+               on_step: Callable[[dict[str, Any]], None] | None = None,
+               extra_metadata: dict | None = None) -> TrainResult:
+    """Train an adapter on ``dataset`` (a DatasetDict with train/eval, a Dataset or a list of
+    dicts with ``prompt``/``response``) and write it to ``out_dir``.
+
+    ``on_step`` is called after every optimizer step with ``{"step", "epoch", "loss", ...}``;
+    raising from it (e.g. KeyboardInterrupt) stops training after the last checkpoint.
+    """
+    out = Path(out_dir)
+    layer = cfg.layer if cfg.layer is not None else mas.layer
+    if layer != mas.layer:
+        raise ValueError(f"config layer {layer} differs from the loaded SAE's layer {mas.layer}")
+    train, ev, skipped = split_dataset(mas, dataset, cfg)
+    for s in skipped:
+        logger.warning("skipped %s", s)
+
+    torch.manual_seed(cfg.seed)
+    lora = SaeLora(mas.sae.cfg.d_sae, cfg.rank, init=cfg.init,
+                   generator=torch.Generator().manual_seed(cfg.seed))
+    opt = torch.optim.Adam(lora.parameters(), lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    history: list[dict[str, Any]] = []
+    epoch, step_in_epoch, created, ce_sum = 0, 0, None, float("nan")
+
+    if resume and _state_path(out).exists():
+        state = torch.load(_state_path(out), weights_only=True)
+        if state["config"] != cfg.to_dict():
+            raise ValueError(f"{out} holds a run with a different config; use another out_dir or "
+                             "resume=False to start over")
+        lora.load_state_dict(state["lora"])
+        opt.load_state_dict(state["optimizer"])
+        epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
+        history, created = state["history"], state.get("created")
+        ce_sum = state.get("last_train_ce", float("nan"))
+        logger.info("resuming %s at epoch %d step %d", out, epoch, step_in_epoch)
+    elif not history:
+        history.append({"epoch": 0, "step": 0, "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute) if ev else None})
+
+    def checkpoint(done: bool) -> dict:
+        meta = build_metadata(lora, config=cfg.to_dict(), preset=mas.preset,
+                              sae_identity=mas.sae_identity, layer=layer, mode=cfg.mode,
+                              history=history, created=created,
+                              extra={"n_train": len(train), "n_eval": len(ev), "complete": done,
+                                     "skipped_rows": skipped[:50], **(extra_metadata or {})})
+        save_lora(lora, out, meta)
+        atomic_torch_save({"config": cfg.to_dict(), "lora": lora.state_dict(),
+                           "optimizer": opt.state_dict(), "epoch": epoch,
+                           "step_in_epoch": step_in_epoch, "history": history,
+                           "last_train_ce": ce_sum,
+                           "created": meta["created"]}, _state_path(out))
+        return meta
+
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=epoch * steps_per_epoch + step_in_epoch,
+               disable=not progress, desc=f"train {cfg.name}")
+    meta: dict = {}
+    try:
+        while epoch < cfg.epochs:
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+            while step_in_epoch < steps_per_epoch:
+                batch = order[step_in_epoch * cfg.batch_size:(step_in_epoch + 1) * cfg.batch_size]
+                opt.zero_grad(set_to_none=True)
+                ce_sum = 0.0
+                for i in batch:
+                    loss = example_loss(mas, lora, train[i], cfg.mode, cfg.precompute) / len(batch)
+                    loss.backward()
+                    ce_sum += loss.item()
+                pen = penalty(lora, cfg.sparsity)
+                if pen.requires_grad and cfg.l1_weight > 0:
+                    (cfg.l1_weight * pen).backward()
+                opt.step()
+                project_(lora, cfg.sparsity, tau=cfg.lr * cfg.l1_weight, k=cfg.topk)
+                step_in_epoch += 1
+                info = {"epoch": epoch + step_in_epoch / steps_per_epoch,
+                        "step": epoch * steps_per_epoch + step_in_epoch, "train_ce": ce_sum,
+                        "penalty": float(pen), "s": lora.s.detach().tolist()}
+                bar.update(1)
+                bar.set_postfix(ce=f"{ce_sum:.3f}", pen=f"{float(pen):.3g}")
+                if cfg.checkpoint_every and info["step"] % cfg.checkpoint_every == 0:
+                    checkpoint(done=False)
+                if on_step is not None:
+                    on_step(info)
+            epoch, step_in_epoch = epoch + 1, 0
+            history.append({"epoch": epoch, "step": epoch * steps_per_epoch, "train_ce_last": ce_sum,
+                            "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute) if ev else None,
+                            "l0_read": lora.l0()[0], "l0_write": lora.l0()[1],
+                            "s": lora.s.detach().tolist()})
+            meta = checkpoint(done=epoch == cfg.epochs)
+    finally:
+        bar.close()
+    if not meta:  # resumed a finished run
+        meta = checkpoint(done=True)
+    return TrainResult(lora, out, history, meta, skipped)

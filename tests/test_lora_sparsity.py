@@ -1,0 +1,51 @@
+"""Sparsity penalties and projections on the adapter."""
+
+import torch
+
+from saelora_core import SaeLora, penalty, project_, prune_topk, random_support_control
+
+
+def test_l1_raw_is_degenerate_but_l1_normalized_is_scale_invariant():
+    lora = SaeLora(100, 2, generator=torch.Generator().manual_seed(0))
+    raw, norm = penalty(lora, "l1_raw").item(), penalty(lora, "l1_normalized").item()
+    with torch.no_grad():
+        lora.a.mul_(0.01)
+        lora.b.mul_(0.01)
+    assert penalty(lora, "l1_raw").item() < raw * 0.02  # lowered with no change in function
+    assert abs(penalty(lora, "l1_normalized").item() - norm) < 1e-4
+
+
+def test_topk_projection_keeps_exactly_k():
+    lora = SaeLora(100, 3, generator=torch.Generator().manual_seed(0))
+    project_(lora, "topk", k=7)
+    assert lora.l0() == ([7, 7, 7], [7, 7, 7])
+    torch.testing.assert_close(lora.read_dirs().norm(dim=0), torch.ones(3))
+
+
+def test_proximal_l1_gives_exact_zeros_and_keeps_big_entries():
+    lora = SaeLora(10, 1)
+    with torch.no_grad():
+        lora.a.copy_(torch.tensor([[0.9, 0.4, 0.05, -0.02, 0, 0, 0, 0, 0.1, 0]]).T)
+        lora.b.copy_(torch.tensor([[0.01] * 9 + [0.02]]))
+    project_(lora, "proximal_l1", tau=0.08)
+    nz = torch.nonzero(lora.a[:, 0]).flatten().tolist()
+    assert nz == [0, 1, 8]  # unit entries 0.91, 0.40, 0.10 survive; 0.05 and 0.02 become exact 0
+    assert lora.l0()[1] == [10]  # b's unit entries are ~0.3, above tau
+    project_(lora, "proximal_l1", tau=0.9)
+    # every entry of b is below tau: the largest survives, so the vector never vanishes
+    assert torch.nonzero(lora.b[0]).flatten().tolist() == [9]
+    torch.testing.assert_close(lora.write_dirs().norm(dim=1), torch.ones(1))
+
+
+def test_prune_and_random_control_same_l0():
+    lora = SaeLora(200, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lora.s.fill_(2.0)
+    pr = prune_topk(lora, 5)
+    assert pr.lora.l0() == ([5, 5], [5, 5])
+    top = lora.read_dirs()[:, 0].abs().topk(5).indices.sort().values.tolist()
+    assert pr.kept_read[0] == top
+    ctrl = random_support_control(lora, 5, generator=torch.Generator().manual_seed(1))
+    assert ctrl.l0() == ([5, 5], [5, 5])
+    assert torch.equal(ctrl.s, lora.s)
+    assert set(torch.nonzero(ctrl.a[:, 0]).flatten().tolist()) != set(top)

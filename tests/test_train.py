@@ -1,0 +1,118 @@
+"""Training loop, checkpoints and resume on the tiny model."""
+
+import json
+
+import pytest
+import torch
+
+from saelora_core import CheckpointError, LoraTrainingConfig, SaeLora, load_lora, save_lora, train_lora
+from saelora_core.chat import format_turn
+from saelora_core.train import Example, example_loss
+
+ROWS = [{"id": str(i), "prompt": f"Say yes {i}", "response": "yes yes"} for i in range(12)]
+
+
+def cfg(**kw):
+    base = dict(lr=0.05, l1_weight=0.0, batch_size=4, rank=1, epochs=2, max_len=64,
+                sparsity="none", eval_fraction=0.25, name="t")
+    base.update(kw)
+    return LoraTrainingConfig(**base)
+
+
+def test_assistant_mask_covers_response_only(tiny_mas):
+    tok = tiny_mas.tokenizer
+    for fmt in ("qa", "gemma"):
+        c = format_turn(tok, "What is 2+2?", "Four.", fmt)
+        resp = tok.decode(c.tokens[c.assistant_mask]).replace(" ", "")
+        end = "<eos>" if fmt == "qa" else "<end_of_turn>"
+        assert resp == "Four." + end
+        assert c.assistant_mask[: c.prompt_len].sum() == 0
+        assert c.assistant_mask[c.prompt_len:].all()
+    c = format_turn(tok, "q", "a long response " * 10, "qa", max_len=30)
+    assert len(c.tokens) == 30 and c.assistant_mask.sum() == 30 - c.prompt_len
+    with pytest.raises(ValueError, match="no response token"):
+        format_turn(tok, "a very long prompt " * 5, "x", "qa", max_len=10)
+
+
+@pytest.mark.parametrize("mode", ["resid_add", "sae_replace"])
+def test_precomputed_path_equals_plain_forward(tiny_mas, mode):
+    lora = SaeLora(tiny_mas.sae.cfg.d_sae, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lora.s.fill_(4.0)
+    ex = Example(format_turn(tiny_mas.tokenizer, "Say yes", "yes yes", "qa"))
+    fast = example_loss(tiny_mas, lora, ex, mode, precompute=True)
+    slow = example_loss(tiny_mas, lora, ex, mode, precompute=False)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_only_adapter_params_get_gradients(tiny_mas):
+    lora = SaeLora(tiny_mas.sae.cfg.d_sae, 1)
+    with torch.no_grad():
+        lora.s.fill_(1.0)
+    ex = Example(format_turn(tiny_mas.tokenizer, "Say yes", "yes", "qa"))
+    example_loss(tiny_mas, lora, ex, "resid_add", precompute=False).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora.parameters())
+    frozen = list(tiny_mas.model.parameters()) + list(tiny_mas.sae.parameters())
+    assert all(not p.requires_grad and p.grad is None for p in frozen)
+
+
+def test_training_lowers_loss_and_saves(tiny_mas, tmp_path):
+    res = train_lora(tiny_mas, ROWS, cfg(epochs=4), out_dir=tmp_path / "a", progress=False)
+    ce = [h["eval_ce"] for h in res.history]
+    assert ce[-1] < ce[0] - 0.1, ce
+    meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
+    assert meta["sae"]["hash"] == tiny_mas.sae_identity["hash"]
+    assert meta["config"]["lr"] == 0.05 and meta["layer"] == tiny_mas.layer and meta["complete"]
+    assert len(meta["history"]) == 5 and meta["version"]
+    loaded = load_lora(tmp_path / "a", sae_identity=tiny_mas.sae_identity)
+    for k, v in res.lora.state_dict().items():
+        assert torch.equal(loaded.lora.state_dict()[k], v)
+
+
+def test_killed_run_resumes_to_identical_result(tiny_mas, tmp_path):
+    full = train_lora(tiny_mas, ROWS, cfg(), out_dir=tmp_path / "full", progress=False)
+
+    def kill_after_3(info):
+        if info["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_lora(tiny_mas, ROWS, cfg(checkpoint_every=1), out_dir=tmp_path / "k",
+                   progress=False, on_step=kill_after_3)
+    assert not json.loads((tmp_path / "k" / "metadata.json").read_text())["complete"]
+    resumed = train_lora(tiny_mas, ROWS, cfg(checkpoint_every=1), out_dir=tmp_path / "k", progress=False)
+    for k, v in full.lora.state_dict().items():
+        torch.testing.assert_close(resumed.lora.state_dict()[k], v, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="different config"):
+        train_lora(tiny_mas, ROWS, cfg(lr=0.01), out_dir=tmp_path / "k", progress=False)
+
+
+def test_bad_inputs_give_clear_errors(tiny_mas, tmp_path):
+    with pytest.raises(ValueError, match="dataset is empty"):
+        train_lora(tiny_mas, [], cfg(), out_dir=tmp_path / "e", progress=False)
+    with pytest.raises(ValueError, match="no usable training rows"):
+        train_lora(tiny_mas, [{"prompt": "", "response": "x"}, {"prompt": 3}], cfg(),
+                   out_dir=tmp_path / "e", progress=False)
+    with pytest.raises(ValueError, match="invalid LoraTrainingConfig values: lr"):
+        LoraTrainingConfig(lr=-1)
+    with pytest.raises(ValueError, match="sparsity must be one of"):
+        LoraTrainingConfig(sparsity="l2")
+
+    lora = SaeLora(tiny_mas.sae.cfg.d_sae, 1)
+    save_lora(lora, tmp_path / "l", {"sae": tiny_mas.sae_identity})
+    with pytest.raises(CheckpointError, match="d_sae=64 but the loaded SAE has d_sae=128"):
+        load_lora(tmp_path / "l", sae_identity={**tiny_mas.sae_identity, "d_sae": 128})
+    with pytest.raises(CheckpointError, match="trained on SAE hash"):
+        load_lora(tmp_path / "l", sae_identity={**tiny_mas.sae_identity, "hash": "0" * 16})
+    (tmp_path / "l" / "params.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_lora(tmp_path / "l")
+    with pytest.raises(CheckpointError, match="no params.pt"):
+        load_lora(tmp_path / "missing")
+
+
+def test_malformed_rows_are_skipped_and_reported(tiny_mas, tmp_path):
+    rows = ROWS + [{"id": "bad", "prompt": None, "response": "x"}]
+    res = train_lora(tiny_mas, rows, cfg(epochs=1), out_dir=tmp_path / "m", progress=False)
+    assert any("bad" in s for s in res.skipped_rows)
+    assert res.metadata["n_train"] + res.metadata["n_eval"] == len(ROWS)
