@@ -233,6 +233,14 @@ def load_sae(*, path: str | Path | None = None, release: str | None = None,
     return sae, sae_identity(sae, release=release, sae_id=sae_id)
 
 
+def _check_fit(sae: SAE, model: HookedSAETransformer, preset: str) -> None:
+    if sae.cfg.d_in != model.cfg.d_model:
+        raise SaeMismatchError(
+            f"SAE d_in={sae.cfg.d_in} does not match the model's d_model={model.cfg.d_model} "
+            f"({preset}); pick an SAE trained on this model."
+        )
+
+
 def load_model_and_sae(
     preset: str = "gemma-3-270m",
     *,
@@ -271,11 +279,7 @@ def load_model_and_sae(
             _require_hub(preset, f"the model weights {name!r}")
             raise PresetUnavailableError(f"Could not load model {name!r}: {e}") from e
 
-    if sae.cfg.d_in != model.cfg.d_model:
-        raise SaeMismatchError(
-            f"SAE d_in={sae.cfg.d_in} does not match the model's d_model={model.cfg.d_model} "
-            f"({preset}); pick an SAE trained on this model."
-        )
+    _check_fit(sae, model, preset)
     if layer is None:
         hook = sae.cfg.metadata.hook_name
         layer = base.layer if base else (int(hook.split(".")[1]) if hook else None)

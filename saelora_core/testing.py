@@ -44,7 +44,7 @@ def tiny_model_and_sae(*, d_model: int = 32, n_layers: int = 3, layer: int = 1, 
     """A 3-layer model and a TopK SAE on ``blocks.{layer}.hook_resid_post``, seeded and frozen."""
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=512, d_head=8,
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=2048, d_head=8,
                                   n_heads=d_model // 8, d_mlp=4 * d_model, d_vocab=len(tok),
                                   act_fn="gelu", normalization_type="RMS",
                                   positional_embedding_type="rotary", seed=seed,

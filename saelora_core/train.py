@@ -224,9 +224,9 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
                 step_in_epoch += 1
                 info = {"epoch": epoch + step_in_epoch / steps_per_epoch,
                         "step": epoch * steps_per_epoch + step_in_epoch, "train_ce": ce_sum,
-                        "penalty": float(pen), "s": lora.s.detach().tolist()}
+                        "penalty": pen.item(), "s": lora.s.detach().tolist()}
                 bar.update(1)
-                bar.set_postfix(ce=f"{ce_sum:.3f}", pen=f"{float(pen):.3g}")
+                bar.set_postfix(ce=f"{ce_sum:.3f}", pen=f"{pen.item():.3g}")
                 if cfg.checkpoint_every and info["step"] % cfg.checkpoint_every == 0:
                     checkpoint(done=False)
                 if on_step is not None:

@@ -1,0 +1,59 @@
+# The README's two commands: `make demo` (main job) and `make test`. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+NOTEBOOKS := $(wildcard notebooks/0*.py)
+
+.PHONY: setup chromium test demo check lint format notebooks notebooks-ipynb sae bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# Pinned first: any other torch pulls several GB of CUDA wheels.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# Debian's Chromium drives plotly's static export (PNG/SVG/PDF) through kaleido.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "installing Debian chromium for static figure export"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	    echo "warning: could not install chromium; PNG/SVG/PDF export will be unavailable"; }
+
+setup: $(STAMP) chromium
+
+test: setup
+	$(VENV)/bin/pytest
+
+demo: setup
+	$(VENV)/bin/saelora demo
+
+lint:
+	$(VENV)/bin/ruff format --check saelora_core tests bench scripts notebooks
+	$(VENV)/bin/ruff check saelora_core tests bench scripts notebooks
+	$(VENV)/bin/pyright
+
+format: setup
+	$(VENV)/bin/ruff format saelora_core tests bench scripts notebooks
+	$(VENV)/bin/ruff check --fix saelora_core tests bench scripts notebooks
+
+check: setup lint test
+
+notebooks: setup
+	$(VENV)/bin/marimo edit notebooks/
+
+notebooks-ipynb: setup
+	mkdir -p exports/ipynb
+	for nb in $(NOTEBOOKS); do $(VENV)/bin/marimo export ipynb $$nb -o exports/ipynb/$$(basename $$nb .py).ipynb || exit 1; done
+
+# Rebuild the corpus and retrain the default SAE (about an hour on 2 CPU cores).
+sae: setup
+	$(VENV)/bin/saelora -v sae train --build-corpus
+
+bench: setup
+	$(PY) bench/train_throughput.py
+	$(PY) bench/dataset_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

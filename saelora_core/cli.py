@@ -1,0 +1,156 @@
+"""``saelora`` command line: train adapters, inspect them, build datasets, train SAEs, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from .config import LoraTrainingConfig
+from .data.cli import add_dataset_parser
+
+logger = logging.getLogger("saelora")
+
+
+def _out(obj: Any) -> None:
+    sys.stdout.write((obj if isinstance(obj, str) else json.dumps(obj, indent=1, default=str)) + "\n")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls) -> None:
+    """One ``--field-name`` flag per dataclass field, typed from its default."""
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, type=lambda s: s.lower() in {"1", "true", "yes"},
+                           default=None, metavar="BOOL")
+        elif default is None:
+            p.add_argument(flag, dest=f.name, type=int, default=None)
+        else:
+            # Choices are validated by the config's __post_init__, with a message listing them.
+            p.add_argument(flag, dest=f.name, type=type(default), default=None)
+
+
+def _config_from_args(cls, args: argparse.Namespace, base: dict | None = None):
+    d = dict(base or {})
+    d.update({f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None})
+    return cls.from_dict(d)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import load_behaviour_dataset
+    from .models import load_model_and_sae
+    from .train import train_lora
+
+    base = json.loads(Path(args.config).read_text()) if args.config else {}
+    cfg = _config_from_args(LoraTrainingConfig, args, base)
+    dataset = load_behaviour_dataset(args.dataset)
+    mas = load_model_and_sae(args.preset, sae_path=args.sae_path)
+    out = Path(args.out) / cfg.name
+    res = train_lora(mas, dataset, cfg, out_dir=out, resume=not args.no_resume,
+                     extra_metadata={"dataset": str(args.dataset)})
+    _out({"out_dir": str(out), "history": res.history[-1], "l0": res.lora.l0()})
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    meta = json.loads((Path(args.lora_dir) / "metadata.json").read_text())
+    keys = ("preset", "sae", "layer", "mode", "d_sae", "rank", "l0", "config", "created", "updated",
+            "version", "complete", "n_train", "n_eval")
+    summary = {k: meta.get(k) for k in keys}
+    summary["last_eval"] = (meta.get("history") or [{}])[-1]
+    _out(summary)
+    return 0
+
+
+def cmd_sae_train(args: argparse.Namespace) -> int:
+    from .corpus import build_corpus
+    from .models import PRESETS, load_gemma3_270m_offline
+    from .sae_train import SaeTrainConfig, train_sae
+
+    base = json.loads(Path(args.config).read_text()) if args.config else {}
+    cfg = _config_from_args(SaeTrainConfig, args, base)
+    preset = PRESETS.get(cfg.preset)
+    if preset is not None and preset.loader == "gguf":
+        model = load_gemma3_270m_offline()
+    else:
+        from sae_lens import HookedSAETransformer
+
+        model = HookedSAETransformer.from_pretrained_no_processing(
+            preset.model_name if preset else cfg.preset)
+    corpus = Path(args.corpus)
+    if args.build_corpus or not (corpus / "train.jsonl").exists():
+        build_corpus(corpus, tokenizer=model.tokenizer)
+    out = Path(args.out)
+    train_sae(model, corpus / "train.jsonl", cfg, out, corpus_heldout=corpus / "heldout.jsonl",
+              resume_from=args.resume)
+    if (corpus / "manifest.json").exists():
+        (out / "corpus_manifest.json").write_text((corpus / "manifest.json").read_text())
+    _out({"sae": str(out), "metrics": json.loads((out / "metrics.json").read_text())})
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _out(run_demo(quick=args.quick))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .sae_train import SaeTrainConfig
+
+    parser = argparse.ArgumentParser(prog="saelora", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an adapter on a behaviour dataset")
+    p.add_argument("--dataset", required=True, help="a dataset dir from `saelora dataset make`")
+    p.add_argument("--preset", default="gemma-3-270m")
+    p.add_argument("--sae-path", default=None, help="override the preset's SAE directory")
+    p.add_argument("--out", default="loras", help="parent directory; the adapter goes to OUT/NAME")
+    p.add_argument("--config", default=None, help="JSON file of LoraTrainingConfig fields")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/NAME has a checkpoint")
+    _add_config_flags(p, LoraTrainingConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("info", help="summarize an adapter directory")
+    p.add_argument("lora_dir")
+    p.set_defaults(func=cmd_info)
+
+    sae = sub.add_parser("sae", help="train SAEs").add_subparsers(dest="sae_command", required=True)
+    p = sae.add_parser("train", help="train a TopK SAE with sae_lens on a local corpus")
+    p.add_argument("--corpus", default="data/corpus", help="dir with train.jsonl/heldout.jsonl")
+    p.add_argument("--build-corpus", action="store_true", help="(re)build the default corpus first")
+    p.add_argument("--out", default="data/saes/gemma-3-270m-l12-topk")
+    p.add_argument("--config", default=None, help="JSON file of SaeTrainConfig fields")
+    p.add_argument("--resume", default=None, help="sae_lens checkpoint dir to resume from")
+    _add_config_flags(p, SaeTrainConfig)
+    p.set_defaults(func=cmd_sae_train)
+
+    p = sub.add_parser("demo", help="the offline pipeline: dataset, train, evaluate, report")
+    p.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
+    p.set_defaults(func=cmd_demo)
+
+    add_dataset_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        logger.error("%s", e)
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

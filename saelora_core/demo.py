@@ -1,0 +1,100 @@
+"""The offline end-to-end pipeline behind ``make demo``: dataset, train, evaluate, report.
+
+1. Build "if the prompt is about math, respond in French" from the offline seed set with the
+   offline backend (the same code path as the LLM backend).
+2. Train an adapter on the default model (``gemma-3-270m`` + the project's SAE).
+3. Generate on the held-out in-topic and off-topic prompts with and without the adapter, and
+   measure the French rate with a language identifier (py3langid).
+4. Write the HTML report with all plots.
+
+The shipped adapter ``loras/demo-math-french`` was produced by ``run_demo(out="loras")``;
+``make demo`` trains afresh into ``runs/`` so it never overwrites the shipped one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .checkpoint import atomic_write_json
+from .config import LoraTrainingConfig
+from .models import REPO_ROOT
+
+logger = logging.getLogger(__name__)
+
+DEMO_NAME = "demo-math-french"
+DEMO_CONFIG = LoraTrainingConfig(
+    name=DEMO_NAME, lr=2e-2, l1_weight=0.02, batch_size=8, rank=1, epochs=4, max_len=256,
+    sparsity="proximal_l1", init="random", mode="resid_add", seed=0,
+)
+"""The demo's settings. lr is far above the seed's 1e-4: ``s`` starts at 0 and must reach the
+scale of SAE activations (tens) within a few hundred steps."""
+
+
+def build_demo_dataset(out: Path | None = None):
+    from .data import DatasetConfig, build_dataset
+
+    cfg = DatasetConfig(source="seed", topic="math", guideline="respond in French", n=100,
+                        eval_n=20, backend="offline", name=DEMO_NAME,
+                        out=str(out or REPO_ROOT / "data" / "datasets"), progress=False)
+    return build_dataset(cfg)
+
+
+def run_demo(*, quick: bool = False, out: str | Path | None = None,
+             cfg: LoraTrainingConfig | None = None, max_eval_prompts: int | None = None) -> dict:
+    """Run the whole pipeline; returns a summary with timings, rates and the report path."""
+    from .analysis import evaluate_behaviour, load_texts
+    from .models import load_model_and_sae
+    from .report import export_report
+    from .train import train_lora
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    built = build_demo_dataset()
+    ds = built.dataset
+    timings["dataset_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    mas = load_model_and_sae("gemma-3-270m")
+    timings["load_s"] = time.perf_counter() - t
+
+    cfg = cfg or DEMO_CONFIG
+    if quick:
+        cfg = LoraTrainingConfig.from_dict({**cfg.to_dict(), "epochs": 1, "name": DEMO_NAME + "-quick"})
+        ds = {"train": ds["train"].select(range(16)), "eval": ds["eval"].select(range(4))}
+        max_eval_prompts = max_eval_prompts or 4
+    lora_dir = Path(out or REPO_ROOT / "runs") / cfg.name
+    t = time.perf_counter()
+    res = train_lora(mas, ds, cfg, out_dir=lora_dir, extra_metadata={
+        "dataset": str(built.out_dir.relative_to(REPO_ROOT)) if built.out_dir.is_relative_to(REPO_ROOT) else str(built.out_dir)})
+    timings["train_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    eval_rows = list(ds["eval"])
+    behaviour = evaluate_behaviour(mas, res.lora, eval_rows, detector="french",
+                                   mode=cfg.mode, max_prompts=max_eval_prompts)
+    timings["evaluate_s"] = time.perf_counter() - t
+    rates = behaviour.rates.to_dict(orient="records")
+    atomic_write_json(lora_dir / "behaviour.json", {
+        "detector": "french (py3langid)", "rates": rates, "effect": behaviour.effect,
+        "samples": behaviour.samples.to_dict(orient="records")})
+
+    t = time.perf_counter()
+    texts = load_texts(mas, ds["eval"], n=40)
+    report = export_report(lora_dir, mas=mas, eval_rows=eval_rows, behaviour=behaviour, texts=texts)
+    timings["report_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    summary = {"lora_dir": str(lora_dir), "report": str(report), "rates": rates,
+               "effect": behaviour.effect, "l0": res.lora.l0(), "final": res.history[-1],
+               "timings": timings, "config": asdict(cfg)}
+    atomic_write_json(lora_dir / "demo_summary.json", summary)
+    logger.info("report written to %s", report)
+    return summary
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    print(json.dumps(run_demo(), indent=1, default=str))  # noqa: T201

