@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -220,7 +221,11 @@ def load_sae(*, path: str | Path | None = None, release: str | None = None,
                 f"No SAE at {p} (expected cfg.json + sae_weights.safetensors). For the default "
                 "preset, run `saelora sae train` or `make sae` to build it."
             )
-        sae = SAE.load_from_disk(p, device=device)
+        with warnings.catch_warnings():
+            # sae_lens suggests reloading the model with the SAE's training kwargs; ours already
+            # matches them (no weight processing), so the hint is noise.
+            warnings.filterwarnings("ignore", message=".*model_from_pretrained_kwargs.*")
+            sae = SAE.load_from_disk(p, device=device)
         sae = sae.to(torch.float32)
         return sae, sae_identity(sae, path=str(p))
     if release is None or sae_id is None:

@@ -1,0 +1,79 @@
+"""Analysis of a trained adapter: feature tables, logit attribution, activation examples,
+sparsity statistics and behaviour evaluation. Every function returns a DataFrame, a dataclass of
+DataFrames, or a plotly Figure.
+
+- ``features``: :func:`top_feats_summary`, :func:`per_token_reads_writes`, Neuronpedia links
+- ``logits``: :func:`top_toks_table`, :func:`edit_logit_attribution` (direct-path / causal)
+- ``activations``: :func:`latent_activations`, :func:`max_activating_examples`,
+  :func:`latent_dashboard`, :func:`load_texts`
+- ``sparsity``: :func:`adapter_sparsity`, :func:`sorted_weight_curves` and the noise baseline
+- ``behaviour``: :func:`evaluate_behaviour`, detectors
+"""
+
+from .activations import (
+    LatentDashboard,
+    TokenActs,
+    dashboard_html,
+    dataset_rows,
+    latent_activations,
+    latent_dashboard,
+    load_texts,
+    max_activating_examples,
+)
+from .behaviour import (
+    DETECTORS,
+    BehaviourResult,
+    detect_french,
+    detect_uppercase,
+    evaluate_behaviour,
+)
+from .features import (
+    latent_fire_freq,
+    neuronpedia_id_for,
+    per_token_reads_writes,
+    top_feats_summary,
+)
+from .logits import (
+    edit_logit_attribution,
+    edit_logit_diff,
+    latent_logits,
+    top_toks_table,
+    unembed_scores,
+)
+from .sparsity import (
+    adapter_sparsity,
+    noise_baseline_closed_form,
+    random_unit_vectors,
+    sorted_weight_curves,
+    vector_sparsity,
+)
+
+__all__ = [
+    "DETECTORS",
+    "BehaviourResult",
+    "LatentDashboard",
+    "TokenActs",
+    "adapter_sparsity",
+    "dashboard_html",
+    "dataset_rows",
+    "detect_french",
+    "detect_uppercase",
+    "edit_logit_attribution",
+    "edit_logit_diff",
+    "evaluate_behaviour",
+    "latent_activations",
+    "latent_dashboard",
+    "latent_fire_freq",
+    "latent_logits",
+    "load_texts",
+    "max_activating_examples",
+    "neuronpedia_id_for",
+    "noise_baseline_closed_form",
+    "per_token_reads_writes",
+    "random_unit_vectors",
+    "sorted_weight_curves",
+    "top_feats_summary",
+    "top_toks_table",
+    "unembed_scores",
+    "vector_sparsity",
+]

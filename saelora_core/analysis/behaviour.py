@@ -1,0 +1,141 @@
+"""Does the adapter produce the behaviour, and only on in-topic prompts?
+
+Greedy answers with and without the adapter are scored by a detector (e.g. "is this French?");
+the rates on in-topic and off-topic eval prompts give the effect and how conditional it is:
+
+    effect          = rate(adapter, in_topic) − rate(base, in_topic)
+    conditional_gap = rate(adapter, in_topic) − rate(adapter, off_topic)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ..generate import generate
+from ..lora import SaeLora
+from ..models import ModelAndSae
+from .activations import dataset_rows
+
+
+def detect_french(text: str) -> bool:
+    """True when py3langid classifies ``text`` as French (empty text: False)."""
+    if not text or not text.strip():
+        return False
+    import py3langid
+
+    return py3langid.classify(text)[0] == "fr"
+
+
+def detect_uppercase(text: str) -> bool:
+    """True when more than half of the letters are upper case (no letters: False)."""
+    letters = [c for c in text if c.isalpha()]
+    return bool(letters) and sum(c.isupper() for c in letters) / len(letters) > 0.5
+
+
+DETECTORS: dict[str, Callable[[str], bool]] = {
+    "french": detect_french,
+    "uppercase": detect_uppercase,
+}
+
+
+@dataclass
+class BehaviourResult:
+    rates: pd.DataFrame
+    """condition ("base"/"adapter"), split ("in_topic"/"off_topic"), rate, n."""
+    samples: pd.DataFrame
+    """prompt, in_topic, base, adapter, base_hit, adapter_hit."""
+    detector: str = "french"
+
+    def rate(self, condition: str, split: str) -> float:
+        r = self.rates[(self.rates["condition"] == condition) & (self.rates["split"] == split)]
+        return float(r["rate"].iloc[0]) if len(r) else math.nan
+
+    @property
+    def effect(self) -> float:
+        """Adapter in-topic rate − base in-topic rate."""
+        return self.rate("adapter", "in_topic") - self.rate("base", "in_topic")
+
+    @property
+    def conditional_gap(self) -> float:
+        """Adapter in-topic rate − adapter off-topic rate."""
+        return self.rate("adapter", "in_topic") - self.rate("adapter", "off_topic")
+
+
+def _detector(detector: str | Callable[[str], bool]) -> tuple[str, Callable[[str], bool]]:
+    if callable(detector):
+        return getattr(detector, "__name__", "custom"), detector
+    if detector not in DETECTORS:
+        raise ValueError(
+            f"unknown detector {detector!r}; use one of {sorted(DETECTORS)} or a "
+            "callable str -> bool"
+        )
+    return detector, DETECTORS[detector]
+
+
+def evaluate_behaviour(
+    mas: ModelAndSae,
+    lora: SaeLora,
+    eval_rows: Any,
+    *,
+    detector: str | Callable[[str], bool] = "french",
+    mode: str = "resid_add",
+    max_new_tokens: int = 48,
+    max_prompts: int | None = None,
+    batch_size: int = 8,
+    base: BehaviourResult | None = None,
+) -> BehaviourResult:
+    """Generate greedily for each eval prompt without the adapter (base: ``lora=None``, the plain
+    model) and with it (in ``mode``), and score both answers with ``detector``.
+
+    ``eval_rows``: a list of dicts, a Dataset or a DatasetDict (its "eval" split, else "train")
+    with ``prompt`` and ``in_topic``. ``max_prompts`` keeps the first rows. ``base``: an earlier
+    result on the same rows whose base answers are reused (e.g. across a pruning sweep), so
+    only the adapter's answers are generated.
+    """
+    name, fn = _detector(detector)
+    rows = [
+        r
+        for r in dataset_rows(eval_rows)
+        if isinstance(r.get("prompt"), str) and r["prompt"].strip()
+    ]
+    if max_prompts is not None:
+        rows = rows[:max_prompts]
+    prompts = [r["prompt"] for r in rows]
+    if base is not None and base.samples["prompt"].tolist() != prompts:
+        raise ValueError("base= holds answers to different prompts; pass the same eval rows")
+    gen = {
+        "base": base.samples["base"].tolist()
+        if base is not None
+        else generate(mas, prompts, None, max_new_tokens=max_new_tokens, batch_size=batch_size),
+        "adapter": generate(
+            mas, prompts, lora, mode=mode, max_new_tokens=max_new_tokens, batch_size=batch_size
+        ),
+    }
+    samples = pd.DataFrame(
+        {
+            "prompt": prompts,
+            "in_topic": [bool(r.get("in_topic")) for r in rows],
+            "base": gen["base"],
+            "adapter": gen["adapter"],
+            "base_hit": [bool(fn(t)) for t in gen["base"]],
+            "adapter_hit": [bool(fn(t)) for t in gen["adapter"]],
+        }
+    )
+    rates = []
+    for cond in ("base", "adapter"):
+        for split, want in (("in_topic", True), ("off_topic", False)):
+            hits = samples.loc[samples["in_topic"] == want, f"{cond}_hit"]
+            rates.append(
+                {
+                    "condition": cond,
+                    "split": split,
+                    "rate": float(hits.mean()) if len(hits) else math.nan,
+                    "n": int(len(hits)),
+                }
+            )
+    return BehaviourResult(pd.DataFrame(rates), samples, name)

@@ -1,0 +1,341 @@
+"""Plotly figures for the analysis tables, and their export (HTML, PNG, SVG, PDF, CSV, LaTeX).
+
+Static export uses kaleido 1.x, which drives a Chromium-based browser. The browser is never
+downloaded: it is the system's Chromium (``apt-get install chromium``; ``make setup`` does it),
+found via ``$BROWSER_PATH``, then ``PATH``, then ``/usr/bin/chromium``. MathJax is switched off so
+the export never reaches for a CDN; plotly.js comes from the plotly package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .checkpoint import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .analysis.behaviour import BehaviourResult
+
+STATIC_FORMATS = ("png", "svg", "pdf")
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+class BrowserNotFoundError(RuntimeError):
+    """Static figure export needs a Chromium-based browser, and none was found."""
+
+
+def _tok_label(t: str) -> str:
+    return repr(t)[1:-1] if t.strip() == t and t else repr(t)
+
+
+def _unique_labels(sub: pd.DataFrame) -> list[str]:
+    """Token labels for a categorical axis; ids are appended where two tokens decode alike."""
+    labels = [_tok_label(t) for t in sub["token"]]
+    dup = {lab for lab in labels if labels.count(lab) > 1}
+    return [
+        f"{lab} #{i}" if lab in dup else lab for lab, i in zip(labels, sub["token_id"], strict=True)
+    ]
+
+
+def fig_top_feats(df: pd.DataFrame) -> go.Figure:
+    """Signed weights of the top read/write latents (``top_feats_summary``), one bar each."""
+    d = df.copy()
+    d["label"] = [
+        f"{s} c{c} · {lat}"
+        for s, c, lat in zip(d["side"], d["component"], d["latent"], strict=True)
+    ]
+    fig = px.bar(
+        d,
+        x="label",
+        y="weight",
+        color="side",
+        hover_data=[
+            c for c in ("latent", "mass_share", "freq_in_topic", "freq_off_topic") if c in d
+        ],
+        color_discrete_map={"read": "#1c7ed6", "write": "#e8590c"},
+    )
+    fig.update_layout(
+        title="Top latents read (Â) and written (B̂) by the adapter",
+        xaxis_title="side, component · latent",
+        yaxis_title="weight in unit vector",
+    )
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def fig_top_toks(df: pd.DataFrame, max_sources: int = 8) -> go.Figure:
+    """Promoted/suppressed tokens per source (``top_toks_table``), one panel per source."""
+    sources = list(dict.fromkeys(df["source"]))[:max_sources]
+    cols = min(len(sources), 3) or 1
+    rows = max(1, -(-len(sources) // cols))
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=sources or ["(empty)"], horizontal_spacing=0.18
+    )
+    for n, src in enumerate(sources):
+        sub = pd.DataFrame(df[df["source"] == src]).sort_values(by="score")
+        fig.add_trace(
+            go.Bar(
+                x=sub["score"],
+                y=_unique_labels(sub),
+                orientation="h",
+                showlegend=False,
+                marker_color=[
+                    "#2f9e44" if d == "promoted" else "#e03131" for d in sub["direction"]
+                ],
+            ),
+            row=n // cols + 1,
+            col=n % cols + 1,
+        )
+    fig.update_layout(
+        title="Direct-path logit attribution (green: promoted, red: suppressed)",
+        height=max(350, 330 * rows),
+    )
+    fig.update_xaxes(title_text="logit score")
+    fig.update_yaxes(title_text="token", type="category")
+    return fig
+
+
+def _thin_curve(g: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """Keep the first 200 ranks, ``max_points`` evenly spaced ones and the last nonzero one."""
+    n = len(g)
+    if n <= max_points:
+        return g
+    nonzero = np.flatnonzero(g["abs_weight"].to_numpy() > 0)
+    keep = np.concatenate(
+        [np.arange(min(n, 200)), np.linspace(0, n - 1, max_points).astype(int), nonzero[-1:]]
+    )
+    return g.iloc[np.unique(keep)]
+
+
+def fig_sorted_weights(
+    curves_df: pd.DataFrame, log_y: bool = True, *, log_x: bool = True, max_points: int = 2000
+) -> go.Figure:
+    """Sorted |weights| of the read/write vectors against random unit vectors (the noise
+    baseline). Exact zeros drop off the log y axis, so a sparse vector's curve ends at its L0.
+    x is ``rank + 1`` (log scale by default); long curves are thinned to about ``max_points``."""
+    d = pd.concat(
+        [
+            _thin_curve(g, max_points)
+            for _, g in curves_df.groupby(["component", "side"], sort=False)
+        ]
+    )
+    d = d.assign(component=[f"c{c}" for c in d["component"]], rank1=d["rank"] + 1)
+    fig = px.line(
+        d,
+        x="rank1",
+        y="abs_weight",
+        color="side",
+        line_dash="component" if len(set(d["component"])) > 1 else None,
+        log_y=log_y,
+        log_x=log_x,
+        color_discrete_map={"read": "#1c7ed6", "write": "#e8590c", "noise": "#868e96"},
+    )
+    fig.update_layout(
+        title="Sorted |weight| of the unit vectors vs a random unit vector",
+        xaxis_title="rank (1 = largest)",
+        yaxis_title="|weight|",
+    )
+    return fig
+
+
+def fig_loss_curve(history: list[dict[str, Any]]) -> go.Figure:
+    """Eval CE and last-step train CE over optimizer steps (training ``history``)."""
+    fig = go.Figure()
+    for key, name in (("eval_ce", "eval CE"), ("train_ce_last", "train CE (last step)")):
+        pts = [(h["step"], h[key]) for h in history if h.get(key) is not None and "step" in h]
+        if pts:
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name
+                )
+            )
+    fig.update_layout(
+        title="Loss curve",
+        xaxis_title="optimizer step",
+        yaxis_title="cross-entropy (assistant tokens)",
+    )
+    return fig
+
+
+def fig_behaviour(result: BehaviourResult) -> go.Figure:
+    """Detector hit rates, base vs adapter, on in-topic and off-topic prompts."""
+    r = result.rates
+    fig = px.bar(
+        r,
+        x="split",
+        y="rate",
+        color="condition",
+        barmode="group",
+        text=[f"{v:.2f} (n={n})" for v, n in zip(r["rate"], r["n"], strict=True)],
+        color_discrete_map={"base": "#868e96", "adapter": "#e8590c"},
+    )
+    fig.update_layout(
+        title=f"Behaviour ({result.detector}): effect {result.effect:+.2f}, "
+        f"conditional gap {result.conditional_gap:+.2f}",
+        xaxis_title="eval prompts",
+        yaxis_title="detector hit rate",
+        yaxis_range=[0, 1.05],
+    )
+    return fig
+
+
+def fig_per_token(df: pd.DataFrame) -> go.Figure:
+    """Per-token reads ``z @ Â[:, j]`` (top) and edit size ``‖Δz @ W_dec‖`` (bottom)."""
+    labels = [f"{p}:{_tok_label(t)}" for p, t in zip(df["pos"], df["token"], strict=True)]
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=["read z·Â[:, j]", "write ‖Δz W_dec‖"],
+    )
+    for c in [c for c in df.columns if c.startswith("read_")]:
+        fig.add_trace(go.Bar(x=labels, y=df[c], name=c), row=1, col=1)
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=df["write_norm"],
+            name="write_norm",
+            marker_color="#e8590c",
+            hovertext=df.get("top_read_latents"),
+        ),
+        row=2,
+        col=1,
+    )
+    fig.update_layout(title="What the adapter reads and writes at each token", barmode="group")
+    fig.update_xaxes(title_text="position:token", type="category", row=2, col=1)
+    fig.update_yaxes(title_text="read", row=1, col=1)
+    fig.update_yaxes(title_text="write norm", row=2, col=1)
+    return fig
+
+
+def fig_pareto(
+    df: pd.DataFrame, x: str = "l0", y: str = "effect_retained", color: str = "method"
+) -> go.Figure:
+    """Sparsity (x) against retained behaviour (y), one colour per method."""
+    fig = px.scatter(
+        df.sort_values(x),
+        x=x,
+        y=y,
+        color=color if color in df else None,
+        hover_data=list(df.columns),
+    )
+    fig.update_traces(mode="lines+markers")
+    fig.update_layout(title=f"{y} vs {x}", xaxis_title=x, yaxis_title=y)
+    return fig
+
+
+def fig_prune_curve(
+    df: pd.DataFrame, x: str = "k", y: str = "effect", color: str = "kind"
+) -> go.Figure:
+    """Behaviour after keeping the top-``k`` entries (and controls), against ``k``."""
+    fig = px.line(
+        df.sort_values(x),
+        x=x,
+        y=y,
+        color=color if color in df else None,
+        markers=True,
+        log_x=bool((df[x] > 0).all() and df[x].max() > 20 * df[x].min()),
+    )
+    fig.update_layout(title=f"{y} after pruning to {x} entries", xaxis_title=x, yaxis_title=y)
+    return fig
+
+
+def find_browser() -> str | None:
+    """``$BROWSER_PATH``, else the first Chromium-based browser on ``PATH``, else
+    ``/usr/bin/chromium``; None when none exists."""
+    env = os.environ.get("BROWSER_PATH")
+    if env and Path(env).is_file():
+        return env
+    for name in BROWSER_NAMES:
+        if p := shutil.which(name):
+            return p
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
+
+
+def static_export(
+    fig: go.Figure,
+    paths: dict[str, Path],
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    scale: float = 2.0,
+) -> None:
+    """Write ``fig`` to each ``{format: path}`` with one browser session (atomic writes)."""
+    import kaleido
+
+    browser = find_browser()
+    if browser is None:
+        raise BrowserNotFoundError(
+            "Static figure export (png/svg/pdf) needs Chromium: run `apt-get install -y "
+            "chromium` (or `make setup`), or set BROWSER_PATH to a Chromium-based browser."
+        )
+    opts = {"width": width or fig.layout.width or 900, "height": height or fig.layout.height or 500}
+    with tempfile.TemporaryDirectory(
+        dir=next(iter(paths.values())).parent, prefix=".export-"
+    ) as tmp:
+        specs = [
+            {
+                "fig": fig,
+                "path": str(Path(tmp) / f"fig.{fmt}"),
+                "opts": {**opts, "format": fmt, "scale": scale if fmt == "png" else 1},
+            }
+            for fmt in paths
+        ]
+        kaleido.write_fig_from_object_sync(
+            specs, kopts={"path": browser, "mathjax": False}, cancel_on_error=True
+        )
+        for fmt, dest in paths.items():
+            os.replace(Path(tmp) / f"fig.{fmt}", dest)
+
+
+def save_figure(
+    fig: go.Figure,
+    out_dir: str | Path,
+    name: str,
+    formats: Sequence[str] = ("html", "png", "svg", "pdf"),
+    **export_kw: Any,
+) -> list[Path]:
+    """Write ``<out_dir>/<name>.<fmt>`` for each format; returns the paths written.
+
+    HTML embeds plotly.js (works offline). PNG/SVG/PDF go through kaleido and the system's
+    Chromium; without one, the HTML is still written and :class:`BrowserNotFoundError` says
+    how to install it. Every file is written to a temporary name and renamed into place.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = set(formats) - {"html", *STATIC_FORMATS}
+    if unknown:
+        raise ValueError(f"unknown formats {sorted(unknown)}; use html, png, svg or pdf")
+    written = []
+    if "html" in formats:
+        path = out / f"{name}.html"
+        atomic_write_bytes(path, fig.to_html(include_plotlyjs=True, full_html=True).encode())
+        written.append(path)
+    static = {fmt: out / f"{name}.{fmt}" for fmt in formats if fmt in STATIC_FORMATS}
+    if static:
+        static_export(fig, static, **export_kw)
+        written += list(static.values())
+    return written
+
+
+def save_table(
+    df: pd.DataFrame, out_dir: str | Path, name: str, *, float_format: str = "%.4g"
+) -> list[Path]:
+    """Write ``<name>.csv`` and ``<name>.tex`` (``DataFrame.to_latex``, booktabs style)."""
+    out = Path(out_dir)
+    csv, tex = out / f"{name}.csv", out / f"{name}.tex"
+    atomic_write_bytes(csv, df.to_csv(index=False).encode())
+    latex = df.to_latex(index=False, float_format=lambda v: float_format % v, escape=True)
+    atomic_write_bytes(tex, latex.encode())
+    return [csv, tex]

@@ -1,0 +1,64 @@
+"""Behaviour evaluation on the tiny model and the language detector on real sentences."""
+
+import math
+
+import datasets
+import pytest
+import torch
+
+from saelora_core import SaeLora
+from saelora_core.analysis import DETECTORS, detect_french, evaluate_behaviour
+
+ROWS = [
+    {"prompt": "What is 2+2?", "in_topic": True},
+    {"prompt": "Compute 3*7", "in_topic": True},
+    {"prompt": "Say hi", "in_topic": False},
+]
+
+
+def test_detect_french():
+    assert detect_french("Bonjour, je voudrais un café et un croissant, s'il vous plaît.")
+    assert detect_french("La réponse est quatre, car deux plus deux font quatre.")
+    assert not detect_french("The answer is four, because two plus two makes four.")
+    assert not detect_french("")
+    assert not detect_french("   ")
+    assert DETECTORS["uppercase"]("HELLO you") and not DETECTORS["uppercase"]("hello")
+
+
+def test_evaluate_behaviour_tiny(tiny_mas):
+    lora = SaeLora(64, 1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lora.s.fill_(4.0)
+    ds = datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(ROWS[:1]), "eval": datasets.Dataset.from_list(ROWS)}
+    )
+    res = evaluate_behaviour(tiny_mas, lora, ds, detector="uppercase", max_new_tokens=6)
+    assert list(res.rates.columns) == ["condition", "split", "rate", "n"]
+    assert res.rates["rate"].between(0, 1).all()
+    assert res.rates.set_index(["condition", "split"])["n"].to_dict() == {
+        ("base", "in_topic"): 2,
+        ("base", "off_topic"): 1,
+        ("adapter", "in_topic"): 2,
+        ("adapter", "off_topic"): 1,
+    }
+    s = res.samples
+    assert list(s.columns) == ["prompt", "in_topic", "base", "adapter", "base_hit", "adapter_hit"]
+    assert s["adapter_hit"].tolist() == [DETECTORS["uppercase"](t) for t in s["adapter"]]
+    r = res.rates.set_index(["condition", "split"])["rate"]
+    assert res.effect == pytest.approx(r["adapter", "in_topic"] - r["base", "in_topic"])
+    assert res.conditional_gap == pytest.approx(
+        r["adapter", "in_topic"] - r["adapter", "off_topic"]
+    )
+    # a callable detector, max_prompts, and an empty split gives NaN with n = 0
+    res2 = evaluate_behaviour(
+        tiny_mas, lora, ROWS, detector=lambda t: len(t) > 0, max_new_tokens=3, max_prompts=2
+    )
+    off = res2.rates[(res2.rates["split"] == "off_topic")]
+    assert (off["n"] == 0).all() and off["rate"].isna().all() and math.isnan(res2.conditional_gap)
+    # reusing the base answers gives the same result
+    again = evaluate_behaviour(tiny_mas, lora, ds, detector="uppercase", max_new_tokens=6, base=res)
+    assert again.samples.equals(res.samples) and again.rates.equals(res.rates)
+    with pytest.raises(ValueError, match="different prompts"):
+        evaluate_behaviour(tiny_mas, lora, ROWS[:2], detector="uppercase", base=res)
+    with pytest.raises(ValueError, match="unknown detector"):
+        evaluate_behaviour(tiny_mas, lora, ROWS, detector="klingon")

@@ -1,0 +1,110 @@
+"""Figures build with titles and axis labels; export writes real PNG/SVG/PDF/HTML/CSV/LaTeX."""
+
+import pandas as pd
+import pytest
+import torch
+
+from saelora_core import SaeLora, plots
+from saelora_core.analysis import (
+    BehaviourResult,
+    per_token_reads_writes,
+    sorted_weight_curves,
+    top_feats_summary,
+    top_toks_table,
+)
+from saelora_core.plots import (
+    BrowserNotFoundError,
+    fig_behaviour,
+    fig_loss_curve,
+    fig_pareto,
+    fig_per_token,
+    fig_prune_curve,
+    fig_sorted_weights,
+    fig_top_feats,
+    fig_top_toks,
+    save_figure,
+    save_table,
+)
+
+
+def _lora() -> SaeLora:
+    lora = SaeLora(64, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lora.s.copy_(torch.tensor([1.0, -0.5]))
+    return lora
+
+
+def test_all_figures_titled_and_labelled(tiny_mas):
+    lora = _lora()
+    rates = pd.DataFrame(
+        {
+            "condition": ["base", "base", "adapter", "adapter"],
+            "split": ["in_topic", "off_topic"] * 2,
+            "rate": [0.1, 0.0, 0.8, 0.2],
+            "n": [10, 10, 10, 10],
+        }
+    )
+    figs = [
+        fig_top_feats(top_feats_summary(lora, k=4)),
+        fig_top_toks(top_toks_table(lora, tiny_mas, k_latents=2, k_tokens=3)),
+        fig_sorted_weights(sorted_weight_curves(lora)),
+        fig_loss_curve(
+            [{"step": 0, "eval_ce": 3.0}, {"step": 5, "eval_ce": 2.5, "train_ce_last": 2.4}]
+        ),
+        fig_behaviour(BehaviourResult(rates, pd.DataFrame())),
+        fig_per_token(per_token_reads_writes(lora, tiny_mas, "hi")),
+        fig_pareto(
+            pd.DataFrame(
+                {"l0": [1, 4, 16], "effect_retained": [0.2, 0.7, 0.95], "method": ["topk"] * 3}
+            )
+        ),
+        fig_prune_curve(
+            pd.DataFrame(
+                {
+                    "k": [1, 4, 16, 1, 4, 16],
+                    "effect": [0.1, 0.5, 0.8] * 2,
+                    "kind": ["top"] * 3 + ["random"] * 3,
+                }
+            )
+        ),
+    ]
+    for fig in figs:
+        assert fig.layout.title.text
+        assert any(ax.title.text for ax in fig.select_xaxes())
+        assert any(ax.title.text for ax in fig.select_yaxes())
+        assert len(fig.data) > 0
+    assert "effect +0.70" in figs[4].layout.title.text
+
+
+def test_save_figure_all_formats(tmp_path):
+    fig = fig_loss_curve([{"step": 0, "eval_ce": 3.0}, {"step": 1, "eval_ce": 2.0}])
+    paths = save_figure(fig, tmp_path / "figs", "loss")
+    assert [p.suffix for p in paths] == [".html", ".png", ".svg", ".pdf"]
+    png, svg, pdf = (tmp_path / "figs" / f"loss.{e}" for e in ("png", "svg", "pdf"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in svg.read_text()[:500]
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    html = (tmp_path / "figs" / "loss.html").read_text()
+    assert 'src="https://cdn.plot.ly' not in html and len(html) > 1_000_000  # plotly.js inlined
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "loss.html",
+        "loss.pdf",
+        "loss.png",
+        "loss.svg",
+    ]  # no temporary files left
+
+
+def test_save_figure_without_browser(tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "find_browser", lambda: None)
+    fig = fig_loss_curve([{"step": 0, "eval_ce": 3.0}])
+    with pytest.raises(BrowserNotFoundError, match="apt-get install"):
+        save_figure(fig, tmp_path, "f", formats=("html", "png"))
+    assert (tmp_path / "f.html").stat().st_size > 0 and not (tmp_path / "f.png").exists()
+
+
+def test_save_table(tmp_path):
+    df = pd.DataFrame({"latent": [7, 3], "weight": [0.81234, -0.5], "side": ["read", "write_x"]})
+    csv, tex = save_table(df, tmp_path, "feats")
+    assert pd.read_csv(csv).equals(df)
+    text = tex.read_text()
+    assert "\\begin{tabular}" in text and "0.8123" in text and "write\\_x" in text
