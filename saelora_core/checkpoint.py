@@ -50,7 +50,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
+    """JSON (UTF-8, non-ASCII kept readable) written through :func:`atomic_write_bytes`."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
 @dataclass

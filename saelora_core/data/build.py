@@ -33,6 +33,7 @@ from typing import Any
 
 import datasets
 
+from ..checkpoint import atomic_write_json
 from .backends import Backend, PhaseProgress, TaskOutcome, TaskRequest, answer_all, make_backend
 from .cache import AnswerCache
 from .config import DatasetConfig, DatasetError, NotEnoughExamplesError, SourceError
@@ -206,13 +207,6 @@ def _counts(rows: list[dict]) -> dict[str, int]:
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as JSON to `path` via a temp file and `os.replace` (never half-written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _save(out_dir: Path, dataset: datasets.DatasetDict, progress: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     # The old manifest goes first: a manifest only ever describes the hf/ folder beside it.
@@ -308,7 +302,7 @@ async def build_dataset_async(cfg: DatasetConfig) -> BuildResult:
         "layout": {HF_DIR: "datasets.DatasetDict with splits 'train' and 'eval'"},
         "config": cfg.to_dict(),
     }
-    write_json_atomic(out_dir / MANIFEST, manifest)
+    atomic_write_json(out_dir / MANIFEST, manifest)
     logger.info(
         "saved %s: train %d, eval %d; %d failed; %d cached answers; %d tokens this run",
         out_dir, len(splits["train"]), len(splits["eval"]), len(failed), labels.cached,
