@@ -21,6 +21,9 @@ class LoraTrainingConfig:
 
     lr: float = 1e-4
     """Adam learning rate for ``a``, ``b`` and ``s``."""
+    s_lr: float | None = None
+    """Learning rate for the scale ``s`` (None: ``lr``). ``s`` starts at 0 and must reach the scale
+    of SAE activations, so it often needs a larger step than the directions."""
     l1_weight: float = 0.05
     """λ in ``loss = CE + λ · sparsity(Â, B̂)`` (for ``proximal_l1`` the per-step threshold is
     ``lr · λ``)."""
@@ -56,7 +59,7 @@ class LoraTrainingConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "lr": self.lr > 0, "l1_weight": self.l1_weight >= 0, "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0, "s_lr": self.s_lr is None or self.s_lr > 0, "l1_weight": self.l1_weight >= 0, "batch_size": self.batch_size >= 1,
             "rank": self.rank >= 1, "max_len": self.max_len >= 8, "epochs": self.epochs >= 1,
             "topk": self.topk >= 1, "eval_fraction": 0 <= self.eval_fraction < 1,
             "checkpoint_every": self.checkpoint_every >= 0,

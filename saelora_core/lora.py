@@ -98,7 +98,9 @@ def project_(lora: SaeLora, kind: str, *, tau: float = 0.0, k: int = 16) -> None
       zeros; the largest entry always survives, so a vector never vanishes.
     - ``topk``: keep the ``k`` largest-magnitude entries of each unit vector, zero the rest.
 
-    ``s`` is untouched: it keeps carrying the magnitude.
+    ``s`` is untouched: it keeps carrying the magnitude. The raw vectors keep their norm (only
+    their direction is sparsified), so the optimizer's step size relative to the entries does
+    not jump when the projection first applies.
     """
     if kind not in {"proximal_l1", "topk"}:
         return
@@ -109,7 +111,8 @@ def project_(lora: SaeLora, kind: str, *, tau: float = 0.0, k: int = 16) -> None
             new = torch.where(dead, _keep_largest(unit, 1, dim), new)
         else:
             new = _keep_largest(unit, k, dim)
-        param.copy_(new / new.norm(dim=dim, keepdim=True).clamp_min(EPS))
+        scale = param.norm(dim=dim, keepdim=True)
+        param.copy_(new / new.norm(dim=dim, keepdim=True).clamp_min(EPS) * scale)
 
 
 @dataclass

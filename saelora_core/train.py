@@ -169,7 +169,8 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
     torch.manual_seed(cfg.seed)
     lora = SaeLora(mas.sae.cfg.d_sae, cfg.rank, init=cfg.init,
                    generator=torch.Generator().manual_seed(cfg.seed))
-    opt = torch.optim.Adam(lora.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam([{"params": [lora.a, lora.b], "lr": cfg.lr},
+                            {"params": [lora.s], "lr": cfg.s_lr or cfg.lr}])
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     history: list[dict[str, Any]] = []
     epoch, step_in_epoch, created, ce_sum = 0, 0, None, float("nan")
