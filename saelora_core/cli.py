@@ -144,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from .data import DatasetError
+    from .models import PresetUnavailableError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, DatasetError, PresetUnavailableError) as e:
         logger.error("%s", e)
         sys.stderr.write(f"error: {e}\n")
         return 2
