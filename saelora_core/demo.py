@@ -7,8 +7,10 @@
    measure the French rate with a language identifier (py3langid).
 4. Write the HTML report with all plots.
 
-The shipped adapter ``loras/demo-math-french`` was produced by ``run_demo(out="loras")``;
-``make demo`` trains afresh into ``runs/`` so it never overwrites the shipped one.
+The adapter lands in ``loras/demo-math-french``. Git holds its ``params.pt`` and metadata but not
+its ``train_state.pt``, so on a fresh clone ``make demo`` trains from scratch (same config and
+seed) and rewrites it; on a second run it finds the finished state and skips straight to
+evaluation.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def run_demo(*, quick: bool = False, out: str | Path | None = None,
         cfg = LoraTrainingConfig.from_dict({**cfg.to_dict(), "epochs": 1, "name": DEMO_NAME + "-quick"})
         ds = {"train": ds["train"].select(range(16)), "eval": ds["eval"].select(range(4))}
         max_eval_prompts = max_eval_prompts or 4
-    lora_dir = Path(out or REPO_ROOT / "runs") / cfg.name
+    lora_dir = Path(out or REPO_ROOT / "loras") / cfg.name
     t = time.perf_counter()
     res = train_lora(mas, ds, cfg, out_dir=lora_dir, extra_metadata={
         "dataset": str(built.out_dir.relative_to(REPO_ROOT)) if built.out_dir.is_relative_to(REPO_ROOT) else str(built.out_dir)})
