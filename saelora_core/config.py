@@ -55,6 +55,9 @@ class LoraTrainingConfig:
     precompute: bool = True
     """Cache the hook-point residual once per example and compute logits only at assistant
     positions (the layers below the hook are frozen, so this is exact)."""
+    logits_dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the unembedding matmul in the precomputed path. With a 262k vocabulary it is most
+    of a training step; bfloat16 is ~4x faster on CPUs with AVX512-BF16 (loss stays float32)."""
     name: str = "lora"
 
     def __post_init__(self) -> None:
@@ -67,6 +70,8 @@ class LoraTrainingConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid LoraTrainingConfig values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        if self.logits_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"logits_dtype must be float32 or bfloat16, got {self.logits_dtype!r}")
         for name, allowed in (("mode", HookMode), ("sparsity", Sparsity), ("init", Init)):
             if getattr(self, name) not in allowed.__args__:
                 raise ValueError(f"{name} must be one of {allowed.__args__}, got {getattr(self, name)!r}")

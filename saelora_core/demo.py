@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 DEMO_NAME = "demo-math-french"
 DEMO_CONFIG = LoraTrainingConfig(
-    name=DEMO_NAME, lr=2e-2, s_lr=0.1, l1_weight=0.02, batch_size=8, rank=1, epochs=4, max_len=256,
-    sparsity="proximal_l1", init="random", mode="resid_add", seed=0,
+    name=DEMO_NAME, lr=2e-2, s_lr=0.1, l1_weight=0.02, batch_size=8, rank=1, epochs=2, max_len=128,
+    sparsity="proximal_l1", init="random", mode="resid_add", seed=0, logits_dtype="bfloat16",
 )
 """The demo's settings. The learning rates are far above the seed's 1e-4: ``s`` starts at 0 and
 must reach the scale of SAE activations within about a hundred steps."""

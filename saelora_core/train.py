@@ -101,17 +101,30 @@ def _targets(chat: ChatTokens) -> tuple[torch.Tensor, torch.Tensor]:
     return pos, chat.tokens[1:][pos]
 
 
-def _logits_from_resid(model, resid: torch.Tensor, start: int, pos: torch.Tensor) -> torch.Tensor:
+_BF16_WU: dict[int, torch.Tensor] = {}
+
+
+def _unembed(model, x: torch.Tensor, dtype: str) -> torch.Tensor:
+    if dtype == "float32":
+        return model.unembed(x)
+    w = _BF16_WU.get(id(model))
+    if w is None:  # one bf16 copy of W_U per model, reused every step
+        w = _BF16_WU[id(model)] = model.unembed.W_U.detach().to(torch.bfloat16)
+    return (x.to(torch.bfloat16) @ w).float() + model.unembed.b_U
+
+
+def _logits_from_resid(model, resid: torch.Tensor, start: int, pos: torch.Tensor,
+                       logits_dtype: str = "float32") -> torch.Tensor:
     x = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
-    logits = model.unembed(model.ln_final(x[:, pos]))
+    logits = _unembed(model, model.ln_final(x[:, pos]), logits_dtype)
     cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
     if cap > 0:
         logits = cap * torch.tanh(logits / cap)
     return logits[0]
 
 
-def example_loss(mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precompute: bool
-                 ) -> torch.Tensor:
+def example_loss(mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precompute: bool,
+                 logits_dtype: str = "float32") -> torch.Tensor:
     """Mean CE over the example's assistant tokens with the adapter attached."""
     pos, tgt = _targets(ex.chat)
     tokens = ex.chat.tokens.unsqueeze(0)
@@ -129,7 +142,7 @@ def example_loss(mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precom
     else:
         new = mas.sae.decode(z + lora.delta(z))
     new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
-    return F.cross_entropy(_logits_from_resid(mas.model, new, mas.layer + 1, pos), tgt)
+    return F.cross_entropy(_logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype), tgt)
 
 
 @torch.no_grad()
@@ -214,7 +227,8 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
                 opt.zero_grad(set_to_none=True)
                 ce_sum = 0.0
                 for i in batch:
-                    loss = example_loss(mas, lora, train[i], cfg.mode, cfg.precompute) / len(batch)
+                    loss = example_loss(mas, lora, train[i], cfg.mode, cfg.precompute,
+                                        cfg.logits_dtype) / len(batch)
                     loss.backward()
                     ce_sum += loss.item()
                 pen = penalty(lora, cfg.sparsity)

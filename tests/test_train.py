@@ -116,3 +116,13 @@ def test_malformed_rows_are_skipped_and_reported(tiny_mas, tmp_path):
     res = train_lora(tiny_mas, rows, cfg(epochs=1), out_dir=tmp_path / "m", progress=False)
     assert any("bad" in s for s in res.skipped_rows)
     assert res.metadata["n_train"] + res.metadata["n_eval"] == len(ROWS)
+
+
+def test_bf16_logits_close_to_fp32(tiny_mas):
+    lora = SaeLora(tiny_mas.sae.cfg.d_sae, 1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lora.s.fill_(2.0)
+    ex = Example(format_turn(tiny_mas.tokenizer, "Say yes", "yes yes", "qa"))
+    a = example_loss(tiny_mas, lora, ex, "resid_add", True, "float32")
+    b = example_loss(tiny_mas, lora, ex, "resid_add", True, "bfloat16")
+    assert abs(a.item() - b.item()) < 0.02 * a.item()
