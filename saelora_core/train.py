@@ -147,12 +147,12 @@ def example_loss(mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precom
 
 @torch.no_grad()
 def evaluate_ce(mas: ModelAndSae, lora: SaeLora, examples: list[Example], mode: str,
-                precompute: bool = True) -> float:
+                precompute: bool = True, logits_dtype: str = "float32") -> float:
     """Token-weighted mean CE on the assistant tokens of ``examples``."""
     tot, n = 0.0, 0
     for ex in examples:
         k = int(ex.chat.assistant_mask[1:].sum())
-        tot += example_loss(mas, lora, ex, mode, precompute).item() * k
+        tot += example_loss(mas, lora, ex, mode, precompute, logits_dtype).item() * k
         n += k
     return tot / max(n, 1)
 
@@ -200,7 +200,7 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
         ce_sum = state.get("last_train_ce", float("nan"))
         logger.info("resuming %s at epoch %d step %d", out, epoch, step_in_epoch)
     elif not history:
-        history.append({"epoch": 0, "step": 0, "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute) if ev else None})
+        history.append({"epoch": 0, "step": 0, "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype) if ev else None})
 
     def checkpoint(done: bool) -> dict:
         meta = build_metadata(lora, config=cfg.to_dict(), preset=mas.preset,
@@ -248,7 +248,7 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
                     on_step(info)
             epoch, step_in_epoch = epoch + 1, 0
             history.append({"epoch": epoch, "step": epoch * steps_per_epoch, "train_ce_last": ce_sum,
-                            "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute) if ev else None,
+                            "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype) if ev else None,
                             "l0_read": lora.l0()[0], "l0_write": lora.l0()[1],
                             "s": lora.s.detach().tolist()})
             meta = checkpoint(done=epoch == cfg.epochs)
