@@ -45,7 +45,7 @@ notebooks: setup
 
 notebooks-ipynb: setup
 	mkdir -p exports/ipynb
-	for nb in $(NOTEBOOKS); do $(VENV)/bin/marimo export ipynb $$nb -o exports/ipynb/$$(basename $$nb .py).ipynb || exit 1; done
+	for nb in $(NOTEBOOKS); do $(VENV)/bin/marimo export ipynb -f $$nb -o exports/ipynb/$$(basename $$nb .py).ipynb || exit 1; done
 
 # Rebuild the corpus and retrain the default SAE (about an hour on 2 CPU cores).
 sae: setup

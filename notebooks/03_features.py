@@ -1,0 +1,281 @@
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="saelora · 03 features")
+
+with app.setup:
+    import os
+    from pathlib import Path
+
+    import marimo as mo
+
+    from saelora_core import (
+        CheckpointError,
+        ModelAndSae,
+        PresetUnavailableError,
+        analysis,
+        load_lora,
+        load_model_and_sae,
+        plots,
+    )
+    from saelora_core.data import load_behaviour_dataset
+    from saelora_core.models import REPO_ROOT
+
+    ROOT = Path(os.environ.get("SAELORA_ROOT") or REPO_ROOT)  # loras/, data/, exports/
+    PRESET = os.environ.get("SAELORA_PRESET") or "gemma-3-270m"
+    LORAS = ROOT / "loras"
+    LORA_ENV = os.environ.get("SAELORA_LORA")
+    DEFAULT_LORA = Path(LORA_ENV).name if LORA_ENV else "demo-math-french"
+    DATASETS = Path(os.environ.get("SAELORA_DATASETS") or ROOT / "data" / "datasets")
+    DEFAULT_DATASET = os.environ.get("SAELORA_DATASET") or "demo-math-french"
+    EXPORTS = ROOT / "exports" / "03_features"
+
+
+@app.function
+@mo.cache
+def get_model(preset: str) -> ModelAndSae:
+    """The frozen model + SAE, loaded once per session (in memory: it cannot be pickled)."""
+    if preset == "tiny":  # a seconds-fast stand-in the tests use
+        from saelora_core.testing import tiny_model_and_sae
+
+        return tiny_model_and_sae()
+    return load_model_and_sae(preset)
+
+
+@app.cell
+def _():
+    mo.md(r"""
+    # 3 · Features
+
+    Which SAE latents does the adapter **read** (`Â[:, j]`: the latents whose activity switches
+    the edit on) and **write** (`B̂[j, :]`: the latents it adds)? For a unit vector, `weight²` is
+    the latent's share of the vector's mass. `freq_in_topic` / `freq_off_topic` are how often the
+    latent fires on in-topic / off-topic prompts: a good read latent fires on the topic only.
+
+    Below: a dashboard per chosen latent (max-activating examples, activation histogram, the
+    tokens its decoder direction promotes), and the adapter's reads and writes token by token on
+    a prompt you type.
+    """)
+    return
+
+
+@app.cell
+def _():
+    _adapters = {p.parent.name: p.parent for p in sorted(LORAS.glob("*/params.pt"))}
+    if LORA_ENV:
+        _adapters = {Path(LORA_ENV).name: Path(LORA_ENV), **_adapters}
+    mo.stop(
+        not _adapters,
+        mo.callout(
+            mo.md(
+                "No adapter in `loras/` yet: train one in `02_train.py` or run `make demo` "
+                "(it writes `loras/demo-math-french/`)."
+            ),
+            kind="warn",
+        ),
+    )
+    adapter_picker = mo.ui.dropdown(
+        _adapters,
+        value=DEFAULT_LORA if DEFAULT_LORA in _adapters else next(iter(_adapters)),
+        label="adapter (loras/)",
+    )
+    k = mo.ui.slider(1, 50, value=10, label="latents per vector", show_value=True)
+    mo.hstack([adapter_picker, k], justify="start")
+    return adapter_picker, k
+
+
+@app.cell
+def _():
+    try:
+        with mo.status.spinner(
+            title=f"Loading {PRESET}", subtitle="model + SAE (cached after the first load)"
+        ):
+            mas = get_model(PRESET)
+    except (PresetUnavailableError, FileNotFoundError) as err:
+        mo.stop(True, mo.callout(mo.md(f"**Cannot load preset `{PRESET}`:** {err}"), kind="danger"))
+    return (mas,)
+
+
+@app.cell
+def _(adapter_picker, mas):
+    try:
+        loaded = load_lora(adapter_picker.value, sae_identity=mas.sae_identity)
+    except CheckpointError as err:
+        mo.stop(
+            True,
+            mo.callout(
+                mo.md(f"**Cannot load this adapter onto `{PRESET}`:** {err}"), kind="danger"
+            ),
+        )
+    lora = loaded.lora
+    mo.md(
+        f"Adapter **{adapter_picker.selected_key}**: rank {lora.rank}, "
+        f"s = {[round(v, 3) for v in lora.s.tolist()]}, L0 {loaded.metadata.get('l0')}, "
+        f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`."
+    )
+    return loaded, lora
+
+
+@app.cell
+def _(loaded):
+    _names = sorted(p.parent.name for p in DATASETS.glob("*/manifest.json"))
+    _default = Path(loaded.metadata.get("dataset") or DEFAULT_DATASET).name
+    text_picker = mo.ui.dropdown(
+        _names,
+        value=_default if _default in _names else (_names[0] if _names else None),
+        label="texts from (data/datasets/)",
+    )
+    text_split = mo.ui.radio(["eval", "train"], value="eval", label="split", inline=True)
+    n_texts = mo.ui.slider(8, 400, step=8, value=40, label="texts", show_value=True)
+    mo.hstack([text_picker, text_split, n_texts], justify="start")
+    return n_texts, text_picker, text_split
+
+
+@app.cell
+def _(mas, n_texts, text_picker, text_split):
+    mo.stop(
+        text_picker.value is None,
+        mo.callout(
+            mo.md(f"No dataset in `{DATASETS}` to take texts from: build one in `01_dataset.py`."),
+            kind="warn",
+        ),
+    )
+    texts_dataset = load_behaviour_dataset(DATASETS / text_picker.value)[text_split.value]
+    texts = analysis.load_texts(mas, texts_dataset, n=n_texts.value)
+    return texts, texts_dataset
+
+
+@app.cell
+def _(k, lora, mas, texts_dataset):
+    with mo.status.spinner(
+        title="Top latents", subtitle="firing frequencies on the dataset's prompts"
+    ):
+        feats = analysis.top_feats_summary(
+            lora,
+            k=k.value,
+            mas=mas,
+            dataset=texts_dataset,
+            neuronpedia_id=analysis.neuronpedia_id_for(mas),
+        )
+    feats_fig = plots.fig_top_feats(feats)
+    mo.vstack([feats_fig, mo.ui.table(feats, selection=None, page_size=20)])
+    return feats, feats_fig
+
+
+@app.cell
+def _(feats):
+    _label = "{0.side} {0.component} · latent {0.latent} ({0.weight:+.3f})".format
+    # By default the largest entry of each read and write vector.
+    latent_picker = mo.ui.multiselect(
+        {_label(r): r.latent for r in feats.itertuples()},
+        value=[_label(r) for r in feats[feats["rank"] == 0].itertuples()][:4],
+        label="dashboards for",
+    )
+    latent_picker
+    return (latent_picker,)
+
+
+@app.cell
+def _(latent_picker, mas, texts):
+    mo.stop(not latent_picker.value, mo.md("Pick latents above to see their dashboards."))
+    _latents = sorted(set(latent_picker.value))
+    with mo.status.spinner(title="Latent activations", subtitle=f"{len(texts)} texts"):
+        _acts = analysis.latent_activations(mas, texts, latents=_latents)
+    dashboards = {lat: analysis.latent_dashboard(mas, lat, texts, acts=_acts) for lat in _latents}
+    mo.ui.tabs(
+        {
+            f"latent {lat}": mo.vstack(
+                [
+                    mo.Html(d.html),
+                    mo.accordion(
+                        {
+                            "activation histogram (plotly)": d.histogram,
+                            "promoted / suppressed tokens": mo.hstack(
+                                [
+                                    mo.ui.table(d.top_logits, selection=None),
+                                    mo.ui.table(d.bottom_logits, selection=None),
+                                ],
+                                widths="equal",
+                            ),
+                        }
+                    ),
+                ]
+            )
+            for lat, d in dashboards.items()
+        }
+    )
+    return (dashboards,)
+
+
+@app.cell
+def _():
+    prompt_box = mo.ui.text_area(
+        value="What is 15% of 240?", label="prompt", full_width=True, rows=2
+    )
+    response_box = mo.ui.text_area(
+        value="To find 15% of 240, multiply 0.15 by 240. The answer is 36.",
+        label="response (optional: empty looks at the prompt only)",
+        full_width=True,
+        rows=3,
+    )
+    mo.vstack([mo.md("### Reads and writes per token"), prompt_box, response_box])
+    return prompt_box, response_box
+
+
+@app.cell
+def _(lora, mas, prompt_box, response_box):
+    mo.stop(not prompt_box.value.strip(), mo.md("Type a prompt above."))
+    per_token = analysis.per_token_reads_writes(
+        lora, mas, prompt_box.value, response=response_box.value.strip() or None
+    )
+    per_token_fig = plots.fig_per_token(per_token)
+    mo.vstack([per_token_fig, mo.ui.table(per_token, selection=None, page_size=20)])
+    return per_token, per_token_fig
+
+
+@app.cell
+def _():
+    export_button = mo.ui.run_button(
+        label=f"Export figures and tables to {EXPORTS.relative_to(ROOT)}/"
+    )
+    export_button
+    return (export_button,)
+
+
+@app.cell
+def _(adapter_picker, export_button, feats, feats_fig):
+    mo.stop(not export_button.value)
+    _written = [
+        *plots.save_figure(feats_fig, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
+        *plots.save_table(feats, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
+    ]
+    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    return
+
+
+@app.cell
+def _(adapter_picker, export_button, per_token, per_token_fig):
+    mo.stop(not export_button.value)
+    _written = [
+        *plots.save_figure(per_token_fig, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
+        *plots.save_table(per_token, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
+    ]
+    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    return
+
+
+@app.cell
+def _(adapter_picker, dashboards, export_button):
+    mo.stop(not export_button.value)
+    _name = adapter_picker.selected_key
+    _written = []
+    for _lat, _d in dashboards.items():
+        _written += plots.save_figure(_d.histogram, EXPORTS, f"{_name}-latent-{_lat}-histogram")
+        _written += plots.save_table(_d.examples, EXPORTS, f"{_name}-latent-{_lat}-examples")
+        _written += plots.save_table(_d.top_logits, EXPORTS, f"{_name}-latent-{_lat}-top-logits")
+    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    return
+
+
+if __name__ == "__main__":
+    app.run()

@@ -1,0 +1,199 @@
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="saelora · 04 logit attribution")
+
+with app.setup:
+    import os
+    from pathlib import Path
+
+    import marimo as mo
+
+    from saelora_core import (
+        CheckpointError,
+        ModelAndSae,
+        PresetUnavailableError,
+        analysis,
+        load_lora,
+        load_model_and_sae,
+        plots,
+    )
+    from saelora_core.models import REPO_ROOT
+
+    ROOT = Path(os.environ.get("SAELORA_ROOT") or REPO_ROOT)  # loras/, data/, exports/
+    PRESET = os.environ.get("SAELORA_PRESET") or "gemma-3-270m"
+    LORAS = ROOT / "loras"
+    LORA_ENV = os.environ.get("SAELORA_LORA")
+    DEFAULT_LORA = Path(LORA_ENV).name if LORA_ENV else "demo-math-french"
+    EXPORTS = ROOT / "exports" / "04_logit_attribution"
+
+
+@app.function
+@mo.cache
+def get_model(preset: str) -> ModelAndSae:
+    """The frozen model + SAE, loaded once per session (in memory: it cannot be pickled)."""
+    if preset == "tiny":  # a seconds-fast stand-in the tests use
+        from saelora_core.testing import tiny_model_and_sae
+
+        return tiny_model_and_sae()
+    return load_model_and_sae(preset)
+
+
+@app.cell
+def _():
+    mo.md(r"""
+    # 4 · Logit attribution
+
+    **Direct path.** The adapter adds `Δz @ W_dec` to the residual, with `Δz` along its write
+    vectors `B̂[j]`. Scoring a residual direction against the vocabulary through the final norm's
+    scale and the unembedding (`(d ⊙ w_ln) @ W_U`) shows which tokens it pushes up and down. The
+    table does this for the decoder direction of each of the top write latents and for each whole
+    write direction `sign(s_j) · B̂[j] @ W_dec`. A latent written with a negative weight
+    suppresses its "promoted" tokens.
+
+    **Full effect on real prompts** (behind *Run*): the change in next-token logits that the
+    edit causes at the end of each prompt, through all later layers, averaged over the prompts.
+    """)
+    return
+
+
+@app.cell
+def _():
+    _adapters = {p.parent.name: p.parent for p in sorted(LORAS.glob("*/params.pt"))}
+    if LORA_ENV:
+        _adapters = {Path(LORA_ENV).name: Path(LORA_ENV), **_adapters}
+    mo.stop(
+        not _adapters,
+        mo.callout(
+            mo.md(
+                "No adapter in `loras/` yet: train one in `02_train.py` or run `make demo` "
+                "(it writes `loras/demo-math-french/`)."
+            ),
+            kind="warn",
+        ),
+    )
+    adapter_picker = mo.ui.dropdown(
+        _adapters,
+        value=DEFAULT_LORA if DEFAULT_LORA in _adapters else next(iter(_adapters)),
+        label="adapter (loras/)",
+    )
+    k_latents = mo.ui.slider(1, 32, value=5, label="write latents", show_value=True)
+    k_tokens = mo.ui.slider(1, 50, value=10, label="tokens per latent", show_value=True)
+    mo.hstack([adapter_picker, k_latents, k_tokens], justify="start")
+    return adapter_picker, k_latents, k_tokens
+
+
+@app.cell
+def _():
+    try:
+        with mo.status.spinner(
+            title=f"Loading {PRESET}", subtitle="model + SAE (cached after the first load)"
+        ):
+            mas = get_model(PRESET)
+    except (PresetUnavailableError, FileNotFoundError) as err:
+        mo.stop(True, mo.callout(mo.md(f"**Cannot load preset `{PRESET}`:** {err}"), kind="danger"))
+    return (mas,)
+
+
+@app.cell
+def _(adapter_picker, mas):
+    try:
+        loaded = load_lora(adapter_picker.value, sae_identity=mas.sae_identity)
+    except CheckpointError as err:
+        mo.stop(
+            True,
+            mo.callout(
+                mo.md(f"**Cannot load this adapter onto `{PRESET}`:** {err}"), kind="danger"
+            ),
+        )
+    lora = loaded.lora
+    mo.md(
+        f"Adapter **{adapter_picker.selected_key}**: rank {lora.rank}, "
+        f"s = {[round(v, 3) for v in lora.s.tolist()]}, L0 {loaded.metadata.get('l0')}, "
+        f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`, "
+        f"trained in mode `{loaded.metadata.get('mode')}`."
+    )
+    return loaded, lora
+
+
+@app.cell
+def _(k_latents, k_tokens, lora, mas):
+    toks = analysis.top_toks_table(lora, mas, k_latents=k_latents.value, k_tokens=k_tokens.value)
+    toks_fig = plots.fig_top_toks(toks)
+    mo.vstack([toks_fig, mo.ui.table(toks, selection=None, page_size=20)])
+    return toks, toks_fig
+
+
+@app.cell
+def _(loaded):
+    prompts_box = mo.ui.text_area(
+        value="What is 15% of 240?\nHow do I add 2/3 and 3/4?\nWhat causes earthquakes to happen?",
+        label="prompts (one per line)",
+        full_width=True,
+        rows=4,
+    )
+    attr_mode = mo.ui.dropdown(
+        ["resid_add", "sae_replace"],
+        value=loaded.metadata.get("mode", "resid_add"),
+        label="hook mode",
+    )
+    attr_direction = mo.ui.radio(["raised", "lowered"], value="raised", label="logits", inline=True)
+    attr_k = mo.ui.slider(1, 50, value=10, label="tokens", show_value=True)
+    attr_button = mo.ui.run_button(label="Run attribution on these prompts")
+    mo.vstack(
+        [prompts_box, mo.hstack([attr_mode, attr_direction, attr_k, attr_button], justify="start")]
+    )
+    return attr_button, attr_direction, attr_k, attr_mode, prompts_box
+
+
+@app.cell
+def _(attr_button, attr_direction, attr_k, attr_mode, lora, mas, prompts_box):
+    mo.stop(not attr_button.value, mo.md("Press **Run attribution** to run the prompts."))
+    _prompts = [p.strip() for p in prompts_box.value.splitlines() if p.strip()]
+    mo.stop(not _prompts, mo.md("Enter at least one prompt."))
+    with mo.status.spinner(title="Edit logit attribution", subtitle=f"{len(_prompts)} prompts"):
+        attribution = analysis.edit_logit_attribution(
+            lora,
+            mas,
+            _prompts,
+            mode=attr_mode.value,
+            k_tokens=attr_k.value,
+            direction=attr_direction.value,
+        )
+    mo.ui.table(attribution, selection=None, page_size=20)
+    return (attribution,)
+
+
+@app.cell
+def _():
+    export_button = mo.ui.run_button(
+        label=f"Export figures and tables to {EXPORTS.relative_to(ROOT)}/"
+    )
+    export_button
+    return (export_button,)
+
+
+@app.cell
+def _(adapter_picker, export_button, toks, toks_fig):
+    mo.stop(not export_button.value)
+    _name = adapter_picker.selected_key
+    written = [
+        *plots.save_figure(toks_fig, EXPORTS, f"{_name}-top-toks"),
+        *plots.save_table(toks, EXPORTS, f"{_name}-top-toks"),
+    ]
+    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
+    return
+
+
+@app.cell
+def _(adapter_picker, attribution, export_button):
+    mo.stop(not export_button.value)
+    _written = plots.save_table(
+        attribution, EXPORTS, f"{adapter_picker.selected_key}-edit-attribution"
+    )
+    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    return
+
+
+if __name__ == "__main__":
+    app.run()

@@ -1,0 +1,262 @@
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="saelora · 05 sparsity")
+
+with app.setup:
+    import os
+    from pathlib import Path
+
+    import marimo as mo
+    import pandas as pd
+    import torch
+
+    from saelora_core import (
+        CheckpointError,
+        ModelAndSae,
+        PresetUnavailableError,
+        analysis,
+        load_lora,
+        load_model_and_sae,
+        plots,
+        prune_topk,
+        random_support_control,
+    )
+    from saelora_core.data import load_behaviour_dataset
+    from saelora_core.models import REPO_ROOT
+
+    ROOT = Path(os.environ.get("SAELORA_ROOT") or REPO_ROOT)  # loras/, data/, exports/
+    PRESET = os.environ.get("SAELORA_PRESET") or "gemma-3-270m"
+    LORAS = ROOT / "loras"
+    DATASETS = Path(os.environ.get("SAELORA_DATASETS") or ROOT / "data" / "datasets")
+    LORA_ENV = os.environ.get("SAELORA_LORA")
+    DEFAULT_LORA = Path(LORA_ENV).name if LORA_ENV else "demo-math-french"
+    DEFAULT_DATASET = os.environ.get("SAELORA_DATASET") or "demo-math-french"
+    EXPORTS = ROOT / "exports" / "05_sparsity"
+    PRUNE_KS = ["1", "2", "4", "8", "16", "32", "64"]
+
+
+@app.function
+@mo.cache
+def get_model(preset: str) -> ModelAndSae:
+    """The frozen model + SAE, loaded once per session (in memory: it cannot be pickled)."""
+    if preset == "tiny":  # a seconds-fast stand-in the tests use
+        from saelora_core.testing import tiny_model_and_sae
+
+        return tiny_model_and_sae()
+    return load_model_and_sae(preset)
+
+
+@app.cell
+def _():
+    mo.md(r"""
+    # 5 · Sparsity
+
+    How sparse are the adapter's read vectors `Â[:, j]` and write vectors `B̂[j, :]`? The table
+    counts exact zeros (L0) and the mass held by the largest entries; the curves plot each unit
+    vector's entries sorted by magnitude against a random unit vector of the same size (the
+    noise baseline): a learned, sparse vector drops to zero after a few latents, noise does not.
+
+    **Pruning** (behind *Run*): keep only the `k` largest entries of every read and write vector
+    (`prune_topk`) and measure how much of the behaviour survives, against a control that keeps
+    `k` entries on random latents (`random_support_control`).
+    """)
+    return
+
+
+@app.cell
+def _():
+    _adapters = {p.parent.name: p.parent for p in sorted(LORAS.glob("*/params.pt"))}
+    if LORA_ENV:
+        _adapters = {Path(LORA_ENV).name: Path(LORA_ENV), **_adapters}
+    mo.stop(
+        not _adapters,
+        mo.callout(
+            mo.md(
+                "No adapter in `loras/` yet: train one in `02_train.py` or run `make demo` "
+                "(it writes `loras/demo-math-french/`)."
+            ),
+            kind="warn",
+        ),
+    )
+    adapter_picker = mo.ui.dropdown(
+        _adapters,
+        value=DEFAULT_LORA if DEFAULT_LORA in _adapters else next(iter(_adapters)),
+        label="adapter (loras/)",
+    )
+    adapter_picker
+    return (adapter_picker,)
+
+
+@app.cell
+def _():
+    try:
+        with mo.status.spinner(
+            title=f"Loading {PRESET}", subtitle="model + SAE (cached after the first load)"
+        ):
+            mas = get_model(PRESET)
+    except (PresetUnavailableError, FileNotFoundError) as err:
+        mo.stop(True, mo.callout(mo.md(f"**Cannot load preset `{PRESET}`:** {err}"), kind="danger"))
+    return (mas,)
+
+
+@app.cell
+def _(adapter_picker, mas):
+    try:
+        loaded = load_lora(adapter_picker.value, sae_identity=mas.sae_identity)
+    except CheckpointError as err:
+        mo.stop(
+            True,
+            mo.callout(
+                mo.md(f"**Cannot load this adapter onto `{PRESET}`:** {err}"), kind="danger"
+            ),
+        )
+    lora = loaded.lora
+    mo.md(
+        f"Adapter **{adapter_picker.selected_key}**: rank {lora.rank}, d_sae {lora.d_sae}, "
+        f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`, "
+        f"init `{loaded.metadata.get('config', {}).get('init')}`."
+    )
+    return loaded, lora
+
+
+@app.cell
+def _(lora):
+    sparsity_table = analysis.adapter_sparsity(lora)
+    weights_fig = plots.fig_sorted_weights(analysis.sorted_weight_curves(lora))
+    mo.vstack([mo.ui.table(sparsity_table, selection=None), weights_fig])
+    return sparsity_table, weights_fig
+
+
+@app.cell
+def _(loaded):
+    _names = sorted(p.parent.name for p in DATASETS.glob("*/manifest.json"))
+    _default = Path(loaded.metadata.get("dataset") or DEFAULT_DATASET).name
+    eval_picker = mo.ui.dropdown(
+        _names,
+        value=_default if _default in _names else (_names[0] if _names else None),
+        label="eval rows from (data/datasets/)",
+    )
+    ks = mo.ui.multiselect(PRUNE_KS, value=["1", "4", "16", "64"], label="k (entries kept)")
+    detector = mo.ui.dropdown(sorted(analysis.DETECTORS), value="french", label="detector")
+    max_prompts = mo.ui.number(start=1, stop=1000, value=8, label="max prompts")
+    max_new_tokens = mo.ui.number(start=4, stop=512, value=32, label="max new tokens")
+    prune_seed = mo.ui.number(start=0, stop=2**31 - 1, value=0, label="control seed")
+    prune_button = mo.ui.run_button(label="Run pruning sweep")
+    mo.vstack(
+        [
+            mo.md("### Behaviour kept after pruning"),
+            mo.hstack([eval_picker, ks], justify="start"),
+            mo.hstack([detector, max_prompts, max_new_tokens, prune_seed], justify="start"),
+            prune_button,
+        ]
+    )
+    return detector, eval_picker, ks, max_new_tokens, max_prompts, prune_button, prune_seed
+
+
+@app.cell
+def _(
+    detector,
+    eval_picker,
+    ks,
+    lora,
+    loaded,
+    mas,
+    max_new_tokens,
+    max_prompts,
+    prune_button,
+    prune_seed,
+):
+    mo.stop(
+        not prune_button.value,
+        mo.md(
+            "Press **Run pruning sweep**: every k evaluates two adapters (top-k and control), each "
+            "generating `max prompts` answers with and without it (on a CPU, about half a minute "
+            "per adapter with the defaults)."
+        ),
+    )
+    mo.stop(
+        eval_picker.value is None,
+        mo.callout(
+            mo.md(
+                f"No dataset in `{DATASETS}` to draw eval prompts from: build one in `01_dataset.py`."
+            ),
+            kind="warn",
+        ),
+    )
+    _eval = load_behaviour_dataset(DATASETS / eval_picker.value)["eval"]
+    _kw = {
+        "detector": detector.value,
+        "mode": loaded.metadata.get("mode", "resid_add"),
+        "max_prompts": int(max_prompts.value),
+        "max_new_tokens": int(max_new_tokens.value),
+    }
+    _gen = torch.Generator().manual_seed(int(prune_seed.value))
+    _variants = [("full adapter", lora.d_sae, lora)]
+    for _k in sorted(int(k) for k in ks.value):
+        _variants += [
+            ("top-k", _k, prune_topk(lora, _k).lora),
+            ("random control", _k, random_support_control(lora, _k, _gen)),
+        ]
+    prune_rows = []
+    for _kind, _k, _adapter in mo.status.progress_bar(
+        _variants, title="Pruning sweep", subtitle="generating with and without the adapter"
+    ):
+        _res = analysis.evaluate_behaviour(mas, _adapter, _eval, **_kw)
+        prune_rows.append(
+            {"kind": _kind, "k": _k, "effect": _res.effect, "conditional_gap": _res.conditional_gap}
+        )
+    prune_df = pd.DataFrame(prune_rows)
+    prune_fig = plots.fig_prune_curve(
+        prune_df[prune_df["kind"] != "full adapter"], x="k", y="effect", color="kind"
+    )
+    mo.vstack(
+        [
+            mo.md(
+                f"Unpruned adapter (k = d_sae = {lora.d_sae}): effect "
+                f"**{prune_rows[0]['effect']:+.3f}**, conditional gap "
+                f"**{prune_rows[0]['conditional_gap']:+.3f}** ({detector.value} detector; effect = "
+                "in-topic hit rate with the adapter − without)."
+            ),
+            prune_fig,
+            mo.ui.table(prune_df, selection=None),
+        ]
+    )
+    return prune_df, prune_fig
+
+
+@app.cell
+def _():
+    export_button = mo.ui.run_button(
+        label=f"Export figures and tables to {EXPORTS.relative_to(ROOT)}/"
+    )
+    export_button
+    return (export_button,)
+
+
+@app.cell
+def _(adapter_picker, export_button, sparsity_table, weights_fig):
+    mo.stop(not export_button.value)
+    _name = adapter_picker.selected_key
+    written = [
+        *plots.save_figure(weights_fig, EXPORTS, f"{_name}-sorted-weights"),
+        *plots.save_table(sparsity_table, EXPORTS, f"{_name}-sparsity"),
+    ]
+    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
+    return
+
+
+@app.cell
+def _(adapter_picker, export_button, prune_df, prune_fig):
+    mo.stop(not export_button.value)
+    _name = adapter_picker.selected_key
+    _written = [
+        *plots.save_figure(prune_fig, EXPORTS, f"{_name}-prune-curve"),
+        *plots.save_table(prune_df, EXPORTS, f"{_name}-prune-curve"),
+    ]
+    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    return
+
+
+if __name__ == "__main__":
+    app.run()
