@@ -22,7 +22,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from saelora_core import LoraTrainingConfig, SaeLora, load_model_and_sae, prune_topk, random_support_control, train_lora
+from saelora_core import (
+    LoraTrainingConfig,
+    SaeLora,
+    load_model_and_sae,
+    prune_topk,
+    random_support_control,
+    train_lora,
+)
 from saelora_core.analysis import evaluate_behaviour
 from saelora_core.demo import build_demo_dataset
 from saelora_core.train import split_dataset
@@ -69,19 +76,41 @@ def main() -> None:
     for method, strengths in METHODS.items():
         for lam in strengths:
             extra = {"topk": int(lam), "l1_weight": 0.0} if method == "topk" else {"l1_weight": lam}
-            cfg = LoraTrainingConfig(**{"lr": 2e-2, "batch_size": 8, "epochs": args.epochs, "max_len": 256,
-                                        "sparsity": method, "name": f"{method}-{lam}", **extra})
+            cfg = LoraTrainingConfig(
+                **{
+                    "lr": 2e-2,
+                    "batch_size": 8,
+                    "epochs": args.epochs,
+                    "max_len": 256,
+                    "sparsity": method,
+                    "name": f"{method}-{lam}",
+                    **extra,
+                }
+            )
             t = time.perf_counter()
             init = SaeLora(mas.sae.cfg.d_sae, 1, generator=torch.Generator().manual_seed(cfg.seed))
             res = train_lora(mas, data, cfg, out_dir=out / "runs" / cfg.name, progress=False)
-            beh = evaluate_behaviour(mas, res.lora, eval_rows, max_prompts=args.eval_prompts, base=base)
+            beh = evaluate_behaviour(
+                mas, res.lora, eval_rows, max_prompts=args.eval_prompts, base=base
+            )
             l0r, l0w = res.lora.l0()
             moved = (res.lora.read_dirs() - init.read_dirs()).abs()
-            rows.append({"method": method, "strength": lam, "l0_read": l0r[0], "l0_write": l0w[0],
-                         "in_topic": beh.rate("adapter", "in_topic"), "off_topic": beh.rate("adapter", "off_topic"),
-                         "base_in_topic": beh.rate("base", "in_topic"), "effect": beh.effect,
-                         "eval_ce": res.history[-1]["eval_ce"], "s": res.lora.s.item(),
-                         "mean_abs_move_read": moved.mean().item(), "train_s": time.perf_counter() - t})
+            rows.append(
+                {
+                    "method": method,
+                    "strength": lam,
+                    "l0_read": l0r[0],
+                    "l0_write": l0w[0],
+                    "in_topic": beh.rate("adapter", "in_topic"),
+                    "off_topic": beh.rate("adapter", "off_topic"),
+                    "base_in_topic": beh.rate("base", "in_topic"),
+                    "effect": beh.effect,
+                    "eval_ce": res.history[-1]["eval_ce"],
+                    "s": res.lora.s.item(),
+                    "mean_abs_move_read": moved.mean().item(),
+                    "train_s": time.perf_counter() - t,
+                }
+            )
             adapters[cfg.name] = res.lora
             print(json.dumps(rows[-1]), flush=True)
     runs = pd.DataFrame(rows)
@@ -94,9 +123,11 @@ def main() -> None:
     if raw is not None:
         init = SaeLora(mas.sae.cfg.d_sae, 1, generator=torch.Generator().manual_seed(0))
         move = (raw.read_dirs() - init.read_dirs()).abs()[:, 0]
-        diag |= {"l1_raw_move_on_never_firing": move[~fired].mean().item(),
-                 "l1_raw_move_on_firing": move[fired].mean().item(),
-                 "l1_raw_raw_norm_a": raw.a.norm().item()}
+        diag |= {
+            "l1_raw_move_on_never_firing": move[~fired].mean().item(),
+            "l1_raw_move_on_firing": move[fired].mean().item(),
+            "l1_raw_raw_norm_a": raw.a.norm().item(),
+        }
     print("diagnosis", json.dumps(diag), flush=True)
     (out / "diagnosis.json").write_text(json.dumps(diag, indent=1))
 
@@ -104,18 +135,30 @@ def main() -> None:
     full = adapters[f"{best.method}-{best.strength}"]
     prune = []
     for k in (1, 2, 4, 8, 16, 32, 64):
-        for kind, lora in (("top-k", prune_topk(full, k).lora),
-                           ("random control", random_support_control(full, k, torch.Generator().manual_seed(k)))):
+        for kind, lora in (
+            ("top-k", prune_topk(full, k).lora),
+            ("random control", random_support_control(full, k, torch.Generator().manual_seed(k))),
+        ):
             beh = evaluate_behaviour(mas, lora, eval_rows, max_prompts=args.eval_prompts, base=base)
-            prune.append({"k": k, "kind": kind, "effect": beh.effect,
-                          "retained": beh.effect / best.effect if best.effect else float("nan")})
+            prune.append(
+                {
+                    "k": k,
+                    "kind": kind,
+                    "effect": beh.effect,
+                    "retained": beh.effect / best.effect if best.effect else float("nan"),
+                }
+            )
             print(json.dumps(prune[-1]), flush=True)
     pd.DataFrame(prune).to_csv(out / "prune.csv", index=False)
 
     from saelora_core import plots
 
-    plots.save_figure(plots.fig_pareto(runs.assign(l0=runs.l0_read, effect_retained=runs.effect)), out, "pareto")
-    plots.save_figure(plots.fig_prune_curve(pd.DataFrame(prune), x="k", y="effect", color="kind"), out, "prune")
+    plots.save_figure(
+        plots.fig_pareto(runs.assign(l0=runs.l0_read, effect_retained=runs.effect)), out, "pareto"
+    )
+    plots.save_figure(
+        plots.fig_prune_curve(pd.DataFrame(prune), x="k", y="effect", color="kind"), out, "prune"
+    )
 
 
 if __name__ == "__main__":

@@ -37,14 +37,23 @@ def rows(n: int) -> list[dict]:
 
 
 def run(mas, data, precompute: bool, epochs: int) -> tuple[float, int]:
-    cfg = LoraTrainingConfig(lr=1e-2, batch_size=4, epochs=epochs, eval_fraction=0.0,
-                             precompute=precompute, sparsity="l1_normalized", max_len=512)
+    cfg = LoraTrainingConfig(
+        lr=1e-2,
+        batch_size=4,
+        epochs=epochs,
+        eval_fraction=0.0,
+        precompute=precompute,
+        sparsity="l1_normalized",
+        max_len=512,
+    )
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         train_lora(mas, data, cfg, out_dir=d, progress=False)
         dt = time.perf_counter() - t
-    n_tok = sum(len(format_turn(mas.tokenizer, r["prompt"], r["response"], mas.chat_format).tokens)
-                for r in data)
+    n_tok = sum(
+        len(format_turn(mas.tokenizer, r["prompt"], r["response"], mas.chat_format).tokens)
+        for r in data
+    )
     return dt, n_tok * epochs
 
 
@@ -63,7 +72,9 @@ def plain_step_time(mas, data, with_adapter: bool) -> float:
             with attach_lora(mas, lora):
                 logits = mas.model(c.tokens[None])[0, pos]
         else:
-            logits = mas.model.run_with_hooks(c.tokens[None], fwd_hooks=[(mas.hook_name, lambda a, hook: a + bias)])[0, pos]
+            logits = mas.model.run_with_hooks(
+                c.tokens[None], fwd_hooks=[(mas.hook_name, lambda a, hook: a + bias)]
+            )[0, pos]
         F.cross_entropy(logits, c.tokens[1:][pos]).backward()
     return time.perf_counter() - t
 
@@ -82,7 +93,9 @@ def main() -> None:
     else:
         mas = load_model_and_sae("gemma-3-270m", device="cpu")
     data = rows(args.examples)
-    print(f"model={mas.preset} examples={len(data)} epochs={args.epochs} threads={torch.get_num_threads()}")
+    print(
+        f"model={mas.preset} examples={len(data)} epochs={args.epochs} threads={torch.get_num_threads()}"
+    )
     naive_t, tok = run(mas, data, False, args.epochs)
     opt_t, _ = run(mas, data, True, args.epochs)
     print(f"naive:     {tok / naive_t:8.1f} tokens/s ({naive_t:.1f} s)")
@@ -90,8 +103,10 @@ def main() -> None:
     print(f"speedup (optimized / naive): {naive_t / opt_t:.2f}x")
     plain = plain_step_time(mas, data, with_adapter=False)
     hooked = plain_step_time(mas, data, with_adapter=True)
-    print(f"plain fwd+bwd, no hook: {plain:.2f} s; same with adapter hook: {hooked:.2f} s; "
-          f"adapter overhead: {hooked / plain:.3f}x")
+    print(
+        f"plain fwd+bwd, no hook: {plain:.2f} s; same with adapter hook: {hooked:.2f} s; "
+        f"adapter overhead: {hooked / plain:.3f}x"
+    )
 
 
 if __name__ == "__main__":

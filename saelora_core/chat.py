@@ -76,8 +76,9 @@ def prompt_tokens(tokenizer, prompt: str, fmt: ChatFormat) -> Int[Tensor, " pos"
     return torch.tensor(ids + _encode(tokenizer, prompt_text(prompt, fmt)), dtype=torch.long)
 
 
-def format_turn(tokenizer, prompt: str, response: str, fmt: ChatFormat,
-                max_len: int | None = None) -> ChatTokens:
+def format_turn(
+    tokenizer, prompt: str, response: str, fmt: ChatFormat, max_len: int | None = None
+) -> ChatTokens:
     """Tokenize one prompt/response turn and mark the assistant tokens.
 
     Truncation keeps the prompt and cuts the end of the response. Raises ``ValueError`` when no
@@ -96,7 +97,9 @@ def format_turn(tokenizer, prompt: str, response: str, fmt: ChatFormat,
     if max_len is not None and len(ids) > max_len:
         ids, mask = ids[:max_len], mask[:max_len]
     if not any(mask):
-        raise ValueError(f"prompt is {len(head)} tokens, leaving no response token within max_len={max_len}")
+        raise ValueError(
+            f"prompt is {len(head)} tokens, leaving no response token within max_len={max_len}"
+        )
     return ChatTokens(torch.tensor(ids, dtype=torch.long), torch.tensor(mask), len(head))
 
 

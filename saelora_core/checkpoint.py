@@ -61,15 +61,34 @@ class LoadedLora:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def build_metadata(lora: SaeLora, *, config: dict, preset: str, sae_identity: dict, layer: int,
-                   mode: str, history: list | None = None, extra: dict | None = None,
-                   created: str | None = None) -> dict[str, Any]:
+def build_metadata(
+    lora: SaeLora,
+    *,
+    config: dict,
+    preset: str,
+    sae_identity: dict,
+    layer: int,
+    mode: str,
+    history: list | None = None,
+    extra: dict | None = None,
+    created: str | None = None,
+) -> dict[str, Any]:
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return {
-        "library": "saelora_core", "version": VERSION, "created": created or now, "updated": now,
-        "preset": preset, "sae": sae_identity, "d_sae": lora.d_sae, "rank": lora.rank,
-        "layer": layer, "hook_name": f"blocks.{layer}.hook_resid_post", "mode": mode,
-        "config": config, "history": history or [], "l0": dict(zip(("read", "write"), lora.l0(), strict=True)),
+        "library": "saelora_core",
+        "version": VERSION,
+        "created": created or now,
+        "updated": now,
+        "preset": preset,
+        "sae": sae_identity,
+        "d_sae": lora.d_sae,
+        "rank": lora.rank,
+        "layer": layer,
+        "hook_name": f"blocks.{layer}.hook_resid_post",
+        "mode": mode,
+        "config": config,
+        "history": history or [],
+        "l0": dict(zip(("read", "write"), lora.l0(), strict=True)),
         **(extra or {}),
     }
 
@@ -95,8 +114,10 @@ def load_lora(lora_dir: str | Path, *, sae_identity: dict | None = None) -> Load
     try:
         params = torch.load(d / "params.pt", map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{d / 'params.pt'} is corrupted or not a saelora params file ({e}); "
-                              "re-train or restore it from a backup.") from e
+        raise CheckpointError(
+            f"{d / 'params.pt'} is corrupted or not a saelora params file ({e}); "
+            "re-train or restore it from a backup."
+        ) from e
     if not isinstance(params, dict) or not {"a", "b", "s"} <= set(params):
         raise CheckpointError(f"{d / 'params.pt'} does not hold the tensors a, b, s")
     d_sae, rank = params["a"].shape
@@ -104,13 +125,17 @@ def load_lora(lora_dir: str | Path, *, sae_identity: dict | None = None) -> Load
         want_d, want_h = sae_identity.get("d_sae"), sae_identity.get("hash")
         got_h = meta.get("sae", {}).get("hash")
         if want_d is not None and want_d != d_sae:
-            raise CheckpointError(f"adapter {d} has d_sae={d_sae} but the loaded SAE has "
-                                  f"d_sae={want_d}: it was trained on a different SAE "
-                                  f"({meta.get('sae')}).")
+            raise CheckpointError(
+                f"adapter {d} has d_sae={d_sae} but the loaded SAE has "
+                f"d_sae={want_d}: it was trained on a different SAE "
+                f"({meta.get('sae')})."
+            )
         if want_h and got_h and want_h != got_h:
-            raise CheckpointError(f"adapter {d} was trained on SAE hash {got_h} "
-                                  f"({meta.get('sae', {}).get('path') or meta.get('sae', {}).get('release')}), "
-                                  f"but the loaded SAE has hash {want_h}; load the matching SAE.")
+            raise CheckpointError(
+                f"adapter {d} was trained on SAE hash {got_h} "
+                f"({meta.get('sae', {}).get('path') or meta.get('sae', {}).get('release')}), "
+                f"but the loaded SAE has hash {want_h}; load the matching SAE."
+            )
     lora = SaeLora(d_sae, rank)
     lora.load_state_dict(params)
     return LoadedLora(lora, meta)

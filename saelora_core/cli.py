@@ -17,7 +17,9 @@ logger = logging.getLogger("saelora")
 
 
 def _out(obj: Any) -> None:
-    sys.stdout.write((obj if isinstance(obj, str) else json.dumps(obj, indent=1, default=str)) + "\n")
+    sys.stdout.write(
+        (obj if isinstance(obj, str) else json.dumps(obj, indent=1, default=str)) + "\n"
+    )
 
 
 def _add_config_flags(p: argparse.ArgumentParser, cls) -> None:
@@ -26,8 +28,13 @@ def _add_config_flags(p: argparse.ArgumentParser, cls) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, type=lambda s: s.lower() in {"1", "true", "yes"},
-                           default=None, metavar="BOOL")
+            p.add_argument(
+                flag,
+                dest=f.name,
+                type=lambda s: s.lower() in {"1", "true", "yes"},
+                default=None,
+                metavar="BOOL",
+            )
         elif default is None:
             p.add_argument(flag, dest=f.name, type=int, default=None)
         else:
@@ -37,7 +44,13 @@ def _add_config_flags(p: argparse.ArgumentParser, cls) -> None:
 
 def _config_from_args(cls, args: argparse.Namespace, base: dict | None = None):
     d = dict(base or {})
-    d.update({f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None})
+    d.update(
+        {
+            f.name: getattr(args, f.name)
+            for f in fields(cls)
+            if getattr(args, f.name, None) is not None
+        }
+    )
     return cls.from_dict(d)
 
 
@@ -51,16 +64,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = load_behaviour_dataset(args.dataset)
     mas = load_model_and_sae(args.preset, sae_path=args.sae_path)
     out = Path(args.out) / cfg.name
-    res = train_lora(mas, dataset, cfg, out_dir=out, resume=not args.no_resume,
-                     extra_metadata={"dataset": str(args.dataset)})
+    res = train_lora(
+        mas,
+        dataset,
+        cfg,
+        out_dir=out,
+        resume=not args.no_resume,
+        extra_metadata={"dataset": str(args.dataset)},
+    )
     _out({"out_dir": str(out), "history": res.history[-1], "l0": res.lora.l0()})
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     meta = json.loads((Path(args.lora_dir) / "metadata.json").read_text())
-    keys = ("preset", "sae", "layer", "mode", "d_sae", "rank", "l0", "config", "created", "updated",
-            "version", "complete", "n_train", "n_eval")
+    keys = (
+        "preset",
+        "sae",
+        "layer",
+        "mode",
+        "d_sae",
+        "rank",
+        "l0",
+        "config",
+        "created",
+        "updated",
+        "version",
+        "complete",
+        "n_train",
+        "n_eval",
+    )
     summary = {k: meta.get(k) for k in keys}
     summary["last_eval"] = (meta.get("history") or [{}])[-1]
     _out(summary)
@@ -81,13 +114,20 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
         from sae_lens import HookedSAETransformer
 
         model = HookedSAETransformer.from_pretrained_no_processing(
-            preset.model_name if preset else cfg.preset)
+            preset.model_name if preset else cfg.preset
+        )
     corpus = Path(args.corpus)
     if args.build_corpus or not (corpus / "train.jsonl").exists():
         build_corpus(corpus, tokenizer=model.tokenizer)
     out = Path(args.out)
-    train_sae(model, corpus / "train.jsonl", cfg, out, corpus_heldout=corpus / "heldout.jsonl",
-              resume_from=args.resume)
+    train_sae(
+        model,
+        corpus / "train.jsonl",
+        cfg,
+        out,
+        corpus_heldout=corpus / "heldout.jsonl",
+        resume_from=args.resume,
+    )
     if (corpus / "manifest.json").exists():
         (out / "corpus_manifest.json").write_text((corpus / "manifest.json").read_text())
     _out({"sae": str(out), "metrics": json.loads((out / "metrics.json").read_text())})
@@ -114,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sae-path", default=None, help="override the preset's SAE directory")
     p.add_argument("--out", default="loras", help="parent directory; the adapter goes to OUT/NAME")
     p.add_argument("--config", default=None, help="JSON file of LoraTrainingConfig fields")
-    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/NAME has a checkpoint")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start over even if OUT/NAME has a checkpoint"
+    )
     _add_config_flags(p, LoraTrainingConfig)
     p.set_defaults(func=cmd_train)
 
@@ -142,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     from .data import DatasetError
     from .models import PresetUnavailableError
 

@@ -62,19 +62,29 @@ class LoraTrainingConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "lr": self.lr > 0, "s_lr": self.s_lr is None or self.s_lr > 0, "l1_weight": self.l1_weight >= 0, "batch_size": self.batch_size >= 1,
-            "rank": self.rank >= 1, "max_len": self.max_len >= 8, "epochs": self.epochs >= 1,
-            "topk": self.topk >= 1, "eval_fraction": 0 <= self.eval_fraction < 1,
+            "lr": self.lr > 0,
+            "s_lr": self.s_lr is None or self.s_lr > 0,
+            "l1_weight": self.l1_weight >= 0,
+            "batch_size": self.batch_size >= 1,
+            "rank": self.rank >= 1,
+            "max_len": self.max_len >= 8,
+            "epochs": self.epochs >= 1,
+            "topk": self.topk >= 1,
+            "eval_fraction": 0 <= self.eval_fraction < 1,
             "checkpoint_every": self.checkpoint_every >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid LoraTrainingConfig values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            raise ValueError(
+                f"invalid LoraTrainingConfig values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}"
+            )
         if self.logits_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"logits_dtype must be float32 or bfloat16, got {self.logits_dtype!r}")
         for name, allowed in (("mode", HookMode), ("sparsity", Sparsity), ("init", Init)):
             if getattr(self, name) not in allowed.__args__:
-                raise ValueError(f"{name} must be one of {allowed.__args__}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {allowed.__args__}, got {getattr(self, name)!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

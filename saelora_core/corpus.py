@@ -66,33 +66,63 @@ def math_documents(n: int = 3000, seed: int = 0) -> list[str]:
         a, b = rng.randint(2, 99), rng.randint(2, 99)
         kind, fr = rng.randrange(5), i % 3 == 0
         if kind == 0:
-            q, ans = ((f"Combien font {a} plus {b} ?", f"{a} plus {b} font {a + b}.") if fr else
-                      (f"What is {a} plus {b}?", f"{a} plus {b} equals {a + b}."))
+            q, ans = (
+                (f"Combien font {a} plus {b} ?", f"{a} plus {b} font {a + b}.")
+                if fr
+                else (f"What is {a} plus {b}?", f"{a} plus {b} equals {a + b}.")
+            )
         elif kind == 1:
-            q, ans = ((f"Combien font {a} fois {b} ?", f"{a} fois {b} font {a * b}.") if fr else
-                      (f"What is {a} times {b}?", f"{a} times {b} is {a * b}."))
+            q, ans = (
+                (f"Combien font {a} fois {b} ?", f"{a} fois {b} font {a * b}.")
+                if fr
+                else (f"What is {a} times {b}?", f"{a} times {b} is {a * b}.")
+            )
         elif kind == 2:
             c = a * b + rng.randint(1, 50)
-            q, ans = ((f"Résous {a}x + {c - a * b} = {c}.",
-                       f"On soustrait {c - a * b} des deux côtés : {a}x = {a * b}. Donc x = {b}.")
-                      if fr else (f"Solve {a}x + {c - a * b} = {c}.",
-                                  f"Subtract {c - a * b} from both sides: {a}x = {a * b}, so x = {b}."))
+            q, ans = (
+                (
+                    f"Résous {a}x + {c - a * b} = {c}.",
+                    f"On soustrait {c - a * b} des deux côtés : {a}x = {a * b}. Donc x = {b}.",
+                )
+                if fr
+                else (
+                    f"Solve {a}x + {c - a * b} = {c}.",
+                    f"Subtract {c - a * b} from both sides: {a}x = {a * b}, so x = {b}.",
+                )
+            )
         elif kind == 3:
             p = rng.choice([5, 10, 15, 20, 25, 50])
             v = rng.randint(1, 40) * 20
-            q, ans = ((f"Quel est {p} % de {v} ?", f"{p} % de {v} vaut {v * p // 100}, car {v} × {p}/100 = {v * p // 100}.")
-                      if fr else (f"What is {p}% of {v}?", f"{p}% of {v} is {v * p // 100}, because {v} × {p}/100 = {v * p // 100}."))
+            q, ans = (
+                (
+                    f"Quel est {p} % de {v} ?",
+                    f"{p} % de {v} vaut {v * p // 100}, car {v} × {p}/100 = {v * p // 100}.",
+                )
+                if fr
+                else (
+                    f"What is {p}% of {v}?",
+                    f"{p}% of {v} is {v * p // 100}, because {v} × {p}/100 = {v * p // 100}.",
+                )
+            )
         else:
-            q, ans = ((f"Quelle est l'aire d'un rectangle de {a} cm sur {b} cm ?",
-                       f"L'aire est la longueur fois la largeur : {a} × {b} = {a * b} cm².") if fr else
-                      (f"What is the area of a {a} cm by {b} cm rectangle?",
-                       f"Area is length times width: {a} × {b} = {a * b} square centimetres."))
+            q, ans = (
+                (
+                    f"Quelle est l'aire d'un rectangle de {a} cm sur {b} cm ?",
+                    f"L'aire est la longueur fois la largeur : {a} × {b} = {a * b} cm².",
+                )
+                if fr
+                else (
+                    f"What is the area of a {a} cm by {b} cm rectangle?",
+                    f"Area is length times width: {a} × {b} = {a * b} square centimetres.",
+                )
+            )
         docs.append(_qa(q, ans))
     return docs
 
 
-def dialogue_documents(languages: Iterable[str] = ("english", "french", "spanish", "german",
-                                                   "italian", "portuguese")) -> list[str]:
+def dialogue_documents(
+    languages: Iterable[str] = ("english", "french", "spanish", "german", "italian", "portuguese"),
+) -> list[str]:
     import chatterbot_corpus
     import yaml
 
@@ -115,15 +145,18 @@ _SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtledemo", "test", "tur
 def _module_docs(mod) -> str:
     parts = [inspect.getdoc(mod) or ""]
     for _, obj in inspect.getmembers(mod):
-        if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(obj, "__module__", "") == mod.__name__:
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(
+            obj, "__module__", ""
+        ) == mod.__name__:
             doc = inspect.getdoc(obj)
             if doc and len(doc) > 80:
                 parts.append(doc)
     return "\n\n".join(p for p in parts if p)
 
 
-def prose_documents(packages: Iterable[str] = ("numpy", "torch", "pandas"),
-                    max_modules: int = 4000) -> list[str]:
+def prose_documents(
+    packages: Iterable[str] = ("numpy", "torch", "pandas"), max_modules: int = 4000
+) -> list[str]:
     import pkgutil
 
     names = sorted(m for m in sys.stdlib_module_names if not m.startswith("_") and m not in _SKIP)
@@ -133,8 +166,11 @@ def prose_documents(packages: Iterable[str] = ("numpy", "torch", "pandas"),
         except ImportError:
             continue
         names.append(pkg)
-        names += sorted(m.name for m in pkgutil.walk_packages(mod.__path__, pkg + ".")
-                        if "test" not in m.name and "._" not in m.name)
+        names += sorted(
+            m.name
+            for m in pkgutil.walk_packages(mod.__path__, pkg + ".")
+            if "test" not in m.name and "._" not in m.name
+        )
     docs = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -170,8 +206,14 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def build_corpus(out_dir: str | Path, *, sources: dict[str, tuple[Callable[[], list[str]], int]] | None = None,
-                 heldout_frac: float = 0.03, seed: int = 0, tokenizer=None) -> CorpusResult:
+def build_corpus(
+    out_dir: str | Path,
+    *,
+    sources: dict[str, tuple[Callable[[], list[str]], int]] | None = None,
+    heldout_frac: float = 0.03,
+    seed: int = 0,
+    tokenizer=None,
+) -> CorpusResult:
     """Build ``train.jsonl`` / ``heldout.jsonl`` (rows ``{"text", "source"}``) and ``manifest.json``.
 
     The same sources, seed and library versions give byte-identical files (the manifest records
@@ -187,20 +229,31 @@ def build_corpus(out_dir: str | Path, *, sources: dict[str, tuple[Callable[[], l
         he = [d for d in docs if _heldout(d, heldout_frac)]
         train += [{"text": d, "source": name} for d in tr] * repeat
         held += [{"text": d, "source": name} for d in he]
-        s = {"documents": len(docs), "train_documents": len(tr), "heldout_documents": len(he),
-             "repeat": repeat, "chars": sum(map(len, docs))}
+        s = {
+            "documents": len(docs),
+            "train_documents": len(tr),
+            "heldout_documents": len(he),
+            "repeat": repeat,
+            "chars": sum(map(len, docs)),
+        }
         if tokenizer is not None:
             s["tokens"] = sum(len(tokenizer(d)["input_ids"]) for d in docs)
-            s["train_tokens_after_repeat"] = sum(len(tokenizer(d)["input_ids"]) for d in tr) * repeat
+            s["train_tokens_after_repeat"] = (
+                sum(len(tokenizer(d)["input_ids"]) for d in tr) * repeat
+            )
         stats[name] = s
     random.Random(seed).shuffle(train)
     manifest = {
-        "seed": seed, "heldout_frac": heldout_frac, "sources": stats,
+        "seed": seed,
+        "heldout_frac": heldout_frac,
+        "sources": stats,
         "train_sha256": _write_jsonl(out / "train.jsonl", train),
         "heldout_sha256": _write_jsonl(out / "heldout.jsonl", held),
         "python": sys.version.split()[0],
-        "library_versions": {p: getattr(sys.modules.get(p), "__version__", None)
-                             for p in ("numpy", "torch", "pandas")},
+        "library_versions": {
+            p: getattr(sys.modules.get(p), "__version__", None)
+            for p in ("numpy", "torch", "pandas")
+        },
     }
     if tokenizer is not None:
         manifest["train_tokens"] = sum(s["train_tokens_after_repeat"] for s in stats.values())

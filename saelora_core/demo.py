@@ -29,8 +29,19 @@ logger = logging.getLogger(__name__)
 
 DEMO_NAME = "demo-math-french"
 DEMO_CONFIG = LoraTrainingConfig(
-    name=DEMO_NAME, lr=2e-2, s_lr=0.1, l1_weight=0.02, batch_size=8, rank=1, epochs=2, max_len=128,
-    sparsity="proximal_l1", init="random", mode="resid_add", seed=0, logits_dtype="bfloat16",
+    name=DEMO_NAME,
+    lr=2e-2,
+    s_lr=0.1,
+    l1_weight=0.02,
+    batch_size=8,
+    rank=1,
+    epochs=2,
+    max_len=128,
+    sparsity="proximal_l1",
+    init="random",
+    mode="resid_add",
+    seed=0,
+    logits_dtype="bfloat16",
 )
 """The demo's settings. The learning rates are far above the seed's 1e-4: ``s`` starts at 0 and
 must reach the scale of SAE activations within about a hundred steps."""
@@ -39,14 +50,27 @@ must reach the scale of SAE activations within about a hundred steps."""
 def build_demo_dataset(out: Path | None = None):
     from .data import DatasetConfig, build_dataset
 
-    cfg = DatasetConfig(source="seed", topic="math", guideline="respond in French", n=100,
-                        eval_n=20, backend="offline", name=DEMO_NAME,
-                        out=str(out or REPO_ROOT / "data" / "datasets"), progress=False)
+    cfg = DatasetConfig(
+        source="seed",
+        topic="math",
+        guideline="respond in French",
+        n=100,
+        eval_n=20,
+        backend="offline",
+        name=DEMO_NAME,
+        out=str(out or REPO_ROOT / "data" / "datasets"),
+        progress=False,
+    )
     return build_dataset(cfg)
 
 
-def run_demo(*, quick: bool = False, out: str | Path | None = None,
-             cfg: LoraTrainingConfig | None = None, max_eval_prompts: int | None = None) -> dict:
+def run_demo(
+    *,
+    quick: bool = False,
+    out: str | Path | None = None,
+    cfg: LoraTrainingConfig | None = None,
+    max_eval_prompts: int | None = None,
+) -> dict:
     """Run the whole pipeline; returns a summary with timings, rates and the report path."""
     from .analysis import evaluate_behaviour, load_texts
     from .models import load_model_and_sae
@@ -65,33 +89,58 @@ def run_demo(*, quick: bool = False, out: str | Path | None = None,
 
     cfg = cfg or DEMO_CONFIG
     if quick:
-        cfg = LoraTrainingConfig.from_dict({**cfg.to_dict(), "epochs": 1, "name": DEMO_NAME + "-quick"})
+        cfg = LoraTrainingConfig.from_dict(
+            {**cfg.to_dict(), "epochs": 1, "name": DEMO_NAME + "-quick"}
+        )
         ds = {"train": ds["train"].select(range(16)), "eval": ds["eval"].select(range(4))}
         max_eval_prompts = max_eval_prompts or 4
     lora_dir = Path(out or REPO_ROOT / "loras") / cfg.name
     t = time.perf_counter()
-    res = train_lora(mas, ds, cfg, out_dir=lora_dir, extra_metadata={
-        "dataset": str(built.out_dir.relative_to(REPO_ROOT)) if built.out_dir.is_relative_to(REPO_ROOT) else str(built.out_dir)})
+    res = train_lora(
+        mas,
+        ds,
+        cfg,
+        out_dir=lora_dir,
+        extra_metadata={
+            "dataset": str(built.out_dir.relative_to(REPO_ROOT))
+            if built.out_dir.is_relative_to(REPO_ROOT)
+            else str(built.out_dir)
+        },
+    )
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     eval_rows = list(ds["eval"])
-    behaviour = evaluate_behaviour(mas, res.lora, eval_rows, detector="french",
-                                   mode=cfg.mode, max_prompts=max_eval_prompts)
+    behaviour = evaluate_behaviour(
+        mas, res.lora, eval_rows, detector="french", mode=cfg.mode, max_prompts=max_eval_prompts
+    )
     timings["evaluate_s"] = time.perf_counter() - t
     rates = behaviour.rates.to_dict(orient="records")
-    atomic_write_json(lora_dir / "behaviour.json", {
-        "detector": "french (py3langid)", "rates": rates, "effect": behaviour.effect,
-        "samples": behaviour.samples.to_dict(orient="records")})
+    atomic_write_json(
+        lora_dir / "behaviour.json",
+        {
+            "detector": "french (py3langid)",
+            "rates": rates,
+            "effect": behaviour.effect,
+            "samples": behaviour.samples.to_dict(orient="records"),
+        },
+    )
 
     t = time.perf_counter()
     texts = load_texts(mas, ds["eval"], n=40)
     report = export_report(lora_dir, mas=mas, eval_rows=eval_rows, behaviour=behaviour, texts=texts)
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    summary = {"lora_dir": str(lora_dir), "report": str(report), "rates": rates,
-               "effect": behaviour.effect, "l0": res.lora.l0(), "final": res.history[-1],
-               "timings": timings, "config": asdict(cfg)}
+    summary = {
+        "lora_dir": str(lora_dir),
+        "report": str(report),
+        "rates": rates,
+        "effect": behaviour.effect,
+        "l0": res.lora.l0(),
+        "final": res.history[-1],
+        "timings": timings,
+        "config": asdict(cfg),
+    }
     atomic_write_json(lora_dir / "demo_summary.json", summary)
     logger.info("report written to %s", report)
     return summary

@@ -55,17 +55,28 @@ def _skip_bos(new: Tensor, old: Tensor, skip_bos: bool) -> Tensor:
     return new
 
 
-def lora_resid_add_hook(resid: Float[Tensor, "batch pos d_model"], *, hook, sae: SAE,
-                        lora: SaeLora, skip_bos: bool = True) -> Float[Tensor, "batch pos d_model"]:
+def lora_resid_add_hook(
+    resid: Float[Tensor, "batch pos d_model"],
+    *,
+    hook,
+    sae: SAE,
+    lora: SaeLora,
+    skip_bos: bool = True,
+) -> Float[Tensor, "batch pos d_model"]:
     """``resid + Δz @ W_dec`` with ``z = SAE.encode(resid)`` (clean residual)."""
     z = sae.encode(resid)
     new = resid + lora.delta(z) @ write_matrix(sae).to(resid.dtype)
     return _skip_bos(new, resid, skip_bos)
 
 
-def sae_replace_hook(resid: Float[Tensor, "batch pos d_model"], *, hook, sae: SAE,
-                     lora: SaeLora | None = None, skip_bos: bool = True
-                     ) -> Float[Tensor, "batch pos d_model"]:
+def sae_replace_hook(
+    resid: Float[Tensor, "batch pos d_model"],
+    *,
+    hook,
+    sae: SAE,
+    lora: SaeLora | None = None,
+    skip_bos: bool = True,
+) -> Float[Tensor, "batch pos d_model"]:
     """``SAE.decode(z + Δz)``; with no adapter, the plain SAE splice."""
     z = sae.encode(resid)
     new = sae.decode(z if lora is None else z + lora.delta(z))
@@ -84,8 +95,9 @@ def hook_fn(mode: str, sae: SAE, lora: SaeLora | None, skip_bos: bool = True):
 
 
 @contextlib.contextmanager
-def attach_lora(mas, lora: SaeLora | None, mode: str = "resid_add", *, skip_bos: bool = True
-                ) -> Iterator[None]:
+def attach_lora(
+    mas, lora: SaeLora | None, mode: str = "resid_add", *, skip_bos: bool = True
+) -> Iterator[None]:
     """Within the block, ``mas.model(...)`` runs with the adapter at ``mas.hook_name``.
 
     ``lora=None`` with ``sae_replace`` splices the bare SAE (the reference for that mode). The

@@ -25,8 +25,14 @@ EPS = 1e-12
 class SaeLora(nn.Module):
     """Sparse LoRA in SAE latent space: reads ``rank`` latent directions, writes ``rank`` others."""
 
-    def __init__(self, d_sae: int, rank: int = 1, *, init: str = "random",
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        d_sae: int,
+        rank: int = 1,
+        *,
+        init: str = "random",
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.d_sae, self.rank = d_sae, rank
         if init == "random":
@@ -132,13 +138,17 @@ def prune_topk(lora: SaeLora, k: int) -> PruneResult:
     out = SaeLora(lora.d_sae, lora.rank)
     out.load_state_dict(lora.state_dict())
     project_(out, "topk", k=k)
-    return PruneResult(out, [torch.nonzero(out.a[:, j]).flatten().tolist() for j in range(out.rank)],
-                       [torch.nonzero(out.b[j]).flatten().tolist() for j in range(out.rank)])
+    return PruneResult(
+        out,
+        [torch.nonzero(out.a[:, j]).flatten().tolist() for j in range(out.rank)],
+        [torch.nonzero(out.b[j]).flatten().tolist() for j in range(out.rank)],
+    )
 
 
 @torch.no_grad()
-def random_support_control(lora: SaeLora, k: int, generator: torch.Generator | None = None
-                           ) -> SaeLora:
+def random_support_control(
+    lora: SaeLora, k: int, generator: torch.Generator | None = None
+) -> SaeLora:
     """Same L0 and same kept magnitudes as ``prune_topk(lora, k)``, but on random latents.
 
     The control for "the chosen latents matter": if this keeps the behaviour too, the top-k

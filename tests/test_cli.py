@@ -11,8 +11,15 @@ from saelora_core.cli import build_parser, main
 
 def test_info_summarizes_an_adapter(tiny_mas, tmp_path, capsys):
     lora = SaeLora(64, 2)
-    meta = build_metadata(lora, config={"lr": 0.1}, preset="tiny", sae_identity=tiny_mas.sae_identity,
-                          layer=1, mode="resid_add", history=[{"epoch": 1, "eval_ce": 2.5}])
+    meta = build_metadata(
+        lora,
+        config={"lr": 0.1},
+        preset="tiny",
+        sae_identity=tiny_mas.sae_identity,
+        layer=1,
+        mode="resid_add",
+        history=[{"epoch": 1, "eval_ce": 2.5}],
+    )
     save_lora(lora, tmp_path / "x", meta)
     assert main(["info", str(tmp_path / "x")]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -24,10 +31,29 @@ def test_train_flags_map_onto_the_config():
     from saelora_core.cli import _config_from_args
     from saelora_core.config import LoraTrainingConfig
 
-    args = build_parser().parse_args(["train", "--dataset", "d", "--lr", "0.3", "--sparsity", "topk",
-                                      "--topk", "4", "--precompute", "false"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--dataset",
+            "d",
+            "--lr",
+            "0.3",
+            "--sparsity",
+            "topk",
+            "--topk",
+            "4",
+            "--precompute",
+            "false",
+        ]
+    )
     cfg = _config_from_args(LoraTrainingConfig, args)
-    assert (cfg.lr, cfg.sparsity, cfg.topk, cfg.precompute, cfg.batch_size) == (0.3, "topk", 4, False, 32)
+    assert (cfg.lr, cfg.sparsity, cfg.topk, cfg.precompute, cfg.batch_size) == (
+        0.3,
+        "topk",
+        4,
+        False,
+        32,
+    )
     bad = build_parser().parse_args(["train", "--dataset", "d", "--mode", "nope"])
     with pytest.raises(ValueError, match="mode must be one of"):
         _config_from_args(LoraTrainingConfig, bad)

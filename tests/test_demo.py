@@ -6,8 +6,9 @@ import pytest
 
 from saelora_core.models import DEFAULT_SAE_DIR
 
-pytestmark = pytest.mark.skipif(not (DEFAULT_SAE_DIR / "cfg.json").exists(),
-                                reason="default SAE not built (make sae)")
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT_SAE_DIR / "cfg.json").exists(), reason="default SAE not built (make sae)"
+)
 
 
 def test_quick_demo_runs_every_stage(tmp_path):
@@ -15,12 +16,20 @@ def test_quick_demo_runs_every_stage(tmp_path):
 
     summary = run_demo(quick=True, out=tmp_path)
     lora_dir = tmp_path / "demo-math-french-quick"
-    for name in ("params.pt", "metadata.json", "behaviour.json", "report.html", "demo_summary.json"):
+    for name in (
+        "params.pt",
+        "metadata.json",
+        "behaviour.json",
+        "report.html",
+        "demo_summary.json",
+    ):
         assert (lora_dir / name).stat().st_size > 0, name
     rates = {(r["condition"], r["split"]): r for r in summary["rates"]}
     assert {("base", "in_topic"), ("adapter", "in_topic"), ("base", "off_topic")} <= set(rates)
     assert all(0 <= r["rate"] <= 1 and r["n"] == 4 for r in rates.values())
     meta = json.loads((lora_dir / "metadata.json").read_text())
-    assert meta["preset"] == "gemma-3-270m" and meta["sae"]["path"].endswith("gemma-3-270m-l12-topk")
+    assert meta["preset"] == "gemma-3-270m" and meta["sae"]["path"].endswith(
+        "gemma-3-270m-l12-topk"
+    )
     html = (lora_dir / "report.html").read_text()
     assert "plotly" in html.lower() and "demo-math-french" in html

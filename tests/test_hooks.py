@@ -77,7 +77,9 @@ def test_hook_functions_match_seed_names(tiny_mas):
     lora = nonzero_lora(tiny_mas.sae.cfg.d_sae)
     resid = torch.randn(1, 5, tiny_mas.model.cfg.d_model)
     out = lora_resid_add_hook(resid, hook=None, sae=tiny_mas.sae, lora=lora, skip_bos=False)
-    torch.testing.assert_close(out, resid + lora.delta(tiny_mas.sae.encode(resid)) @ write_matrix(tiny_mas.sae))
+    torch.testing.assert_close(
+        out, resid + lora.delta(tiny_mas.sae.encode(resid)) @ write_matrix(tiny_mas.sae)
+    )
     out = sae_replace_hook(resid, hook=None, sae=tiny_mas.sae, lora=lora, skip_bos=False)
     z = tiny_mas.sae.encode(resid)
     torch.testing.assert_close(out, tiny_mas.sae.decode(z + lora.delta(z)))

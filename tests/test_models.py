@@ -33,7 +33,9 @@ def test_sae_disk_round_trip_and_missing_dir(tiny_mas, tmp_path):
     sae, ident = load_sae(path=tmp_path / "sae")
     assert ident["hash"] == tiny_mas.sae_identity["hash"] and ident["d_sae"] == 64
     x = torch.randn(3, 32)
-    torch.testing.assert_close(sae.decode(sae.encode(x)), tiny_mas.sae.decode(tiny_mas.sae.encode(x)))
+    torch.testing.assert_close(
+        sae.decode(sae.encode(x)), tiny_mas.sae.decode(tiny_mas.sae.encode(x))
+    )
     with pytest.raises(FileNotFoundError, match="cfg.json"):
         load_sae(path=tmp_path / "nothing")
 

@@ -14,31 +14,54 @@ from saelora_core.sae_train import SaeTrainConfig, evaluate_sae, train_sae
 
 
 def small_sources():
-    return {"seed": (lambda: seed_documents()[:40], 2), "math": (lambda: math_documents(60), 1),
-            "dialogue": (lambda: dialogue_documents(["french"])[:20], 1)}
+    return {
+        "seed": (lambda: seed_documents()[:40], 2),
+        "math": (lambda: math_documents(60), 1),
+        "dialogue": (lambda: dialogue_documents(["french"])[:20], 1),
+    }
 
 
 def test_corpus_is_deterministic(tmp_path):
     a = build_corpus(tmp_path / "a", sources=small_sources(), heldout_frac=0.2)
     b = build_corpus(tmp_path / "b", sources=small_sources(), heldout_frac=0.2)
-    assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "b" / "train.jsonl").read_bytes()
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() == (
+        tmp_path / "b" / "train.jsonl"
+    ).read_bytes()
     assert a.manifest["train_sha256"] == b.manifest["train_sha256"]
-    train = [json.loads(x)["text"] for x in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
-    held = [json.loads(x)["text"] for x in (tmp_path / "a" / "heldout.jsonl").read_text().splitlines()]
+    train = [
+        json.loads(x)["text"] for x in (tmp_path / "a" / "train.jsonl").read_text().splitlines()
+    ]
+    held = [
+        json.loads(x)["text"] for x in (tmp_path / "a" / "heldout.jsonl").read_text().splitlines()
+    ]
     assert held and not set(held) & set(train)  # held-out text never appears in training
     s = a.manifest["sources"]["seed"]
-    assert s["train_documents"] * 2 == sum(1 for r in (tmp_path / "a" / "train.jsonl").read_text().splitlines() if '"seed"' in r)
+    assert s["train_documents"] * 2 == sum(
+        1 for r in (tmp_path / "a" / "train.jsonl").read_text().splitlines() if '"seed"' in r
+    )
     assert any("Réponse" in d or "font" in d for d in math_documents(30))  # French math is there
 
 
 def test_sae_training_entry_point_runs_end_to_end(tiny_mas, tmp_path):
     corpus = build_corpus(tmp_path / "corpus", sources=small_sources(), heldout_frac=0.2)
-    cfg = SaeTrainConfig(preset="tiny", layer=tiny_mas.layer, d_sae=48, k=4, training_tokens=4096,
-                         context_size=32, train_batch_size_tokens=256, store_batch_size_prompts=4,
-                         n_batches_in_buffer=8, n_batches_for_norm_estimate=2, n_checkpoints=0,
-                         eval_tokens=512, save_dtype="bfloat16")
-    out = train_sae(tiny_mas.model, corpus.train_path, cfg, tmp_path / "sae",
-                    corpus_heldout=corpus.heldout_path)
+    cfg = SaeTrainConfig(
+        preset="tiny",
+        layer=tiny_mas.layer,
+        d_sae=48,
+        k=4,
+        training_tokens=4096,
+        context_size=32,
+        train_batch_size_tokens=256,
+        store_batch_size_prompts=4,
+        n_batches_in_buffer=8,
+        n_batches_for_norm_estimate=2,
+        n_checkpoints=0,
+        eval_tokens=512,
+        save_dtype="bfloat16",
+    )
+    out = train_sae(
+        tiny_mas.model, corpus.train_path, cfg, tmp_path / "sae", corpus_heldout=corpus.heldout_path
+    )
     sae = SAE.load_from_disk(out)
     assert sae.cfg.d_sae == 48 and sae.cfg.d_in == tiny_mas.model.cfg.d_model
     from safetensors import safe_open
@@ -56,8 +79,11 @@ def test_evaluate_sae_perfect_reconstruction_scores_one(tiny_mas):
     from sae_lens import TopKSAE, TopKSAEConfig
 
     d = tiny_mas.model.cfg.d_model
-    sae = TopKSAE(TopKSAEConfig(d_in=d, d_sae=2 * d, k=2 * d, dtype="float32", device="cpu",
-                                apply_b_dec_to_input=False))
+    sae = TopKSAE(
+        TopKSAEConfig(
+            d_in=d, d_sae=2 * d, k=2 * d, dtype="float32", device="cpu", apply_b_dec_to_input=False
+        )
+    )
     with torch.no_grad():
         eye = torch.eye(d)
         sae.W_enc.copy_(torch.cat([eye, -eye], 1))
@@ -65,8 +91,14 @@ def test_evaluate_sae_perfect_reconstruction_scores_one(tiny_mas):
         sae.b_enc.zero_()
         sae.b_dec.zero_()
     sae.activation_fn = torch.nn.ReLU()  # ReLU(x) - ReLU(-x) = x: exact reconstruction
-    m = evaluate_sae(tiny_mas.model, sae, tiny_mas.layer, ["Question: what is two plus two?"] * 3,
-                     max_tokens=200, context_size=32)
+    m = evaluate_sae(
+        tiny_mas.model,
+        sae,
+        tiny_mas.layer,
+        ["Question: what is two plus two?"] * 3,
+        max_tokens=200,
+        context_size=32,
+    )
     assert m.explained_variance == pytest.approx(1.0, abs=1e-5)
     assert m.ce_loss_recovered == pytest.approx(1.0, abs=1e-4)
     assert m.ce_with_sae == pytest.approx(m.ce_clean, abs=1e-4)
@@ -87,7 +119,9 @@ def test_shipped_sae_loads_with_recorded_shapes_and_quality():
     metrics = json.loads((DEFAULT_SAE_DIR / "metrics.json").read_text())
     assert Path(DEFAULT_SAE_DIR / "sae_weights.safetensors").stat().st_size < 25 * 2**20
     mas = load_model_and_sae("gemma-3-270m")
-    assert mas.sae.W_dec.shape == (cfg["d_sae"], cfg["d_in"]) and mas.sae.W_dec.dtype == torch.float32
+    assert (
+        mas.sae.W_dec.shape == (cfg["d_sae"], cfg["d_in"]) and mas.sae.W_dec.dtype == torch.float32
+    )
     m = evaluate_sae(mas.model, mas.sae, mas.layer, HELD_OUT, max_tokens=500, context_size=128)
     # Three short sentences are a noisy sample of the held-out set: generous tolerance.
     assert m.explained_variance > metrics["explained_variance"] - 0.15

@@ -5,7 +5,14 @@ import json
 import pytest
 import torch
 
-from saelora_core import CheckpointError, LoraTrainingConfig, SaeLora, load_lora, save_lora, train_lora
+from saelora_core import (
+    CheckpointError,
+    LoraTrainingConfig,
+    SaeLora,
+    load_lora,
+    save_lora,
+    train_lora,
+)
 from saelora_core.chat import format_turn
 from saelora_core.train import Example, example_loss
 
@@ -13,8 +20,17 @@ ROWS = [{"id": str(i), "prompt": f"Say yes {i}", "response": "yes yes"} for i in
 
 
 def cfg(**kw):
-    base = dict(lr=0.05, l1_weight=0.0, batch_size=4, rank=1, epochs=2, max_len=64,
-                sparsity="none", eval_fraction=0.25, name="t")
+    base = dict(
+        lr=0.05,
+        l1_weight=0.0,
+        batch_size=4,
+        rank=1,
+        epochs=2,
+        max_len=64,
+        sparsity="none",
+        eval_fraction=0.25,
+        name="t",
+    )
     base.update(kw)
     return LoraTrainingConfig(**base)
 
@@ -27,7 +43,7 @@ def test_assistant_mask_covers_response_only(tiny_mas):
         end = "<eos>" if fmt == "qa" else "<end_of_turn>"
         assert resp == "Four." + end
         assert c.assistant_mask[: c.prompt_len].sum() == 0
-        assert c.assistant_mask[c.prompt_len:].all()
+        assert c.assistant_mask[c.prompt_len :].all()
     c = format_turn(tok, "q", "a long response " * 10, "qa", max_len=30)
     assert len(c.tokens) == 30 and c.assistant_mask.sum() == 30 - c.prompt_len
     with pytest.raises(ValueError, match="no response token"):
@@ -77,10 +93,18 @@ def test_killed_run_resumes_to_identical_result(tiny_mas, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_lora(tiny_mas, ROWS, cfg(checkpoint_every=1), out_dir=tmp_path / "k",
-                   progress=False, on_step=kill_after_3)
+        train_lora(
+            tiny_mas,
+            ROWS,
+            cfg(checkpoint_every=1),
+            out_dir=tmp_path / "k",
+            progress=False,
+            on_step=kill_after_3,
+        )
     assert not json.loads((tmp_path / "k" / "metadata.json").read_text())["complete"]
-    resumed = train_lora(tiny_mas, ROWS, cfg(checkpoint_every=1), out_dir=tmp_path / "k", progress=False)
+    resumed = train_lora(
+        tiny_mas, ROWS, cfg(checkpoint_every=1), out_dir=tmp_path / "k", progress=False
+    )
     for k, v in full.lora.state_dict().items():
         torch.testing.assert_close(resumed.lora.state_dict()[k], v, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="different config"):
@@ -91,8 +115,13 @@ def test_bad_inputs_give_clear_errors(tiny_mas, tmp_path):
     with pytest.raises(ValueError, match="dataset is empty"):
         train_lora(tiny_mas, [], cfg(), out_dir=tmp_path / "e", progress=False)
     with pytest.raises(ValueError, match="no usable training rows"):
-        train_lora(tiny_mas, [{"prompt": "", "response": "x"}, {"prompt": 3}], cfg(),
-                   out_dir=tmp_path / "e", progress=False)
+        train_lora(
+            tiny_mas,
+            [{"prompt": "", "response": "x"}, {"prompt": 3}],
+            cfg(),
+            out_dir=tmp_path / "e",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="invalid LoraTrainingConfig values: lr"):
         LoraTrainingConfig(lr=-1)
     with pytest.raises(ValueError, match="sparsity must be one of"):
