@@ -53,6 +53,11 @@ class SaeTrainConfig:
     autocast_lm: bool = False
     """Run the language model in bfloat16 autocast while collecting activations (Gemma is a
     bf16-native model). Measured on the 2-core AVX512-BF16 dev machine through TransformerLens: no faster than fp32, so off by default. The SAE trains in fp32."""
+    dead_feature_window: int = 100
+    """Steps without firing after which a latent counts as dead and the TopK auxiliary loss
+    works on reviving it. sae_lens's default (1000) exceeds a 2M-token CPU run (~980 steps), so
+    the aux loss never engages: the shipped SAE (trained before this field existed) has ~95% of
+    latents silent on held-out text."""
     n_checkpoints: int = 4
     """Checkpoints written during training, for resuming a killed run."""
     seed: int = 42
@@ -114,6 +119,7 @@ def _runner_config(
         lr=cfg.lr,
         n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
         autocast_lm=cfg.autocast_lm,
+        dead_feature_window=cfg.dead_feature_window,
         lr_warm_up_steps=cfg.lr_warm_up_steps,
         device=device,
         seed=cfg.seed,
