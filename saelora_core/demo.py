@@ -92,7 +92,10 @@ def run_demo(
         cfg = LoraTrainingConfig.from_dict(
             {**cfg.to_dict(), "epochs": 1, "name": DEMO_NAME + "-quick"}
         )
-        ds = {"train": ds["train"].select(range(16)), "eval": ds["eval"].select(range(4))}
+        ev = ds["eval"]
+        ins = [i for i, r in enumerate(ev) if r["in_topic"]][:2]
+        outs = [i for i, r in enumerate(ev) if not r["in_topic"]][:2]
+        ds = {"train": ds["train"].shuffle(seed=0).select(range(16)), "eval": ev.select(ins + outs)}
         max_eval_prompts = max_eval_prompts or 4
     lora_dir = Path(out or REPO_ROOT / "loras") / cfg.name
     t = time.perf_counter()
