@@ -36,8 +36,11 @@ def rows(n: int) -> list[dict]:
         return [{"prompt": r.prompt, "response": r.response} for r in load_seed().rows[:n]]
 
 
-def run(mas, data, precompute: bool, epochs: int) -> tuple[float, int]:
+def run(
+    mas, data, precompute: bool, epochs: int, logits_dtype: str = "float32"
+) -> tuple[float, int]:
     cfg = LoraTrainingConfig(
+        logits_dtype=logits_dtype,
         lr=1e-2,
         batch_size=4,
         epochs=epochs,
@@ -84,6 +87,12 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="the tiny test model (no download)")
+    ap.add_argument(
+        "--logits-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="unembedding dtype of the optimized path",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.tiny:
@@ -97,9 +106,9 @@ def main() -> None:
         f"model={mas.preset} examples={len(data)} epochs={args.epochs} threads={torch.get_num_threads()}"
     )
     naive_t, tok = run(mas, data, False, args.epochs)
-    opt_t, _ = run(mas, data, True, args.epochs)
+    opt_t, _ = run(mas, data, True, args.epochs, args.logits_dtype)
     print(f"naive:     {tok / naive_t:8.1f} tokens/s ({naive_t:.1f} s)")
-    print(f"optimized: {tok / opt_t:8.1f} tokens/s ({opt_t:.1f} s)")
+    print(f"optimized ({args.logits_dtype} logits): {tok / opt_t:8.1f} tokens/s ({opt_t:.1f} s)")
     print(f"speedup (optimized / naive): {naive_t / opt_t:.2f}x")
     plain = plain_step_time(mas, data, with_adapter=False)
     hooked = plain_step_time(mas, data, with_adapter=True)
