@@ -94,3 +94,35 @@ def tiny_model_and_sae(
         chat_format=chat_format,  # type: ignore[arg-type]
         sae_identity=sae_identity(sae, path="tiny"),
     )
+
+
+TINY_ROWS = [
+    {"prompt": "What is 2+2?", "response": "Four.", "in_topic": True},
+    {"prompt": "Say hi", "response": "Hi there!", "in_topic": False},
+]
+"""One in-topic and one off-topic row, for tests of the analysis and report code."""
+
+
+def save_planted_adapter(mas: ModelAndSae, out_dir):
+    """Save a sparse rank-1 adapter that reads latents 7 and 3 and writes latents 12 and 50."""
+    from .checkpoint import build_metadata, save_lora
+    from .lora import SaeLora
+
+    lora = SaeLora(mas.sae.cfg.d_sae, 1)
+    with torch.no_grad():
+        lora.a.zero_()
+        lora.a[[7, 3], 0] = torch.tensor([0.9, -0.4])
+        lora.b.zero_()
+        lora.b[0, [12, 50]] = torch.tensor([1.0, -0.6])
+        lora.s.fill_(2.0)
+    meta = build_metadata(
+        lora,
+        config={"name": "tiny-test", "rank": 1},
+        preset=mas.preset,
+        sae_identity=mas.sae_identity,
+        layer=mas.layer,
+        mode="resid_add",
+        history=[{"step": 0, "eval_ce": 3.0}, {"step": 2, "eval_ce": 2.5, "train_ce_last": 2.6}],
+    )
+    save_lora(lora, out_dir, meta)
+    return lora
