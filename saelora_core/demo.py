@@ -93,8 +93,9 @@ def run_demo(
             {**cfg.to_dict(), "epochs": 1, "name": DEMO_NAME + "-quick"}
         )
         ev = ds["eval"]
-        ins = [i for i, r in enumerate(ev) if r["in_topic"]][:2]
-        outs = [i for i, r in enumerate(ev) if not r["in_topic"]][:2]
+        flags = list(ev["in_topic"])
+        ins = [i for i, f in enumerate(flags) if f][:2]
+        outs = [i for i, f in enumerate(flags) if not f][:2]
         ds = {"train": ds["train"].shuffle(seed=0).select(range(16)), "eval": ev.select(ins + outs)}
         max_eval_prompts = max_eval_prompts or 4
     lora_dir = Path(out or REPO_ROOT / "loras") / cfg.name
