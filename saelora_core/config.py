@@ -8,8 +8,8 @@ from typing import Any, Literal
 from .data.config import DatasetConfig
 
 HookMode = Literal["resid_add", "sae_replace"]
-Sparsity = Literal["none", "l1_raw", "l1_normalized", "proximal_l1", "topk"]
-Init = Literal["random", "uniform_small"]
+Sparsity = Literal["none", "l1_raw", "l1_normalized", "proximal_l1", "topk", "hard_concrete"]
+Init = Literal["random", "uniform_small", "gradient_svd"]
 
 __all__ = ["DatasetConfig", "HookMode", "Init", "LoraTrainingConfig", "Sparsity"]
 
@@ -41,12 +41,22 @@ class LoraTrainingConfig:
     sparsity: Sparsity = "l1_raw"
     """``l1_raw`` is the seed's penalty on the raw a/b (scale-degenerate, kept as a baseline);
     ``l1_normalized`` penalizes the unit vectors; ``proximal_l1`` soft-thresholds the unit
-    vectors after each step (exact zeros); ``topk`` keeps the ``topk`` largest entries."""
+    vectors after each step (exact zeros); ``topk`` keeps the ``topk`` largest entries;
+    ``hard_concrete`` learns an L0 gate per entry and penalizes the expected L0 (λ then weighs
+    a count, so it wants values ~100x smaller than the L1 methods)."""
     topk: int = 16
     """Entries kept per read/write vector for ``sparsity="topk"``."""
     init: Init = "random"
     """``random``: Gaussian a/b (the seed's); ``uniform_small``: every entry equal, so untouched
-    latents carry no random pattern (see lora.py)."""
+    latents carry no random pattern (see lora.py); ``gradient_svd``: the top-``rank`` singular
+    pairs of the loss gradient with respect to the full latent-to-latent map, measured at s = 0
+    on ``init_examples`` training rows (see ``train.gradient_svd_init_``). A latent that never
+    fires on those rows gets an exact 0 read weight."""
+    gate_lr: float = 0.1
+    """Adam learning rate of the hard-concrete gates' ``log_alpha`` (they start at 2 and close
+    below about -2.4)."""
+    init_examples: int = 32
+    """Training rows used by ``init="gradient_svd"``."""
     seed: int = 0
     eval_fraction: float = 0.1
     """Held-out share when the dataset has no ``eval`` split."""
@@ -70,6 +80,8 @@ class LoraTrainingConfig:
             "max_len": self.max_len >= 8,
             "epochs": self.epochs >= 1,
             "topk": self.topk >= 1,
+            "init_examples": self.init_examples >= 1,
+            "gate_lr": self.gate_lr > 0,
             "eval_fraction": 0 <= self.eval_fraction < 1,
             "checkpoint_every": self.checkpoint_every >= 0,
         }

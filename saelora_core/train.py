@@ -139,6 +139,34 @@ def _logits_from_resid(
     return logits[0]
 
 
+def _hook_resid(mas: ModelAndSae, ex: Example) -> torch.Tensor:
+    """The example's clean residual at the hook point, computed once and cached."""
+    if ex.resid is None:
+        with torch.no_grad():
+            ex.resid = mas.model(ex.chat.tokens.unsqueeze(0), stop_at_layer=mas.layer + 1)
+    assert ex.resid is not None
+    return ex.resid
+
+
+def _edited_loss(
+    mas: ModelAndSae,
+    ex: Example,
+    z: torch.Tensor,
+    dz: torch.Tensor,
+    mode: str,
+    logits_dtype: str,
+) -> torch.Tensor:
+    """CE on the assistant tokens when the latents ``z`` (from the hook residual) get ``dz``."""
+    resid = _hook_resid(mas, ex)
+    pos, tgt = _targets(ex.chat)
+    add = mode == "resid_add"
+    new = resid + dz @ write_matrix(mas.sae) if add else mas.sae.decode(z + dz)
+    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
+    return F.cross_entropy(
+        _logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype), tgt
+    )
+
+
 def example_loss(
     mas: ModelAndSae,
     lora: SaeLora,
@@ -148,26 +176,49 @@ def example_loss(
     logits_dtype: str = "float32",
 ) -> torch.Tensor:
     """Mean CE over the example's assistant tokens with the adapter attached."""
-    pos, tgt = _targets(ex.chat)
-    tokens = ex.chat.tokens.unsqueeze(0)
     if not precompute:
+        pos, tgt = _targets(ex.chat)
         with attach_lora(mas, lora, mode):
-            logits = mas.model(tokens)[0, pos]
+            logits = mas.model(ex.chat.tokens.unsqueeze(0))[0, pos]
         return F.cross_entropy(logits, tgt)
-    resid = ex.resid
-    if resid is None:
+    z = mas.sae.encode(_hook_resid(mas, ex))
+    return _edited_loss(mas, ex, z, lora.delta(z), mode, logits_dtype)
+
+
+def gradient_svd_init_(
+    mas: ModelAndSae,
+    lora: SaeLora,
+    examples: list[Example],
+    mode: str,
+    logits_dtype: str = "float32",
+) -> torch.Tensor:
+    """Initialise Â, B̂ from the loss gradient, leaving ``s = 0`` (the adapter stays a no-op).
+
+    Write the adapter as a full latent-to-latent map, Δz = z @ M with M = Â·diag(s)·B̂. At M = 0
+    the gradient is ``G = Σ_pos zᵀ ∂L/∂Δz`` (d_sae × d_sae), and the rank-r M that lowers the
+    loss fastest for its norm is the top-r SVD of ``-G``: Â = U[:, :r], B̂ = V[:, :r]ᵀ. Then
+    ∂L/∂s = -σ < 0, so ``s`` grows from the first step, and Â, B̂ start on the latents that
+    carry the behaviour instead of on random noise. Row i of G is zero when latent i never fires
+    on ``examples``, so its read weight starts (and is set) at exactly 0.
+
+    Returns the top-r singular values (how strongly each component is asked for).
+    """
+    d, r = lora.d_sae, lora.rank
+    grad = torch.zeros(d, d)
+    fired = torch.zeros(d, dtype=torch.bool)
+    for ex in examples:
         with torch.no_grad():
-            resid = ex.resid = mas.model(tokens, stop_at_layer=mas.layer + 1)
-    assert resid is not None
-    z = mas.sae.encode(resid)
-    if mode == "resid_add":
-        new = resid + lora.delta(z) @ write_matrix(mas.sae)
-    else:
-        new = mas.sae.decode(z + lora.delta(z))
-    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
-    return F.cross_entropy(
-        _logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype), tgt
-    )
+            z = mas.sae.encode(_hook_resid(mas, ex))
+        dz = torch.zeros_like(z, requires_grad=True)
+        (g,) = torch.autograd.grad(_edited_loss(mas, ex, z, dz, mode, logits_dtype), dz)
+        grad += z[0, 1:].T @ g[0, 1:]
+        fired |= (z[0, 1:] > 0).any(0)
+    u, sv, v = torch.svd_lowrank(-grad / max(len(examples), 1), q=min(r + 10, d), niter=6)
+    with torch.no_grad():
+        lora.a.copy_(u[:, :r] * fired[:, None])
+        lora.b.copy_(v[:, :r].T)
+        lora.s.zero_()
+    return sv[:r]
 
 
 @torch.no_grad()
@@ -179,12 +230,17 @@ def evaluate_ce(
     precompute: bool = True,
     logits_dtype: str = "float32",
 ) -> float:
-    """Token-weighted mean CE on the assistant tokens of ``examples``."""
+    """Token-weighted mean CE on the assistant tokens of ``examples`` (gates deterministic)."""
     tot, n = 0.0, 0
-    for ex in examples:
-        k = int(ex.chat.assistant_mask[1:].sum())
-        tot += example_loss(mas, lora, ex, mode, precompute, logits_dtype).item() * k
-        n += k
+    was = lora.training
+    lora.eval()
+    try:
+        for ex in examples:
+            k = int(ex.chat.assistant_mask[1:].sum())
+            tot += example_loss(mas, lora, ex, mode, precompute, logits_dtype).item() * k
+            n += k
+    finally:
+        lora.train(was)
     return tot / max(n, 1)
 
 
@@ -221,12 +277,17 @@ def train_lora(
     lora = SaeLora(
         mas.sae.cfg.d_sae,
         cfg.rank,
-        init=cfg.init,
+        init="zeros" if cfg.init == "gradient_svd" else cfg.init,
         generator=torch.Generator().manual_seed(cfg.seed),
+        gates=cfg.sparsity == "hard_concrete",
     )
-    opt = torch.optim.Adam(
-        [{"params": [lora.a, lora.b], "lr": cfg.lr}, {"params": [lora.s], "lr": cfg.s_lr or cfg.lr}]
-    )
+    groups = [
+        {"params": [lora.a, lora.b], "lr": cfg.lr},
+        {"params": [lora.s], "lr": cfg.s_lr or cfg.lr},
+    ]
+    if lora.gates:
+        groups.append({"params": [lora.log_alpha_a, lora.log_alpha_b], "lr": cfg.gate_lr})
+    opt = torch.optim.Adam(groups)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     history: list[dict[str, Any]] = []
     epoch, step_in_epoch, created, ce_sum = 0, 0, None, float("nan")
@@ -243,8 +304,20 @@ def train_lora(
         epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
         history, created = state["history"], state.get("created")
         ce_sum = state.get("last_train_ce", float("nan"))
+        if "rng" in state:  # hard-concrete gate samples continue exactly where they left off
+            torch.set_rng_state(state["rng"])
         logger.info("resuming %s at epoch %d step %d", out, epoch, step_in_epoch)
     elif not history:
+        if cfg.init == "gradient_svd":
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+            sv = gradient_svd_init_(
+                mas,
+                lora,
+                [train[i] for i in order[: cfg.init_examples].tolist()],
+                cfg.mode,
+                cfg.logits_dtype,
+            )
+            logger.info("gradient_svd init: top singular values %s", sv.tolist())
         history.append(
             {
                 "epoch": 0,
@@ -256,8 +329,9 @@ def train_lora(
         )
 
     def checkpoint(done: bool) -> dict:
+        plain = lora.folded() if lora.gates else lora
         meta = build_metadata(
-            lora,
+            plain,
             config=cfg.to_dict(),
             preset=mas.preset,
             sae_identity=mas.sae_identity,
@@ -273,7 +347,7 @@ def train_lora(
                 **(extra_metadata or {}),
             },
         )
-        save_lora(lora, out, meta)
+        save_lora(plain, out, meta)
         atomic_torch_save(
             {
                 "config": cfg.to_dict(),
@@ -284,6 +358,7 @@ def train_lora(
                 "history": history,
                 "last_train_ce": ce_sum,
                 "created": meta["created"],
+                "rng": torch.get_rng_state(),
             },
             _state_path(out),
         )
@@ -322,6 +397,7 @@ def train_lora(
                     "step": epoch * steps_per_epoch + step_in_epoch,
                     "train_ce": ce_sum,
                     "penalty": pen.item(),
+                    **({"expected_l0": lora.expected_l0().item()} if lora.gates else {}),
                     "s": lora.s.detach().tolist(),
                 }
                 bar.update(1)
@@ -351,4 +427,4 @@ def train_lora(
         bar.close()
     if not meta:  # resumed a finished run
         meta = checkpoint(done=True)
-    return TrainResult(lora, out, history, meta, skipped)
+    return TrainResult(lora.folded() if lora.gates else lora, out, history, meta, skipped)

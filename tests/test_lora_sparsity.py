@@ -49,3 +49,50 @@ def test_prune_and_random_control_same_l0():
     assert ctrl.l0() == ([5, 5], [5, 5])
     assert torch.equal(ctrl.s, lora.s)
     assert set(torch.nonzero(ctrl.a[:, 0]).flatten().tolist()) != set(top)
+
+
+def test_hard_concrete_gates_are_deterministic_at_test_time():
+    from saelora_core.lora import HC_BETA, HC_GAMMA, HC_ZETA
+
+    torch.manual_seed(0)
+    lora = SaeLora(50, 2, generator=torch.Generator().manual_seed(0), gates=True)
+    with torch.no_grad():
+        lora.log_alpha_a[:30] = -6.0  # closed gates
+        lora.log_alpha_b[:, 10:] = -6.0
+    lora.eval()
+    first = lora.read_dirs().clone()
+    assert torch.equal(first, lora.read_dirs())  # no sampling in eval mode
+    assert lora.l0() == ([20, 20], [10, 10])
+    assert (first[:30] == 0).all()
+    lora.train()
+    assert not torch.equal(lora.read_dirs(), lora.read_dirs())  # sampled gates in training
+    # expected L0 has the closed form Σ sigmoid(log_alpha - β log(-γ/ζ))
+    shift = HC_BETA * torch.log(torch.tensor(-HC_GAMMA / HC_ZETA))
+    want = sum(torch.sigmoid(x - shift).sum() for x in (lora.log_alpha_a, lora.log_alpha_b))
+    torch.testing.assert_close(penalty(lora, "hard_concrete"), want)
+    # folding gives a plain adapter that computes the eval-mode function, with exact zeros
+    plain = lora.folded()
+    assert not plain.gates and plain.l0() == ([20, 20], [10, 10])
+    z = torch.rand(3, 50)
+    with torch.no_grad():
+        lora.s.fill_(1.5)
+        plain.s.fill_(1.5)
+    lora.eval()
+    torch.testing.assert_close(plain.delta(z), lora.delta(z))
+    pr = prune_topk(lora, 4)
+    assert pr.lora.l0() == ([4, 4], [4, 4])
+    assert set(pr.kept_read[0]) <= set(range(30, 50))
+
+
+def test_prune_then_save_and_reload_round_trips(tmp_path):
+    from saelora_core import load_lora, save_lora
+
+    lora = SaeLora(300, 2, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        lora.s.copy_(torch.tensor([1.0, -2.0]))
+    pr = prune_topk(lora, 8)
+    save_lora(pr.lora, tmp_path / "p", {"note": "pruned"})
+    back = load_lora(tmp_path / "p").lora
+    assert back.l0() == ([8, 8], [8, 8])
+    for k, v in pr.lora.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v)

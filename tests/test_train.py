@@ -155,3 +155,59 @@ def test_bf16_logits_close_to_fp32(tiny_mas):
     a = example_loss(tiny_mas, lora, ex, "resid_add", True, "float32")
     b = example_loss(tiny_mas, lora, ex, "resid_add", True, "bfloat16")
     assert abs(a.item() - b.item()) < 0.02 * a.item()
+
+
+def test_gradient_svd_init_is_a_noop_with_the_steepest_direction(tiny_mas):
+    from saelora_core.train import gradient_svd_init_, tokenize_rows
+
+    exs, _ = tokenize_rows(tiny_mas, ROWS[:6], 64)
+    lora = SaeLora(tiny_mas.sae.cfg.d_sae, 2, init="zeros")
+    sv = gradient_svd_init_(tiny_mas, lora, exs, "resid_add")
+    assert sv[0] >= sv[1] > 0 and torch.equal(lora.s, torch.zeros(2))
+    # latents that never fire on the examples get exact-zero read weights
+    fired = torch.zeros(lora.d_sae, dtype=torch.bool)
+    for ex in exs:
+        fired |= (tiny_mas.sae.encode(ex.resid)[0, 1:] > 0).any(0)
+    assert (~fired).any() and (lora.a[~fired] == 0).all()
+    # d(mean loss)/ds at s = 0 is -σ for each component: the SVD picked the steepest rank-r map
+    loss = sum(example_loss(tiny_mas, lora, ex, "resid_add", True) for ex in exs) / len(exs)
+    loss.backward()
+    torch.testing.assert_close(lora.s.grad, -sv, rtol=2e-3, atol=1e-5)
+    base = SaeLora(lora.d_sae, 2)
+    torch.testing.assert_close(
+        example_loss(tiny_mas, lora, exs[0], "resid_add", True),
+        example_loss(tiny_mas, base, exs[0], "resid_add", True),
+    )
+
+
+def test_gradient_svd_init_trains_faster_than_random(tiny_mas, tmp_path):
+    rand = train_lora(tiny_mas, ROWS, cfg(epochs=1), out_dir=tmp_path / "r", progress=False)
+    svd = train_lora(
+        tiny_mas, ROWS, cfg(epochs=1, init="gradient_svd"), out_dir=tmp_path / "g", progress=False
+    )
+    assert svd.history[-1]["eval_ce"] < rand.history[-1]["eval_ce"]
+
+
+def test_hard_concrete_training_saves_plain_sparse_adapter_and_resumes(tiny_mas, tmp_path):
+    c = dict(sparsity="hard_concrete", l1_weight=0.01, gate_lr=0.5, checkpoint_every=1, epochs=3)
+    full = train_lora(tiny_mas, ROWS, cfg(**c), out_dir=tmp_path / "f", progress=False)
+    assert not full.lora.gates
+    read_l0, write_l0 = full.lora.l0()
+    assert read_l0[0] < tiny_mas.sae.cfg.d_sae and write_l0[0] < tiny_mas.sae.cfg.d_sae
+    loaded = load_lora(tmp_path / "f").lora
+    assert (
+        loaded.l0() == full.lora.l0() == (full.metadata["l0"]["read"], full.metadata["l0"]["write"])
+    )
+    torch.testing.assert_close(loaded.a, full.lora.a)
+
+    def kill_after_4(info):
+        if info["step"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_lora(
+            tiny_mas, ROWS, cfg(**c), out_dir=tmp_path / "k", progress=False, on_step=kill_after_4
+        )
+    resumed = train_lora(tiny_mas, ROWS, cfg(**c), out_dir=tmp_path / "k", progress=False)
+    for k, v in full.lora.state_dict().items():
+        torch.testing.assert_close(resumed.lora.state_dict()[k], v, rtol=0, atol=1e-6)
