@@ -1,15 +1,23 @@
-"""Sparsity methods side by side on the default "math → French" experiment.
+"""Sparsity methods side by side on the default experiment, with the seed's method as baseline.
 
-For each (method, penalty strength) it trains an adapter and records exact L0 of Â and B̂, the
-behaviour rate on held-out in-topic and off-topic prompts, and held-out CE on response tokens.
-Then it prunes one adapter to its top-k latents (and a same-L0 random-latent control) and
-measures the behaviour kept. It also prints the two diagnoses of the seed's method: the share
-of latents that never fire on the training set, and how far their weights moved from the
-initialisation under ``l1_raw``.
+For each (method, strength, init) it trains an adapter (config: the demo's, see
+``saelora_core.demo.DEMO_CONFIG``) and records the exact L0 of Â and B̂, the behaviour rate on
+held-out in-topic and off-topic prompts, and held-out CE on response tokens. Then it prunes the
+best sparse adapter to its top-k latents, k = 1 … 64, next to a same-L0 random-latent control,
+and measures the behaviour kept. It also measures the two diagnoses of the seed's method:
 
-Writes ``exports/sparsity_sweep/{runs,prune}.csv`` and the Pareto / pruning figures.
+1. ``l1_raw`` is scale-degenerate: the raw norms ‖a‖, ‖b‖ shrink while the unit vectors stay
+   as dense as noise;
+2. latents that never fire on the training set get no prediction-loss gradient, so under a
+   random init their read weights stay at (a rescaled copy of) their initial noise.
 
-Usage: python bench/sparsity_sweep.py [--quick] [--epochs 2] [--train-n 100] [--eval-prompts 20]
+Every finished run writes ``runs/<name>/sweep_row.json``; a killed sweep re-run skips finished
+runs (and ``train_lora`` resumes unfinished ones from their checkpoints).
+
+Writes ``<out>/{runs,prune}.csv``, ``diagnosis.json`` and the Pareto, pruning and diagnosis
+figures (HTML + PNG).
+
+Usage: python bench/sparsity_sweep.py [--quick] [--epochs N] [--eval-prompts N] [--only M ...]
 """
 
 from __future__ import annotations
@@ -20,145 +28,251 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import plotly.express as px
 import torch
 
 from saelora_core import (
     LoraTrainingConfig,
     SaeLora,
+    load_lora,
     load_model_and_sae,
+    plots,
     prune_topk,
     random_support_control,
     train_lora,
 )
-from saelora_core.analysis import evaluate_behaviour
-from saelora_core.demo import build_demo_dataset
+from saelora_core.analysis import (
+    adapter_sparsity,
+    evaluate_behaviour,
+    latent_dashboard,
+    load_texts,
+    top_feats_summary,
+)
+from saelora_core.demo import DEMO_CONFIG, DEMO_DETECTOR, build_demo_dataset
 from saelora_core.train import split_dataset
 
-METHODS = {
-    "l1_raw": [0.05],
-    "l1_normalized": [0.01, 0.05],
-    "proximal_l1": [0.02, 0.1],
-    "topk": [16],  # for topk the "strength" is k
-}
+# (method, strength, init). For topk the strength is k; otherwise it is l1_weight.
+RUNS = [
+    ("l1_raw", 0.05, "random"),  # the seed's method and init: the baseline
+    ("l1_normalized", 0.05, "gradient_svd"),
+    ("proximal_l1", 0.5, "gradient_svd"),
+    ("proximal_l1", 2.0, "gradient_svd"),
+    ("topk", 16, "gradient_svd"),
+    ("hard_concrete", 2e-3, "gradient_svd"),
+    ("proximal_l1", 0.5, "random"),  # same method, random init: what the init buys
+]
+PRUNE_K = (1, 2, 4, 8, 16, 32, 64)
+
+
+def eval_rows_balanced(ds, n: int) -> list[dict]:
+    rows = list(ds["eval"])
+    return [r for r in rows if r["in_topic"]][:n] + [r for r in rows if not r["in_topic"]][:n]
 
 
 @torch.no_grad()
-def never_fire_share(mas, examples) -> tuple[float, torch.Tensor]:
+def fired_on(mas, examples) -> torch.Tensor:
+    """Latents that fire on at least one non-BOS token of ``examples``."""
     fired = torch.zeros(mas.sae.cfg.d_sae, dtype=torch.bool)
     for ex in examples:
         resid = mas.model(ex.chat.tokens[None], stop_at_layer=mas.layer + 1)
         fired |= (mas.sae.encode(resid[0, 1:]) > 0).any(0)
-    return 1 - fired.float().mean().item(), fired
+    return fired
+
+
+def drift(final: SaeLora, init: SaeLora, fired: torch.Tensor) -> dict[str, float]:
+    """How far the read vector moved from its initialisation, on firing and never-firing latents.
+
+    Compared on the unit vectors Â (the function), as the cosine between init and final weights
+    restricted to each group: 1 means the group still holds its initial random pattern.
+    """
+    out = {}
+    a0, a1 = init.read_dirs()[:, 0], final.read_dirs()[:, 0]
+    for name, m in (("firing", fired), ("never_firing", ~fired)):
+        x0, x1 = a0[m], a1[m]
+        cos = (x0 @ x1 / (x0.norm() * x1.norm()).clamp_min(1e-12)).item()
+        out[f"read_cos_to_init_{name}"] = cos
+        out[f"read_mass_{name}"] = (x1.pow(2).sum()).item()  # share of ‖Â‖² = 1
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--train-n", type=int, default=100, help="train rows used (of 200)")
-    ap.add_argument("--eval-prompts", type=int, default=20, help="per side")
+    ap.add_argument("--quick", action="store_true", help="16 train rows, 2 eval prompts a side")
+    ap.add_argument("--epochs", type=int, default=DEMO_CONFIG.epochs)
+    ap.add_argument("--eval-prompts", type=int, default=10, help="per side (in/off topic)")
+    ap.add_argument("--only", nargs="*", help="method names to run (default: all)")
     ap.add_argument("--out", default="exports/sparsity_sweep")
     args = ap.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     mas = load_model_and_sae("gemma-3-270m")
     ds = build_demo_dataset().dataset
-    train = ds["train"].shuffle(seed=0).select(range(min(args.train_n, len(ds["train"]))))
-    eval_rows = list(ds["eval"])
-    data = {"train": train, "eval": ds["eval"]}
+    data = {"train": ds["train"], "eval": ds["eval"]}
+    n_eval = args.eval_prompts
     if args.quick:
-        data = {"train": train.select(range(16)), "eval": ds["eval"].select(range(4))}
-        eval_rows = eval_rows[:4] + eval_rows[-4:]
+        data = {"train": ds["train"].shuffle(seed=0).select(range(16)), "eval": ds["eval"]}
+        n_eval = 2
+    eval_rows = eval_rows_balanced(ds, n_eval)
+    in_rows = [r for r in eval_rows if r["in_topic"]]
+    det = DEMO_DETECTOR
+    base = evaluate_behaviour(mas, None, eval_rows, detector=det)
+    base_in = evaluate_behaviour(mas, None, in_rows, detector=det)
+    print("base", base.rates.to_dict(orient="records"), flush=True)
 
-    base = evaluate_behaviour(mas, None, eval_rows, max_prompts=args.eval_prompts)
-    rows = []
-    adapters: dict[str, SaeLora] = {}
-    for method, strengths in METHODS.items():
-        for lam in strengths:
-            extra = {"topk": int(lam), "l1_weight": 0.0} if method == "topk" else {"l1_weight": lam}
-            cfg = LoraTrainingConfig(
-                **{
-                    "lr": 2e-2,
-                    "batch_size": 8,
-                    "epochs": args.epochs,
-                    "max_len": 256,
-                    "sparsity": method,
-                    "name": f"{method}-{lam}",
-                    **extra,
-                }
-            )
-            t = time.perf_counter()
-            init = SaeLora(mas.sae.cfg.d_sae, 1, generator=torch.Generator().manual_seed(cfg.seed))
-            res = train_lora(mas, data, cfg, out_dir=out / "runs" / cfg.name, progress=False)
-            beh = evaluate_behaviour(
-                mas, res.lora, eval_rows, max_prompts=args.eval_prompts, base=base
-            )
-            l0r, l0w = res.lora.l0()
-            moved = (res.lora.read_dirs() - init.read_dirs()).abs()
-            rows.append(
-                {
-                    "method": method,
-                    "strength": lam,
-                    "l0_read": l0r[0],
-                    "l0_write": l0w[0],
-                    "in_topic": beh.rate("adapter", "in_topic"),
-                    "off_topic": beh.rate("adapter", "off_topic"),
-                    "base_in_topic": beh.rate("base", "in_topic"),
-                    "effect": beh.effect,
-                    "eval_ce": res.history[-1]["eval_ce"],
-                    "s": res.lora.s.item(),
-                    "mean_abs_move_read": moved.mean().item(),
-                    "train_s": time.perf_counter() - t,
-                }
-            )
-            adapters[cfg.name] = res.lora
-            print(json.dumps(rows[-1]), flush=True)
+    rows, adapters = [], {}
+    for method, lam, init in RUNS:
+        if args.only and method not in args.only:
+            continue
+        name = f"{method}-{lam:g}-{init}"
+        run_dir = out / "runs" / name
+        extra = {"topk": int(lam), "l1_weight": 0.0} if method == "topk" else {"l1_weight": lam}
+        cfg = LoraTrainingConfig.from_dict(
+            {
+                **DEMO_CONFIG.to_dict(),
+                "epochs": args.epochs,
+                "sparsity": method,
+                "init": init,
+                "name": name,
+                **({"lr": 1e-4, "s_lr": DEMO_CONFIG.s_lr} if method == "l1_raw" else {}),
+                **extra,
+            }
+        )
+        row_file = run_dir / "sweep_row.json"
+        if row_file.exists():
+            row = json.loads(row_file.read_text())
+            adapters[name] = load_lora(run_dir).lora
+            rows.append(row)
+            print("cached", json.dumps(row), flush=True)
+            continue
+        t = time.perf_counter()
+        res = train_lora(mas, data, cfg, out_dir=run_dir, progress=False)
+        beh = evaluate_behaviour(mas, res.lora, eval_rows, detector=det, base=base)
+        (l0r,), (l0w,) = res.lora.l0()
+        row = {
+            "name": name,
+            "method": method,
+            "strength": lam,
+            "init": init,
+            "l0_read": l0r,
+            "l0_write": l0w,
+            "l0": max(l0r, l0w),
+            "in_topic": beh.rate("adapter", "in_topic"),
+            "off_topic": beh.rate("adapter", "off_topic"),
+            "base_in_topic": beh.rate("base", "in_topic"),
+            "base_off_topic": beh.rate("base", "off_topic"),
+            "effect": beh.effect,
+            "eval_ce": res.history[-1]["eval_ce"],
+            "eval_ce_start": res.history[0]["eval_ce"],
+            "s": res.lora.s.item(),
+            "raw_norm_a": res.lora.a.norm().item(),
+            "raw_norm_b": res.lora.b.norm().item(),
+            "seconds": time.perf_counter() - t,
+        }
+        sp = adapter_sparsity(res.lora, noise_baseline=False).set_index("side")
+        row |= {
+            f"{side}_{k}": float(sp.loc[side, k])
+            for side in ("read", "write")
+            for k in ("hoyer", "gini", "top16_mass")
+        }
+        row_file.write_text(json.dumps(row, indent=1))
+        beh.samples.to_csv(run_dir / "samples.csv", index=False)
+        rows.append(row)
+        adapters[name] = res.lora
+        print(json.dumps(row), flush=True)
     runs = pd.DataFrame(rows)
     runs.to_csv(out / "runs.csv", index=False)
 
-    train_ex, _, _ = split_dataset(mas, data, LoraTrainingConfig(max_len=256))
-    share, fired = never_fire_share(mas, train_ex)
-    raw = adapters.get("l1_raw-0.05")
-    diag = {"never_fire_share": share}
-    if raw is not None:
-        init = SaeLora(mas.sae.cfg.d_sae, 1, generator=torch.Generator().manual_seed(0))
-        move = (raw.read_dirs() - init.read_dirs()).abs()[:, 0]
-        diag |= {
-            "l1_raw_move_on_never_firing": move[~fired].mean().item(),
-            "l1_raw_move_on_firing": move[fired].mean().item(),
-            "l1_raw_raw_norm_a": raw.a.norm().item(),
-        }
-    print("diagnosis", json.dumps(diag), flush=True)
+    # Diagnosis: never-firing latents and what each init leaves on them.
+    train_ex, _, _ = split_dataset(mas, data, LoraTrainingConfig(max_len=DEMO_CONFIG.max_len))
+    fired = fired_on(mas, train_ex)
+    diag: dict = {"d_sae": int(fired.numel()), "never_fire_share": 1 - fired.float().mean().item()}
+    d_sae = mas.sae.cfg.d_sae
+    for name, lora in adapters.items():
+        init_kind = name.rsplit("-", 1)[-1]
+        if init_kind == "random":
+            init = SaeLora(d_sae, 1, generator=torch.Generator().manual_seed(DEMO_CONFIG.seed))
+            diag[name] = drift(lora, init, fired) | {
+                "raw_norm_a_init": init.a.norm().item(),
+                "raw_norm_a_final": lora.a.norm().item(),
+            }
+        else:
+            a = lora.read_dirs()[:, 0]
+            diag[name] = {"read_mass_never_firing": a[~fired].pow(2).sum().item()}
     (out / "diagnosis.json").write_text(json.dumps(diag, indent=1))
+    print("diagnosis", json.dumps(diag), flush=True)
 
-    best = runs[runs.method != "l1_raw"].sort_values("effect").iloc[-1]
-    full = adapters[f"{best.method}-{best.strength}"]
+    dg = pd.DataFrame(
+        [
+            {"adapter": n, "latents": g, "share of |Â|²": v}
+            for n, d in diag.items()
+            if isinstance(d, dict)
+            for g in ("firing", "never_firing")
+            if (v := d.get(f"read_mass_{g}")) is not None
+        ]
+    )
+    if len(dg):
+        fig = px.bar(dg, x="adapter", y="share of |Â|²", color="latents", barmode="stack")
+        fig.update_layout(
+            title=f"Read-vector mass on latents that never fire on the training set "
+            f"({diag['never_fire_share']:.0%} of {d_sae})"
+        )
+        plots.save_figure(fig, out, "diagnosis_never_firing", formats=("html", "png"))
+
+    sparse = runs[(runs.method != "l1_raw") & (runs.l0 <= 64)]
+    pick = (sparse if len(sparse) else runs).sort_values(["effect", "eval_ce"]).iloc[-1]
+    full = adapters[pick["name"]]
+    full_effect = float(pick["effect"])
     prune = []
-    for k in (1, 2, 4, 8, 16, 32, 64):
+    for k in PRUNE_K:
         for kind, lora in (
-            ("top-k", prune_topk(full, k).lora),
-            ("random control", random_support_control(full, k, torch.Generator().manual_seed(k))),
+            ("top-k latents", prune_topk(full, k).lora),
+            (
+                "random latents (same L0)",
+                random_support_control(full, k, torch.Generator().manual_seed(k)),
+            ),
         ):
-            beh = evaluate_behaviour(mas, lora, eval_rows, max_prompts=args.eval_prompts, base=base)
+            beh = evaluate_behaviour(mas, lora, in_rows, detector=det, base=base_in)
+            eff = beh.effect
             prune.append(
                 {
+                    "adapter": pick["name"],
                     "k": k,
                     "kind": kind,
-                    "effect": beh.effect,
-                    "retained": beh.effect / best.effect if best.effect else float("nan"),
+                    "in_topic": beh.rate("adapter", "in_topic"),
+                    "effect": eff,
+                    "retained": eff / full_effect if full_effect else float("nan"),
                 }
             )
             print(json.dumps(prune[-1]), flush=True)
-    pd.DataFrame(prune).to_csv(out / "prune.csv", index=False)
+    pdf = pd.DataFrame(prune)
+    pdf.to_csv(out / "prune.csv", index=False)
 
-    from saelora_core import plots
-
-    plots.save_figure(
-        plots.fig_pareto(runs.assign(l0=runs.l0_read, effect_retained=runs.effect)), out, "pareto"
+    # Are the chosen latents the topic's? Firing rates on in/off-topic train prompts, and
+    # max-activating examples of the top read latents.
+    feats = top_feats_summary(full, k=16, mas=mas, dataset=ds["train"], max_rows_for_freq=200)
+    plots.save_table(feats, out, "top_feats")
+    texts = load_texts(mas, ds["train"], n=120)
+    reads = feats[feats.side == "read"].latent.tolist()[:4]
+    html = "".join(
+        latent_dashboard(mas, lat, texts, k=6, title=f"read latent {lat}").html for lat in reads
     )
-    plots.save_figure(
-        plots.fig_prune_curve(pd.DataFrame(prune), x="k", y="effect", color="kind"), out, "prune"
+    (out / "read_latent_dashboards.html").write_text(
+        f"<html><meta charset='utf-8'><body>{html}</body></html>"
     )
+    print(feats.to_string(), flush=True)
+    retained = runs.assign(
+        effect_retained=runs.effect / full_effect if full_effect else float("nan"),
+        method=runs.method + " (" + runs.init + ")",
+    )
+    plots.save_figure(plots.fig_pareto(retained, x="l0"), out, "pareto", formats=("html", "png"))
+    plots.save_figure(
+        plots.fig_prune_curve(pdf, x="k", y="effect", color="kind"),
+        out,
+        "prune",
+        formats=("html", "png"),
+    )
+    print(f"done in {time.perf_counter() - t0:.0f}s; results in {out}", flush=True)
 
 
 if __name__ == "__main__":

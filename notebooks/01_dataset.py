@@ -4,9 +4,6 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="saelora · 01 dataset")
 
 with app.setup:
-    import os
-    from pathlib import Path
-
     import marimo as mo
 
     from saelora_core import plots
@@ -18,11 +15,14 @@ with app.setup:
         load_behaviour_dataset,
         load_manifest,
     )
-    from saelora_core.models import REPO_ROOT
+    from saelora_core.notebook_support import (
+        notebook_env,
+    )
 
-    ROOT = Path(os.environ.get("SAELORA_ROOT") or REPO_ROOT)  # loras/, data/, exports/
-    DATASETS = Path(os.environ.get("SAELORA_DATASETS") or ROOT / "data" / "datasets")
-    EXPORTS = ROOT / "exports" / "01_dataset"
+    ENV = notebook_env("01_dataset")
+    ROOT = ENV.root  # loras/, data/, exports/
+    DATASETS = ENV.datasets
+    EXPORTS = ENV.exports
 
 
 @app.cell

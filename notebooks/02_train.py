@@ -5,8 +5,6 @@ app = marimo.App(width="medium", app_title="saelora · 02 train")
 
 with app.setup:
     import math
-    import os
-    from pathlib import Path
     from typing import get_args
 
     import marimo as mo
@@ -14,34 +12,25 @@ with app.setup:
 
     from saelora_core import (
         LoraTrainingConfig,
-        ModelAndSae,
         PresetUnavailableError,
-        load_model_and_sae,
         plots,
         train_lora,
     )
     from saelora_core.config import HookMode, Init, Sparsity
     from saelora_core.data import load_behaviour_dataset
-    from saelora_core.models import REPO_ROOT
+    from saelora_core.notebook_support import (
+        get_model,
+        notebook_env,
+    )
 
-    ROOT = Path(os.environ.get("SAELORA_ROOT") or REPO_ROOT)  # loras/, data/, exports/
-    PRESET = os.environ.get("SAELORA_PRESET") or "gemma-3-270m"
-    DATASETS = Path(os.environ.get("SAELORA_DATASETS") or ROOT / "data" / "datasets")
-    DEFAULT_DATASET = os.environ.get("SAELORA_DATASET") or "demo-math-french"
-    LORAS = ROOT / "loras"
-    EXPORTS = ROOT / "exports" / "02_train"
+    ENV = notebook_env("02_train")
+    ROOT = ENV.root  # loras/, data/, exports/
+    PRESET = ENV.preset
+    DATASETS = ENV.datasets
+    DEFAULT_DATASET = ENV.default_dataset
+    LORAS = ENV.loras
+    EXPORTS = ENV.exports
     DEFAULTS = LoraTrainingConfig()
-
-
-@app.function
-@mo.cache
-def get_model(preset: str) -> ModelAndSae:
-    """The frozen model + SAE, loaded once per session (in memory: it cannot be pickled)."""
-    if preset == "tiny":  # a seconds-fast stand-in the tests use
-        from saelora_core.testing import tiny_model_and_sae
-
-        return tiny_model_and_sae()
-    return load_model_and_sae(preset)
 
 
 @app.cell

@@ -4,42 +4,32 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="saelora · 03 features")
 
 with app.setup:
-    import os
     from pathlib import Path
 
     import marimo as mo
 
     from saelora_core import (
         CheckpointError,
-        ModelAndSae,
         PresetUnavailableError,
         analysis,
         load_lora,
-        load_model_and_sae,
         plots,
     )
     from saelora_core.data import load_behaviour_dataset
-    from saelora_core.models import REPO_ROOT
+    from saelora_core.notebook_support import (
+        adapter_choices,
+        default_choice,
+        get_model,
+        notebook_env,
+    )
 
-    ROOT = Path(os.environ.get("SAELORA_ROOT") or REPO_ROOT)  # loras/, data/, exports/
-    PRESET = os.environ.get("SAELORA_PRESET") or "gemma-3-270m"
-    LORAS = ROOT / "loras"
-    LORA_ENV = os.environ.get("SAELORA_LORA")
-    DEFAULT_LORA = Path(LORA_ENV).name if LORA_ENV else "demo-math-french"
-    DATASETS = Path(os.environ.get("SAELORA_DATASETS") or ROOT / "data" / "datasets")
-    DEFAULT_DATASET = os.environ.get("SAELORA_DATASET") or "demo-math-french"
-    EXPORTS = ROOT / "exports" / "03_features"
-
-
-@app.function
-@mo.cache
-def get_model(preset: str) -> ModelAndSae:
-    """The frozen model + SAE, loaded once per session (in memory: it cannot be pickled)."""
-    if preset == "tiny":  # a seconds-fast stand-in the tests use
-        from saelora_core.testing import tiny_model_and_sae
-
-        return tiny_model_and_sae()
-    return load_model_and_sae(preset)
+    ENV = notebook_env("03_features")
+    ROOT = ENV.root  # loras/, data/, exports/
+    PRESET = ENV.preset
+    LORAS = ENV.loras
+    DATASETS = ENV.datasets
+    DEFAULT_DATASET = ENV.default_dataset
+    EXPORTS = ENV.exports
 
 
 @app.cell
@@ -61,9 +51,7 @@ def _():
 
 @app.cell
 def _():
-    _adapters = {p.parent.name: p.parent for p in sorted(LORAS.glob("*/params.pt"))}
-    if LORA_ENV:
-        _adapters = {Path(LORA_ENV).name: Path(LORA_ENV), **_adapters}
+    _adapters = adapter_choices(ENV)
     mo.stop(
         not _adapters,
         mo.callout(
@@ -76,7 +64,7 @@ def _():
     )
     adapter_picker = mo.ui.dropdown(
         _adapters,
-        value=DEFAULT_LORA if DEFAULT_LORA in _adapters else next(iter(_adapters)),
+        value=default_choice(_adapters, ENV.default_lora),
         label="adapter (loras/)",
     )
     k = mo.ui.slider(1, 50, value=10, label="latents per vector", show_value=True)

@@ -48,10 +48,11 @@ class LoraTrainingConfig:
     """Entries kept per read/write vector for ``sparsity="topk"``."""
     init: Init = "random"
     """``random``: Gaussian a/b (the seed's); ``uniform_small``: every entry equal, so untouched
-    latents carry no random pattern (see lora.py); ``gradient_svd``: the top-``rank`` singular
-    pairs of the loss gradient with respect to the full latent-to-latent map, measured at s = 0
-    on ``init_examples`` training rows (see ``train.gradient_svd_init_``). A latent that never
-    fires on those rows gets an exact 0 read weight."""
+    latents carry no random pattern (see lora.py); ``gradient_svd``: read vectors from the top-``rank``
+    left singular vectors of the loss gradient with respect to the full latent-to-latent map,
+    measured at s = 0 on ``init_examples`` training rows, write vectors random (see
+    ``train.gradient_svd_init_``). A latent that never fires on those rows gets an exact 0 read
+    weight, so no random pattern survives on it."""
     gate_lr: float = 0.1
     """Adam learning rate of the hard-concrete gates' ``log_alpha`` (they start at 2 and close
     below about -2.4)."""

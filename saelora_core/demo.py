@@ -28,6 +28,7 @@ from .models import REPO_ROOT
 logger = logging.getLogger(__name__)
 
 DEMO_NAME = "demo-math-french"
+DEMO_DETECTOR = "french"
 DEMO_CONFIG = LoraTrainingConfig(
     name=DEMO_NAME,
     lr=2e-2,

@@ -162,7 +162,7 @@ def test_gradient_svd_init_is_a_noop_with_the_steepest_direction(tiny_mas):
 
     exs, _ = tokenize_rows(tiny_mas, ROWS[:6], 64)
     lora = SaeLora(tiny_mas.sae.cfg.d_sae, 2, init="zeros")
-    sv = gradient_svd_init_(tiny_mas, lora, exs, "resid_add")
+    sv = gradient_svd_init_(tiny_mas, lora, exs, "resid_add", write="svd")
     assert sv[0] >= sv[1] > 0 and torch.equal(lora.s, torch.zeros(2))
     # latents that never fire on the examples get exact-zero read weights
     fired = torch.zeros(lora.d_sae, dtype=torch.bool)
@@ -172,6 +172,9 @@ def test_gradient_svd_init_is_a_noop_with_the_steepest_direction(tiny_mas):
     # d(mean loss)/ds at s = 0 is -σ for each component: the SVD picked the steepest rank-r map
     loss = sum(example_loss(tiny_mas, lora, ex, "resid_add", True) for ex in exs) / len(exs)
     loss.backward()
+    d = lora.d_sae  # a and b are scaled to norm √d; the unit vectors Â, B̂ are the SVD's
+    torch.testing.assert_close(lora.read_dirs().norm(dim=0), torch.ones(2))
+    assert abs(lora.a.norm(dim=0)[0].item() - d**0.5) < 1e-3
     torch.testing.assert_close(lora.s.grad, -sv, rtol=2e-3, atol=1e-5)
     base = SaeLora(lora.d_sae, 2)
     torch.testing.assert_close(

@@ -1,0 +1,72 @@
+"""What every notebook shares: paths from the environment, the cached model, the adapter list.
+
+The notebooks read these environment variables (the tests use them to point a notebook at a
+temporary folder and the tiny model):
+
+- ``SAELORA_ROOT``: the folder holding ``loras/``, ``data/`` and ``exports/`` (the repo root);
+- ``SAELORA_PRESET``: the model preset (``gemma-3-270m``; ``tiny`` is the test model);
+- ``SAELORA_LORA``: an adapter directory to select first;
+- ``SAELORA_DATASETS`` / ``SAELORA_DATASET``: the datasets folder and the dataset to select.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .models import REPO_ROOT, ModelAndSae, load_model_and_sae
+
+DEFAULT_LORA_NAME = "demo-math-french"
+DEFAULT_DATASET_NAME = "demo-math-french"
+
+
+@dataclass(frozen=True)
+class NotebookEnv:
+    root: Path
+    preset: str
+    loras: Path
+    lora_env: str | None
+    default_lora: str
+    datasets: Path
+    default_dataset: str
+    exports: Path
+
+
+def notebook_env(name: str) -> NotebookEnv:
+    """Paths and defaults for notebook ``name`` (its figures go to ``exports/<name>``)."""
+    root = Path(os.environ.get("SAELORA_ROOT") or REPO_ROOT)
+    lora_env = os.environ.get("SAELORA_LORA")
+    return NotebookEnv(
+        root=root,
+        preset=os.environ.get("SAELORA_PRESET") or "gemma-3-270m",
+        loras=root / "loras",
+        lora_env=lora_env,
+        default_lora=Path(lora_env).name if lora_env else DEFAULT_LORA_NAME,
+        datasets=Path(os.environ.get("SAELORA_DATASETS") or root / "data" / "datasets"),
+        default_dataset=os.environ.get("SAELORA_DATASET") or DEFAULT_DATASET_NAME,
+        exports=root / "exports" / name,
+    )
+
+
+@functools.cache
+def get_model(preset: str) -> ModelAndSae:
+    """The frozen model + SAE, loaded once per process (``tiny``: the seconds-fast test model)."""
+    if preset == "tiny":
+        from .testing import tiny_model_and_sae
+
+        return tiny_model_and_sae()
+    return load_model_and_sae(preset)
+
+
+def adapter_choices(env: NotebookEnv) -> dict[str, Path]:
+    """Adapters in ``loras/`` (those with a ``params.pt``), ``SAELORA_LORA`` first."""
+    found = {p.parent.name: p.parent for p in sorted(env.loras.glob("*/params.pt"))}
+    if env.lora_env:
+        found = {Path(env.lora_env).name: Path(env.lora_env), **found}
+    return found
+
+
+def default_choice(choices: dict[str, Path], preferred: str) -> str:
+    return preferred if preferred in choices else next(iter(choices))
