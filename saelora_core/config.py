@@ -9,7 +9,7 @@ from .data.config import DatasetConfig
 
 HookMode = Literal["resid_add", "sae_replace"]
 Sparsity = Literal["none", "l1_raw", "l1_normalized", "proximal_l1", "topk", "hard_concrete"]
-Init = Literal["random", "uniform_small", "gradient_svd"]
+Init = Literal["random", "uniform_small", "gradient_svd", "contrastive"]
 
 __all__ = ["DatasetConfig", "HookMode", "Init", "LoraTrainingConfig", "Sparsity"]
 
@@ -52,7 +52,9 @@ class LoraTrainingConfig:
     left singular vectors of the loss gradient with respect to the full latent-to-latent map,
     measured at s = 0 on ``init_examples`` training rows, write vectors random (see
     ``train.gradient_svd_init_``). A latent that never fires on those rows gets an exact 0 read
-    weight, so no random pattern survives on it."""
+    weight, so no random pattern survives on it. ``contrastive``: Â from in-topic minus
+    off-topic prompt latents, B̂ from rewritten minus original response latents (see
+    ``lora_init.py``)."""
     gate_lr: float = 0.1
     """Adam learning rate of the hard-concrete gates' ``log_alpha`` (they start at 2 and close
     below about -2.4)."""

@@ -185,49 +185,6 @@ def example_loss(
     return _edited_loss(mas, ex, z, lora.delta(z), mode, logits_dtype)
 
 
-def gradient_svd_init_(
-    mas: ModelAndSae,
-    lora: SaeLora,
-    examples: list[Example],
-    mode: str,
-    logits_dtype: str = "float32",
-    write: str = "random",
-) -> torch.Tensor:
-    """Initialise the read vectors Â from the loss gradient (``s`` stays 0: still a no-op).
-
-    Write the adapter as a full latent-to-latent map, Δz = z @ M with M = Â·diag(s)·B̂. At M = 0
-    the gradient is ``G = Σ_pos zᵀ ∂L/∂Δz`` (d_sae × d_sae), and the rank-r M that lowers the
-    loss fastest for its norm is the top-r SVD of ``-G``, U·Σ·Vᵀ. Row i of G is zero when
-    latent i never fires on ``examples``, so Â = U[:, :r] puts exact zeros there and its mass on
-    the latents whose activity predicts where the edit helps.
-
-    The write side keeps its random init unless ``write="svd"``. V's direction is the model's
-    most *sensitive* one, not a useful one: on the demo, eval CE rose from 2.6 to 12.7 at
-    s = 0.03 along it. A random B̂ loses nothing to never-firing latents, since every write
-    latent gets a gradient through ``W_dec``. ``a`` is scaled to the norm of the random init
-    (√d_sae) so the learning rate means the same for both inits.
-
-    Returns the top-r singular values (how strongly each component is asked for).
-    """
-    d, r = lora.d_sae, lora.rank
-    grad = torch.zeros(d, d)
-    fired = torch.zeros(d, dtype=torch.bool)
-    for ex in examples:
-        with torch.no_grad():
-            z = mas.sae.encode(_hook_resid(mas, ex))
-        dz = torch.zeros_like(z, requires_grad=True)
-        (g,) = torch.autograd.grad(_edited_loss(mas, ex, z, dz, mode, logits_dtype), dz)
-        grad += z[0, 1:].T @ g[0, 1:]
-        fired |= (z[0, 1:] > 0).any(0)
-    u, sv, v = torch.svd_lowrank(-grad / max(len(examples), 1), q=min(r + 10, d), niter=6)
-    with torch.no_grad():
-        lora.a.copy_(u[:, :r] * fired[:, None] * math.sqrt(d))
-        if write == "svd":
-            lora.b.copy_(v[:, :r].T * math.sqrt(d))
-        lora.s.zero_()
-    return sv[:r]
-
-
 @torch.no_grad()
 def evaluate_ce(
     mas: ModelAndSae,
@@ -284,7 +241,7 @@ def train_lora(
     lora = SaeLora(
         mas.sae.cfg.d_sae,
         cfg.rank,
-        init="random" if cfg.init == "gradient_svd" else cfg.init,
+        init="random" if cfg.init in ("gradient_svd", "contrastive") else cfg.init,
         generator=torch.Generator().manual_seed(cfg.seed),
         gates=cfg.sparsity == "hard_concrete",
     )
@@ -315,16 +272,11 @@ def train_lora(
             torch.set_rng_state(state["rng"])
         logger.info("resuming %s at epoch %d step %d", out, epoch, step_in_epoch)
     elif not history:
-        if cfg.init == "gradient_svd":
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
-            sv = gradient_svd_init_(
-                mas,
-                lora,
-                [train[i] for i in order[: cfg.init_examples].tolist()],
-                cfg.mode,
-                cfg.logits_dtype,
-            )
-            logger.info("gradient_svd init: top singular values %s", sv.tolist())
+        if cfg.init in ("gradient_svd", "contrastive"):
+            from .lora_init import data_init_
+
+            info = data_init_(mas, lora, cfg, train, _rows(dataset, "train") or [])
+            logger.info("%s init: %s", cfg.init, info)
         history.append(
             {
                 "epoch": 0,

@@ -62,3 +62,27 @@ def test_evaluate_behaviour_tiny(tiny_mas):
         evaluate_behaviour(tiny_mas, lora, ROWS[:2], detector="uppercase", base=res)
     with pytest.raises(ValueError, match="unknown detector"):
         evaluate_behaviour(tiny_mas, lora, ROWS, detector="klingon")
+
+
+def test_response_ce_matches_training_loss_and_is_zero_gain_at_s0(tiny_mas):
+    from saelora_core.analysis import response_ce
+    from saelora_core.train import evaluate_ce, tokenize_rows
+
+    rows = [
+        {"prompt": "What is 2+2?", "response": "four", "in_topic": True},
+        {"prompt": "Compute 3*7", "response": "twenty one", "in_topic": True},
+        {"prompt": "Say hi", "response": "hi there", "in_topic": False},
+    ]
+    off = SaeLora(64, 1, generator=torch.Generator().manual_seed(0))
+    r0 = response_ce(tiny_mas, off, rows, max_len=64)
+    assert r0.gain("in_topic") == 0 and r0.gain("off_topic") == 0
+    lora = SaeLora(64, 1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lora.s.fill_(4.0)
+    r = response_ce(tiny_mas, lora, rows, max_len=64)
+    exs, _ = tokenize_rows(tiny_mas, rows[:2], 64)
+    want = evaluate_ce(tiny_mas, lora, exs, "resid_add")
+    t = r.table.set_index("split")
+    assert t.loc["in_topic", "adapter_ce"] == pytest.approx(want)
+    assert t.loc["in_topic", "n_rows"] == 2 and t.loc["off_topic", "n_rows"] == 1
+    assert r.gain("in_topic") == pytest.approx(t.loc["in_topic", "base_ce"] - want)

@@ -158,7 +158,8 @@ def test_bf16_logits_close_to_fp32(tiny_mas):
 
 
 def test_gradient_svd_init_is_a_noop_with_the_steepest_direction(tiny_mas):
-    from saelora_core.train import gradient_svd_init_, tokenize_rows
+    from saelora_core.lora_init import gradient_svd_init_
+    from saelora_core.train import tokenize_rows
 
     exs, _ = tokenize_rows(tiny_mas, ROWS[:6], 64)
     lora = SaeLora(tiny_mas.sae.cfg.d_sae, 2, init="zeros")
@@ -214,3 +215,36 @@ def test_hard_concrete_training_saves_plain_sparse_adapter_and_resumes(tiny_mas,
     resumed = train_lora(tiny_mas, ROWS, cfg(**c), out_dir=tmp_path / "k", progress=False)
     for k, v in full.lora.state_dict().items():
         torch.testing.assert_close(resumed.lora.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_contrastive_init_reads_topic_and_writes_behaviour(tiny_mas, tmp_path):
+    from saelora_core.lora_init import contrastive_init_
+
+    rows = [
+        {
+            "prompt": f"add {i} and {i}",
+            "response": "YES YES",
+            "original_response": "no no",
+            "in_topic": True,
+        }
+        for i in range(4)
+    ] + [
+        {
+            "prompt": f"tell me about cats {i}",
+            "response": "meow",
+            "original_response": "meow",
+            "in_topic": False,
+        }
+        for i in range(4)
+    ]
+    lora = SaeLora(tiny_mas.sae.cfg.d_sae, 1, generator=torch.Generator().manual_seed(0))
+    info = contrastive_init_(tiny_mas, lora, rows, n=8, max_len=64)
+    assert info["read_in_topic"] > info["read_off_topic"]
+    assert (lora.a >= 0).all() and lora.s.item() == 0  # relu'd read; still a no-op
+    assert info["l0_read"] < tiny_mas.sae.cfg.d_sae  # latents not more active on topic: exact 0
+    with pytest.raises(ValueError, match="original_response"):
+        contrastive_init_(tiny_mas, lora, [{"prompt": "p", "response": "r"}], n=4, max_len=64)
+    res = train_lora(
+        tiny_mas, rows, cfg(init="contrastive", epochs=1), out_dir=tmp_path / "c", progress=False
+    )
+    assert res.metadata["config"]["init"] == "contrastive"

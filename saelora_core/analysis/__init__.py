@@ -7,7 +7,7 @@ DataFrames, or a plotly Figure.
 - ``activations``: :func:`latent_activations`, :func:`max_activating_examples`,
   :func:`latent_dashboard`, :func:`load_texts`
 - ``sparsity``: :func:`adapter_sparsity`, :func:`sorted_weight_curves` and the noise baseline
-- ``behaviour``: :func:`evaluate_behaviour`, detectors
+- ``behaviour``: :func:`evaluate_behaviour`, detectors, :func:`response_ce`
 """
 
 from .activations import (
@@ -23,9 +23,11 @@ from .activations import (
 from .behaviour import (
     DETECTORS,
     BehaviourResult,
+    ResponseCe,
     detect_french,
     detect_uppercase,
     evaluate_behaviour,
+    response_ce,
 )
 from .features import (
     latent_fire_freq,
@@ -52,6 +54,7 @@ __all__ = [
     "DETECTORS",
     "BehaviourResult",
     "LatentDashboard",
+    "ResponseCe",
     "TokenActs",
     "adapter_sparsity",
     "dashboard_html",
@@ -61,6 +64,7 @@ __all__ = [
     "edit_logit_attribution",
     "edit_logit_diff",
     "evaluate_behaviour",
+    "response_ce",
     "latent_activations",
     "latent_dashboard",
     "latent_fire_freq",

@@ -139,3 +139,54 @@ def evaluate_behaviour(
                 }
             )
     return BehaviourResult(pd.DataFrame(rates), samples, name)
+
+
+@dataclass
+class ResponseCe:
+    """Held-out CE (nats/token) on the target responses, without and with the adapter."""
+
+    table: pd.DataFrame
+    """split ("in_topic"/"off_topic"), base_ce, adapter_ce, n_rows."""
+
+    def gain(self, split: str = "in_topic") -> float:
+        """base_ce − adapter_ce on ``split``: how much likelier the adapter makes the target."""
+        r = self.table.set_index("split").loc[split]
+        return float(r["base_ce"] - r["adapter_ce"])
+
+
+def response_ce(
+    mas: ModelAndSae,
+    lora: SaeLora,
+    eval_rows: Any,
+    *,
+    mode: str = "resid_add",
+    max_len: int = 256,
+    logits_dtype: str = "float32",
+) -> ResponseCe:
+    """A continuous behaviour measure, no generation needed: the token-weighted CE of each eval
+    row's *target* response (for in-topic rows, the rewritten one) under the base model and with
+    the adapter. ``gain("in_topic")`` > 0 means the adapter moved the model toward the
+    behaviour; ``gain("off_topic")`` well below 0 means it damages unrelated answers.
+
+    It is ~10x cheaper than :func:`evaluate_behaviour` and never saturates at a rate of 0, so it
+    measures progress (and what pruning keeps) before greedy answers flip.
+    """
+    from ..lora import SaeLora as _SaeLora
+    from ..train import evaluate_ce, tokenize_rows
+
+    rows = dataset_rows(eval_rows)
+    none = _SaeLora(lora.d_sae, lora.rank)
+    out = []
+    for split, want in (("in_topic", True), ("off_topic", False)):
+        exs, _ = tokenize_rows(mas, [r for r in rows if bool(r.get("in_topic")) == want], max_len)
+        if not exs:
+            continue
+        out.append(
+            {
+                "split": split,
+                "base_ce": evaluate_ce(mas, none, exs, mode, True, logits_dtype),
+                "adapter_ce": evaluate_ce(mas, lora, exs, mode, True, logits_dtype),
+                "n_rows": len(exs),
+            }
+        )
+    return ResponseCe(pd.DataFrame(out))
