@@ -4,7 +4,9 @@
    offline backend (the same code path as the LLM backend).
 2. Train an adapter on the default model (``gemma-3-270m`` + the project's SAE).
 3. Generate on the held-out in-topic and off-topic prompts with and without the adapter, and
-   measure the French rate with a language identifier (py3langid).
+   measure the French rate with a language identifier (py3langid); also the held-out CE of the
+   target responses with and without the adapter (``analysis.response_ce``), a continuous
+   measure that moves before greedy answers flip.
 4. Write the HTML report with all plots.
 
 The adapter lands in ``loras/demo-math-french``. Git holds its ``params.pt`` and metadata but not
@@ -39,13 +41,16 @@ DEMO_CONFIG = LoraTrainingConfig(
     epochs=2,
     max_len=128,
     sparsity="proximal_l1",
-    init="random",
+    init="contrastive",
+    init_examples=32,
     mode="resid_add",
     seed=0,
     logits_dtype="bfloat16",
 )
-"""The demo's settings. The learning rates are far above the seed's 1e-4: ``s`` starts at 0 and
-must reach the scale of SAE activations within about a hundred steps."""
+"""The demo's settings. The learning rates are far above the seed's 1e-4 because the budget is
+~50 optimizer steps on 2 CPU cores. ``init="contrastive"`` starts Â on the topic's latents and
+B̂ on the behaviour's (lora_init.py): with the seed's random init, ``s`` stays near 0 and nothing
+is learned in this budget."""
 
 
 def build_demo_dataset(out: Path | None = None):
@@ -73,7 +78,7 @@ def run_demo(
     max_eval_prompts: int | None = None,
 ) -> dict:
     """Run the whole pipeline; returns a summary with timings, rates and the report path."""
-    from .analysis import evaluate_behaviour, load_texts
+    from .analysis import evaluate_behaviour, load_texts, response_ce
     from .models import load_model_and_sae
     from .report import export_report
     from .train import train_lora
@@ -119,14 +124,17 @@ def run_demo(
     behaviour = evaluate_behaviour(
         mas, res.lora, eval_rows, detector="french", mode=cfg.mode, max_prompts=max_eval_prompts
     )
+    ce = response_ce(mas, res.lora, eval_rows, mode=cfg.mode, max_len=cfg.max_len)
     timings["evaluate_s"] = time.perf_counter() - t
     rates = behaviour.rates.to_dict(orient="records")
+    ce_table = ce.table.to_dict(orient="records")
     atomic_write_json(
         lora_dir / "behaviour.json",
         {
             "detector": "french (py3langid)",
             "rates": rates,
             "effect": behaviour.effect,
+            "response_ce": ce_table,
             "samples": behaviour.samples.to_dict(orient="records"),
         },
     )
@@ -141,6 +149,7 @@ def run_demo(
         "report": str(report),
         "rates": rates,
         "effect": behaviour.effect,
+        "response_ce": ce_table,
         "l0": res.lora.l0(),
         "final": res.history[-1],
         "timings": timings,
