@@ -33,7 +33,7 @@ DEMO_NAME = "demo-math-french"
 DEMO_DETECTOR = "french"
 DEMO_CONFIG = LoraTrainingConfig(
     name=DEMO_NAME,
-    lr=2e-2,
+    lr=0.3,
     s_lr=0.1,
     l1_weight=0.02,
     batch_size=8,
@@ -48,7 +48,8 @@ DEMO_CONFIG = LoraTrainingConfig(
     logits_dtype="bfloat16",
 )
 """The demo's settings. The learning rates are far above the seed's 1e-4 because the budget is
-~50 optimizer steps on 2 CPU cores. ``init="contrastive"`` starts Â on the topic's latents and
+~50 optimizer steps on 2 CPU cores: ``a`` and ``b`` start with norm √d_sae = 64, so Adam's
+per-entry step of 0.3 moves a unit-vector entry by ~0.5% of the vector per step. ``init="contrastive"`` starts Â on the topic's latents and
 B̂ on the behaviour's (lora_init.py): with the seed's random init, ``s`` stays near 0 and nothing
 is learned in this budget."""
 

@@ -162,6 +162,7 @@ def response_ce(
     mode: str = "resid_add",
     max_len: int = 256,
     logits_dtype: str = "float32",
+    base: ResponseCe | None = None,
 ) -> ResponseCe:
     """A continuous behaviour measure, no generation needed: the token-weighted CE of each eval
     row's *target* response (for in-topic rows, the rewritten one) under the base model and with
@@ -169,7 +170,8 @@ def response_ce(
     behaviour; ``gain("off_topic")`` well below 0 means it damages unrelated answers.
 
     It is ~10x cheaper than :func:`evaluate_behaviour` and never saturates at a rate of 0, so it
-    measures progress (and what pruning keeps) before greedy answers flip.
+    measures progress (and what pruning keeps) before greedy answers flip. ``base``: an earlier
+    result on the same rows whose base CE is reused.
     """
     from ..lora import SaeLora as _SaeLora
     from ..train import evaluate_ce, tokenize_rows
@@ -184,7 +186,9 @@ def response_ce(
         out.append(
             {
                 "split": split,
-                "base_ce": evaluate_ce(mas, none, exs, mode, True, logits_dtype),
+                "base_ce": float(base.table.set_index("split").loc[split, "base_ce"])
+                if base is not None
+                else evaluate_ce(mas, none, exs, mode, True, logits_dtype),
                 "adapter_ce": evaluate_ce(mas, lora, exs, mode, True, logits_dtype),
                 "n_rows": len(exs),
             }
