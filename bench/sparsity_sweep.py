@@ -225,8 +225,8 @@ def main() -> None:
         plots.save_figure(fig, out, "diagnosis_never_firing", formats=("html", "png"))
 
     # The adapter to prune: the largest in-topic CE gain among the sparse methods.
-    sparse = runs[runs.method != "l1_raw"]
-    pick = (sparse if len(sparse) else runs).sort_values("ce_gain_in_topic").iloc[-1]
+    sparse = pd.DataFrame(runs[runs.method != "l1_raw"])
+    pick = (sparse if len(sparse) else runs).sort_values(by="ce_gain_in_topic").iloc[-1]
     full = adapters[pick["name"]]
     full_gain = float(pick["ce_gain_in_topic"])
     base_ce = response_ce(mas, full, ce_rows, max_len=DEMO_CONFIG.max_len, logits_dtype="bfloat16")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,11 @@ def rows(n: int) -> list[dict]:
 
 
 def run(
-    mas, data, precompute: bool, epochs: int, logits_dtype: str = "float32"
+    mas,
+    data,
+    precompute: bool,
+    epochs: int,
+    logits_dtype: Literal["float32", "bfloat16"] = "float32",
 ) -> tuple[float, int]:
     cfg = LoraTrainingConfig(
         logits_dtype=logits_dtype,

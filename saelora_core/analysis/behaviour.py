@@ -79,7 +79,7 @@ def _detector(detector: str | Callable[[str], bool]) -> tuple[str, Callable[[str
 
 def evaluate_behaviour(
     mas: ModelAndSae,
-    lora: SaeLora,
+    lora: SaeLora | None,
     eval_rows: Any,
     *,
     detector: str | Callable[[str], bool] = "french",
