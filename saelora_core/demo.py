@@ -82,7 +82,7 @@ def run_demo(
     from .analysis import evaluate_behaviour, load_texts, response_ce
     from .models import load_model_and_sae
     from .report import export_report
-    from .train import train_lora
+    from .train import resumable, train_lora
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -106,12 +106,16 @@ def run_demo(
         ds = {"train": ds["train"].shuffle(seed=0).select(range(16)), "eval": ev.select(ins + outs)}
         max_eval_prompts = max_eval_prompts or 4
     lora_dir = Path(out or REPO_ROOT / "loras") / cfg.name
+    fresh = resumable(lora_dir, cfg, mas) is False
+    if fresh:
+        logger.info("%s holds a run with another config or SAE: training from scratch", lora_dir)
     t = time.perf_counter()
     res = train_lora(
         mas,
         ds,
         cfg,
         out_dir=lora_dir,
+        resume=not fresh,
         extra_metadata={
             "dataset": str(built.out_dir.relative_to(REPO_ROOT))
             if built.out_dir.is_relative_to(REPO_ROOT)

@@ -212,6 +212,17 @@ def _state_path(out: Path) -> Path:
     return out / "train_state.pt"
 
 
+def resumable(out_dir: str | Path, cfg: LoraTrainingConfig, mas: ModelAndSae) -> bool | None:
+    """None: no checkpoint in ``out_dir``; True: ``train_lora`` would resume it; False: it holds
+    a run with another config or SAE (``train_lora`` would refuse it)."""
+    path = _state_path(Path(out_dir))
+    if not path.exists():
+        return None
+    state = torch.load(path, weights_only=True)
+    same_sae = state.get("sae_hash", mas.sae_identity.get("hash")) == mas.sae_identity.get("hash")
+    return state["config"] == cfg.to_dict() and same_sae
+
+
 def train_lora(
     mas: ModelAndSae,
     dataset,
@@ -262,6 +273,11 @@ def train_lora(
             raise ValueError(
                 f"{out} holds a run with a different config; use another out_dir or "
                 "resume=False to start over"
+            )
+        if state.get("sae_hash", mas.sae_identity.get("hash")) != mas.sae_identity.get("hash"):
+            raise ValueError(
+                f"{out} holds a run trained on another SAE (hash {state.get('sae_hash')}, loaded "
+                f"{mas.sae_identity.get('hash')}); use another out_dir or resume=False"
             )
         lora.load_state_dict(state["lora"])
         opt.load_state_dict(state["optimizer"])
@@ -318,6 +334,7 @@ def train_lora(
                 "last_train_ce": ce_sum,
                 "created": meta["created"],
                 "rng": torch.get_rng_state(),
+                "sae_hash": mas.sae_identity.get("hash"),
             },
             _state_path(out),
         )

@@ -248,3 +248,17 @@ def test_contrastive_init_reads_topic_and_writes_behaviour(tiny_mas, tmp_path):
         tiny_mas, rows, cfg(init="contrastive", epochs=1), out_dir=tmp_path / "c", progress=False
     )
     assert res.metadata["config"]["init"] == "contrastive"
+
+
+def test_resume_refuses_a_run_on_another_sae(tiny_mas, tmp_path):
+    import dataclasses
+
+    from saelora_core.train import resumable
+
+    assert resumable(tmp_path / "s", cfg(), tiny_mas) is None
+    train_lora(tiny_mas, ROWS, cfg(epochs=1), out_dir=tmp_path / "s", progress=False)
+    assert resumable(tmp_path / "s", cfg(epochs=1), tiny_mas) is True
+    other = dataclasses.replace(tiny_mas, sae_identity={**tiny_mas.sae_identity, "hash": "f" * 16})
+    assert resumable(tmp_path / "s", cfg(epochs=1), other) is False
+    with pytest.raises(ValueError, match="another SAE"):
+        train_lora(other, ROWS, cfg(epochs=1), out_dir=tmp_path / "s", progress=False)
