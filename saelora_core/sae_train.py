@@ -42,7 +42,7 @@ class SaeTrainConfig:
     """Active latents per token (TopK)."""
     training_tokens: int = 2_000_000
     context_size: int = 128
-    train_batch_size_tokens: int = 2048
+    train_batch_size_tokens: int = 1024
     store_batch_size_prompts: int = 16
     n_batches_in_buffer: int = 16
     lr: float = 4e-4
@@ -63,7 +63,7 @@ class SaeTrainConfig:
     seed: int = 42
     save_dtype: Literal["float32", "bfloat16"] = "bfloat16"
     """dtype of the shipped weights (the loader restores float32)."""
-    eval_tokens: int = 20_000
+    eval_tokens: int = 6_000
     """Held-out tokens for ``metrics.json``."""
 
     def __post_init__(self) -> None:
