@@ -212,15 +212,31 @@ def _state_path(out: Path) -> Path:
     return out / "train_state.pt"
 
 
+def _state_mismatch(
+    state: dict, cfg: LoraTrainingConfig, mas: ModelAndSae, out: Path
+) -> str | None:
+    """Why the checkpoint ``state`` cannot be resumed with ``cfg`` on ``mas`` (None: it can)."""
+    if state["config"] != cfg.to_dict():
+        return (
+            f"{out} holds a run with a different config; use another out_dir or "
+            "resume=False to start over"
+        )
+    want = mas.sae_identity.get("hash")
+    if state.get("sae_hash", want) != want:
+        return (
+            f"{out} holds a run trained on another SAE (hash {state.get('sae_hash')}, loaded "
+            f"{want}); use another out_dir or resume=False"
+        )
+    return None
+
+
 def resumable(out_dir: str | Path, cfg: LoraTrainingConfig, mas: ModelAndSae) -> bool | None:
     """None: no checkpoint in ``out_dir``; True: ``train_lora`` would resume it; False: it holds
     a run with another config or SAE (``train_lora`` would refuse it)."""
     path = _state_path(Path(out_dir))
     if not path.exists():
         return None
-    state = torch.load(path, weights_only=True)
-    same_sae = state.get("sae_hash", mas.sae_identity.get("hash")) == mas.sae_identity.get("hash")
-    return state["config"] == cfg.to_dict() and same_sae
+    return _state_mismatch(torch.load(path, weights_only=True), cfg, mas, path.parent) is None
 
 
 def train_lora(
@@ -269,16 +285,8 @@ def train_lora(
 
     if resume and _state_path(out).exists():
         state = torch.load(_state_path(out), weights_only=True)
-        if state["config"] != cfg.to_dict():
-            raise ValueError(
-                f"{out} holds a run with a different config; use another out_dir or "
-                "resume=False to start over"
-            )
-        if state.get("sae_hash", mas.sae_identity.get("hash")) != mas.sae_identity.get("hash"):
-            raise ValueError(
-                f"{out} holds a run trained on another SAE (hash {state.get('sae_hash')}, loaded "
-                f"{mas.sae_identity.get('hash')}); use another out_dir or resume=False"
-            )
+        if (why := _state_mismatch(state, cfg, mas, out)) is not None:
+            raise ValueError(why)
         lora.load_state_dict(state["lora"])
         opt.load_state_dict(state["optimizer"])
         epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
