@@ -197,13 +197,12 @@ class PruneResult:
 
 @torch.no_grad()
 def prune_topk(lora: SaeLora, k: int) -> PruneResult:
-    """A copy of ``lora`` keeping only the ``k`` largest entries of each unit vector.
+    """A copy of ``lora`` (gates folded in) keeping only the ``k`` largest entries of each unit
+    vector.
 
     The kept entries are renormalized to unit norm and ``s`` is unchanged.
     """
-    out = lora.folded() if lora.gates else SaeLora(lora.d_sae, lora.rank)
-    if not lora.gates:
-        out.load_state_dict(lora.state_dict())
+    out = lora.folded()
     project_(out, "topk", k=k)
     return PruneResult(
         out,

@@ -173,11 +173,10 @@ def response_ce(
     measures progress (and what pruning keeps) before greedy answers flip. ``base``: an earlier
     result on the same rows whose base CE is reused.
     """
-    from ..lora import SaeLora as _SaeLora
     from ..train import evaluate_ce, tokenize_rows
 
     rows = dataset_rows(eval_rows)
-    none = _SaeLora(lora.d_sae, lora.rank)
+    none = SaeLora(lora.d_sae, lora.rank)
     out = []
     for split, want in (("in_topic", True), ("off_topic", False)):
         exs, _ = tokenize_rows(mas, [r for r in rows if bool(r.get("in_topic")) == want], max_len)
