@@ -73,15 +73,18 @@ def gradient_svd_init_(
 
 
 @torch.no_grad()
-def _mean_latents(mas: ModelAndSae, chats, which: str) -> torch.Tensor:
-    """Mean SAE latents over the prompt (``which="prompt"``, BOS excluded) or response tokens."""
-    tot, n = torch.zeros(mas.sae.cfg.d_sae), 0
+def _mean_latents(mas: ModelAndSae, chats) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean SAE latents over the prompt tokens (BOS excluded) and over the response tokens of
+    ``chats``, from one forward pass each."""
+    d = mas.sae.cfg.d_sae
+    tot = {"prompt": torch.zeros(d), "response": torch.zeros(d)}
+    n = {"prompt": 0, "response": 0}
     for c in chats:
         z = mas.sae.encode(_hook_resid(mas, Example(c)))[0]
-        sel = z[1 : c.prompt_len] if which == "prompt" else z[c.assistant_mask]
-        tot += sel.sum(0).float().cpu()
-        n += sel.shape[0]
-    return tot / max(n, 1)
+        for which, sel in (("prompt", z[1 : c.prompt_len]), ("response", z[c.assistant_mask])):
+            tot[which] += sel.sum(0).float().cpu()
+            n[which] += sel.shape[0]
+    return tot["prompt"] / max(n["prompt"], 1), tot["response"] / max(n["response"], 1)
 
 
 def contrastive_init_(
@@ -103,13 +106,11 @@ def contrastive_init_(
     if not ins or not offs:
         raise ValueError("init='contrastive' needs both in-topic (rewritten) and off-topic rows")
     turn = lambda r, key: format_turn(tok, r["prompt"], r[key], fmt, max_len)  # noqa: E731
-    read = (
-        _mean_latents(mas, [turn(r, "response") for r in ins], "prompt")
-        - _mean_latents(mas, [turn(r, "response") for r in offs], "prompt")
-    ).clamp_min(0)
-    write = _mean_latents(mas, [turn(r, "response") for r in ins], "response") - _mean_latents(
-        mas, [turn(r, "original_response") for r in ins], "response"
-    )
+    in_prompt, in_response = _mean_latents(mas, [turn(r, "response") for r in ins])
+    off_prompt, _ = _mean_latents(mas, [turn(r, "response") for r in offs])
+    _, original_response = _mean_latents(mas, [turn(r, "original_response") for r in ins])
+    read = (in_prompt - off_prompt).clamp_min(0)
+    write = in_response - original_response
     d = lora.d_sae
     with torch.no_grad():
         lora.a[:, 0] = read / read.norm().clamp_min(1e-12) * math.sqrt(d)
@@ -117,12 +118,8 @@ def contrastive_init_(
         lora.s.zero_()
     unit = lora.read_dirs()[:, 0].detach()
     return {
-        "read_in_topic": float(
-            _mean_latents(mas, [turn(r, "response") for r in ins], "prompt") @ unit
-        ),
-        "read_off_topic": float(
-            _mean_latents(mas, [turn(r, "response") for r in offs], "prompt") @ unit
-        ),
+        "read_in_topic": float(in_prompt @ unit),
+        "read_off_topic": float(off_prompt @ unit),
         "l0_read": int((lora.a[:, 0] != 0).sum()),
         "l0_write": int((lora.b[0] != 0).sum()),
     }
