@@ -12,14 +12,13 @@ with app.setup:
 
     from saelora_core import (
         LoraTrainingConfig,
-        PresetUnavailableError,
         plots,
         train_lora,
     )
     from saelora_core.config import HookMode, Init, Sparsity
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.notebook_support import (
-        get_model,
+        load_model_or_stop,
         notebook_env,
     )
 
@@ -123,13 +122,7 @@ def _(batch_size, epochs, init, l1_weight, lr, mode, name, rank, seed, sparsity,
 
 @app.cell
 def _():
-    try:
-        with mo.status.spinner(
-            title=f"Loading {PRESET}", subtitle="model + SAE (cached after the first load)"
-        ):
-            mas = get_model(PRESET)
-    except (PresetUnavailableError, FileNotFoundError) as err:
-        mo.stop(True, mo.callout(mo.md(f"**Cannot load preset `{PRESET}`:** {err}"), kind="danger"))
+    mas = load_model_or_stop(PRESET)
     mo.md(f"Loaded **{mas.preset}**: hook `{mas.hook_name}`, d_sae = {mas.sae.cfg.d_sae}.")
     return (mas,)
 

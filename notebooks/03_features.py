@@ -9,17 +9,14 @@ with app.setup:
     import marimo as mo
 
     from saelora_core import (
-        CheckpointError,
-        PresetUnavailableError,
         analysis,
-        load_lora,
         plots,
     )
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.notebook_support import (
-        adapter_choices,
-        default_choice,
-        get_model,
+        adapter_picker_or_stop,
+        load_adapter_or_stop,
+        load_model_or_stop,
         notebook_env,
     )
 
@@ -51,22 +48,7 @@ def _():
 
 @app.cell
 def _():
-    _adapters = adapter_choices(ENV)
-    mo.stop(
-        not _adapters,
-        mo.callout(
-            mo.md(
-                "No adapter in `loras/` yet: train one in `02_train.py` or run `make demo` "
-                "(it writes `loras/demo-math-french/`)."
-            ),
-            kind="warn",
-        ),
-    )
-    adapter_picker = mo.ui.dropdown(
-        _adapters,
-        value=default_choice(_adapters, ENV.default_lora),
-        label="adapter (loras/)",
-    )
+    adapter_picker = adapter_picker_or_stop(ENV)
     k = mo.ui.slider(1, 50, value=10, label="latents per vector", show_value=True)
     mo.hstack([adapter_picker, k], justify="start")
     return adapter_picker, k
@@ -74,27 +56,13 @@ def _():
 
 @app.cell
 def _():
-    try:
-        with mo.status.spinner(
-            title=f"Loading {PRESET}", subtitle="model + SAE (cached after the first load)"
-        ):
-            mas = get_model(PRESET)
-    except (PresetUnavailableError, FileNotFoundError) as err:
-        mo.stop(True, mo.callout(mo.md(f"**Cannot load preset `{PRESET}`:** {err}"), kind="danger"))
+    mas = load_model_or_stop(PRESET)
     return (mas,)
 
 
 @app.cell
 def _(adapter_picker, mas):
-    try:
-        loaded = load_lora(adapter_picker.value, sae_identity=mas.sae_identity)
-    except CheckpointError as err:
-        mo.stop(
-            True,
-            mo.callout(
-                mo.md(f"**Cannot load this adapter onto `{PRESET}`:** {err}"), kind="danger"
-            ),
-        )
+    loaded = load_adapter_or_stop(adapter_picker.value, mas)
     lora = loaded.lora
     mo.md(
         f"Adapter **{adapter_picker.selected_key}**: rank {lora.rank}, "

@@ -16,7 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models import REPO_ROOT, ModelAndSae, load_model_and_sae
+from .checkpoint import CheckpointError, LoadedLora, load_lora
+from .models import REPO_ROOT, ModelAndSae, PresetUnavailableError, load_model_and_sae
 
 DEFAULT_LORA_NAME = "demo-math-french"
 DEFAULT_DATASET_NAME = "demo-math-french"
@@ -70,3 +71,54 @@ def adapter_choices(env: NotebookEnv) -> dict[str, Path]:
 
 def default_choice(choices: dict[str, Path], preferred: str) -> str:
     return preferred if preferred in choices else next(iter(choices))
+
+
+def load_model_or_stop(preset: str) -> ModelAndSae:
+    """:func:`get_model` under a marimo spinner; a preset that cannot load stops the cell with
+    the reason."""
+    import marimo as mo
+
+    try:
+        with mo.status.spinner(
+            title=f"Loading {preset}", subtitle="model + SAE (cached after the first load)"
+        ):
+            return get_model(preset)
+    except (PresetUnavailableError, FileNotFoundError) as err:
+        mo.stop(True, mo.callout(mo.md(f"**Cannot load preset `{preset}`:** {err}"), kind="danger"))
+        raise  # mo.stop raises; this line only tells the type checker
+
+
+def adapter_picker_or_stop(env: NotebookEnv):
+    """A dropdown of :func:`adapter_choices`; with none, the cell stops and says how to get one."""
+    import marimo as mo
+
+    choices = adapter_choices(env)
+    mo.stop(
+        not choices,
+        mo.callout(
+            mo.md(
+                "No adapter in `loras/` yet: train one in `02_train.py` or run `make demo` "
+                f"(it writes `loras/{DEFAULT_LORA_NAME}/`)."
+            ),
+            kind="warn",
+        ),
+    )
+    return mo.ui.dropdown(
+        choices, value=default_choice(choices, env.default_lora), label="adapter (loras/)"
+    )
+
+
+def load_adapter_or_stop(path: Path, mas: ModelAndSae) -> LoadedLora:
+    """:func:`load_lora` checked against the loaded SAE; a mismatch stops the cell with why."""
+    import marimo as mo
+
+    try:
+        return load_lora(path, sae_identity=mas.sae_identity)
+    except CheckpointError as err:
+        mo.stop(
+            True,
+            mo.callout(
+                mo.md(f"**Cannot load this adapter onto `{mas.preset}`:** {err}"), kind="danger"
+            ),
+        )
+        raise
