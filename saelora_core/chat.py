@@ -77,12 +77,19 @@ def prompt_tokens(tokenizer, prompt: str, fmt: ChatFormat) -> Int[Tensor, " pos"
 
 
 def format_turn(
-    tokenizer, prompt: str, response: str, fmt: ChatFormat, max_len: int | None = None
+    tokenizer,
+    prompt: str,
+    response: str,
+    fmt: ChatFormat,
+    max_len: int | None = None,
+    response_tokens: int | None = None,
 ) -> ChatTokens:
     """Tokenize one prompt/response turn and mark the assistant tokens.
 
-    Truncation keeps the prompt and cuts the end of the response. Raises ``ValueError`` when no
-    response token survives ``max_len`` or the prompt/response is empty.
+    Truncation keeps the prompt and cuts the end of the response. ``response_tokens`` keeps only
+    the first that many response tokens (the closing token goes with the rest), for training on
+    the start of the answer, where a behaviour such as the answer's language is decided. Raises
+    ``ValueError`` when no response token survives ``max_len`` or the prompt/response is empty.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("empty prompt")
@@ -92,6 +99,8 @@ def format_turn(
     head = prompt_tokens(tokenizer, prompt, fmt).tolist()
     end = t.end.replace("{eos}", tokenizer.eos_token or "")
     tail = _encode(tokenizer, t.response_lead + response.strip()) + _encode(tokenizer, end)
+    if response_tokens is not None:
+        tail = tail[:response_tokens]
     ids = head + tail
     mask = [False] * len(head) + [True] * len(tail)
     if max_len is not None and len(ids) > max_len:

@@ -33,6 +33,10 @@ class LoraTrainingConfig:
     """Number of read/write vector pairs."""
     max_len: int = 2048
     """Tokens per example; longer examples lose the end of their response."""
+    response_tokens: int = 0
+    """Train on only the first N response tokens of each example (0: all of them). The answer's
+    language or register is decided in its first few tokens; later ones mostly follow from the
+    earlier ones under teacher forcing, so they dilute that signal, and they cost compute."""
     epochs: int = 3
     layer: int | None = None
     """Hook layer; None uses the preset's."""
@@ -82,6 +86,7 @@ class LoraTrainingConfig:
             "rank": self.rank >= 1,
             "max_len": self.max_len >= 8,
             "epochs": self.epochs >= 1,
+            "response_tokens": self.response_tokens >= 0,
             "topk": self.topk >= 1,
             "init_examples": self.init_examples >= 1,
             "gate_lr": self.gate_lr > 0,

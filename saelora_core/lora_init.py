@@ -6,11 +6,21 @@ With ``s = 0`` every gradient on ``a`` and ``b`` is zero and ``s``'s own gradien
 around 0 (demo probe: |s| < 0.05 after 25 steps at s_lr 0.05, CE unchanged). Both inits here
 keep ``s = 0``, so the adapter is still an exact no-op at step 0.
 
-- ``contrastive``: Â ∝ relu(mean z on in-topic prompt tokens − mean z on off-topic prompt
-  tokens), B̂ ∝ mean z on the rewritten responses − mean z on the original responses of the
-  same in-topic rows (a difference-of-means steering direction, in latent space). Needs the
-  ``in_topic`` and ``original_response`` columns that ``saelora dataset make`` writes. A latent
-  that never fires on those tokens gets exactly 0 in both.
+- ``contrastive``: the read is measured where the behaviour is decided, at the *decision
+  positions*: the last prompt token and the first few tokens of the original answer (what the
+  model sees before it has committed to a language). Â ∝ relu(mean z in-topic − mean z
+  off-topic) there, restricted to *selective* latents, those that fire on at most
+  ``MAX_OFF_TOPIC_FREQ`` of off-topic decision positions. B̂ ∝ mean z on the rewritten
+  responses − mean z on the original responses of the same in-topic rows (a difference-of-means
+  steering direction, in latent space). Needs the ``in_topic`` and ``original_response``
+  columns that ``saelora dataset make`` writes. A latent that never fires on those tokens gets
+  exactly 0 in both.
+
+  Why selective: z ≥ 0, so a linear read cannot stay silent off-topic if it puts weight on
+  latents that fire everywhere (format latents of the ``Question:/Answer:`` template). On the
+  demo, the plain mean difference read 2616 in-topic against 1389 off-topic (1.9x), and
+  training stalled because every unit of ``s`` also edited off-topic answers; the selective
+  read gives 824 against 74 (11x) on held-out rows, with a higher AUC (0.95 against 0.92).
 - ``gradient_svd``: Â from the top singular vectors of the loss gradient with respect to the
   full latent-to-latent map (exact 0 on never-firing latents); B̂ random.
 """
@@ -72,19 +82,33 @@ def gradient_svd_init_(
     return sv[:r]
 
 
+DECISION_TOKENS = 4
+"""Decision positions: the last prompt token and the first ``DECISION_TOKENS - 1`` answer tokens."""
+MAX_OFF_TOPIC_FREQ = 0.05
+"""A read latent may fire on at most this share of off-topic decision positions."""
+
+
 @torch.no_grad()
-def _mean_latents(mas: ModelAndSae, chats) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean SAE latents over the prompt tokens (BOS excluded) and over the response tokens of
-    ``chats``, from one forward pass each."""
+def _latent_stats(mas: ModelAndSae, chats) -> dict[str, torch.Tensor]:
+    """Mean SAE latents at the decision positions (``decision``, with the firing frequency
+    ``fired``) and over the response tokens (``response``) of ``chats``, one forward pass
+    each."""
     d = mas.sae.cfg.d_sae
-    tot = {"prompt": torch.zeros(d), "response": torch.zeros(d)}
-    n = {"prompt": 0, "response": 0}
+    tot = {k: torch.zeros(d) for k in ("decision", "fired", "response")}
+    n = {"decision": 0, "response": 0}
     for c in chats:
-        z = mas.sae.encode(_hook_resid(mas, Example(c)))[0]
-        for which, sel in (("prompt", z[1 : c.prompt_len]), ("response", z[c.assistant_mask])):
-            tot[which] += sel.sum(0).float().cpu()
-            n[which] += sel.shape[0]
-    return tot["prompt"] / max(n["prompt"], 1), tot["response"] / max(n["response"], 1)
+        z = mas.sae.encode(_hook_resid(mas, Example(c)))[0].float().cpu()
+        dec = z[max(c.prompt_len - 1, 1) : c.prompt_len - 1 + DECISION_TOKENS]
+        tot["decision"] += dec.sum(0)
+        tot["fired"] += (dec > 0).sum(0)
+        n["decision"] += dec.shape[0]
+        tot["response"] += z[c.assistant_mask].sum(0)
+        n["response"] += int(c.assistant_mask.sum())
+    return {
+        "decision": tot["decision"] / max(n["decision"], 1),
+        "fired": tot["fired"] / max(n["decision"], 1),
+        "response": tot["response"] / max(n["response"], 1),
+    }
 
 
 def contrastive_init_(
@@ -92,7 +116,7 @@ def contrastive_init_(
 ) -> dict[str, float]:
     """Component 0 reads the topic and writes the behaviour (see the module docstring); other
     components keep their random init. ``s`` stays 0. Returns how well the read separates
-    in-topic from off-topic prompts (mean z @ Â on each)."""
+    in-topic from off-topic rows (mean z @ Â at their decision positions)."""
     need = {"prompt", "response", "in_topic", "original_response"}
     ok = [r for r in rows if isinstance(r, dict) and need <= set(r)]
     if not ok:
@@ -106,11 +130,14 @@ def contrastive_init_(
     if not ins or not offs:
         raise ValueError("init='contrastive' needs both in-topic (rewritten) and off-topic rows")
     turn = lambda r, key: format_turn(tok, r["prompt"], r[key], fmt, max_len)  # noqa: E731
-    in_prompt, in_response = _mean_latents(mas, [turn(r, "response") for r in ins])
-    off_prompt, _ = _mean_latents(mas, [turn(r, "response") for r in offs])
-    _, original_response = _mean_latents(mas, [turn(r, "original_response") for r in ins])
-    read = (in_prompt - off_prompt).clamp_min(0)
-    write = in_response - original_response
+    rewritten = _latent_stats(mas, [turn(r, "response") for r in ins])
+    original = _latent_stats(mas, [turn(r, "original_response") for r in ins])
+    off = _latent_stats(mas, [turn(r, "original_response") for r in offs])
+    selective = off["fired"] <= MAX_OFF_TOPIC_FREQ
+    read = (original["decision"] - off["decision"]).clamp_min(0) * selective
+    if not read.any():  # no selective latent differs: fall back to the plain difference
+        read = (original["decision"] - off["decision"]).clamp_min(0)
+    write = rewritten["response"] - original["response"]
     d = lora.d_sae
     with torch.no_grad():
         lora.a[:, 0] = read / read.norm().clamp_min(1e-12) * math.sqrt(d)
@@ -118,8 +145,8 @@ def contrastive_init_(
         lora.s.zero_()
     unit = lora.read_dirs()[:, 0].detach()
     return {
-        "read_in_topic": float(in_prompt @ unit),
-        "read_off_topic": float(off_prompt @ unit),
+        "read_in_topic": float(original["decision"] @ unit),
+        "read_off_topic": float(off["decision"] @ unit),
         "l0_read": int((lora.a[:, 0] != 0).sum()),
         "l0_write": int((lora.b[0] != 0).sum()),
     }

@@ -62,9 +62,10 @@ def _rows(dataset, split: str) -> list[dict] | None:
 
 
 def tokenize_rows(
-    mas: ModelAndSae, rows: Iterable[dict], max_len: int
+    mas: ModelAndSae, rows: Iterable[dict], max_len: int, response_tokens: int | None = None
 ) -> tuple[list[Example], list[str]]:
-    """Format rows (``prompt``, ``response``) as turns; malformed rows are skipped and named."""
+    """Format rows (``prompt``, ``response``) as turns; malformed rows are skipped and named.
+    ``response_tokens``: keep only the first that many response tokens (see ``format_turn``)."""
     out, skipped = [], []
     for i, row in enumerate(rows):
         try:
@@ -76,6 +77,7 @@ def tokenize_rows(
                         row.get("response"),  # type: ignore[arg-type]
                         mas.chat_format,
                         max_len,
+                        response_tokens,
                     )
                 )
             )
@@ -93,10 +95,10 @@ def split_dataset(
             "the training dataset is empty: build one with `saelora dataset make` "
             "or pass rows with 'prompt' and 'response'"
         )
-    train, skipped = tokenize_rows(mas, train_rows, cfg.max_len)
+    train, skipped = tokenize_rows(mas, train_rows, cfg.max_len, cfg.response_tokens or None)
     eval_rows = _rows(dataset, "eval")
     if eval_rows is not None:
-        ev, sk = tokenize_rows(mas, eval_rows, cfg.max_len)
+        ev, sk = tokenize_rows(mas, eval_rows, cfg.max_len, cfg.response_tokens or None)
         skipped += sk
     else:
         g = torch.Generator().manual_seed(cfg.seed)

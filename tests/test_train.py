@@ -48,6 +48,10 @@ def test_assistant_mask_covers_response_only(tiny_mas):
     assert len(c.tokens) == 30 and c.assistant_mask.sum() == 30 - c.prompt_len
     with pytest.raises(ValueError, match="no response token"):
         format_turn(tok, "a very long prompt " * 5, "x", "qa", max_len=10)
+    full = format_turn(tok, "q", "a long response " * 10, "qa")
+    head = format_turn(tok, "q", "a long response " * 10, "qa", response_tokens=3)
+    assert head.assistant_mask.sum() == 3  # the first 3 answer tokens, no closing token
+    assert torch.equal(head.tokens, full.tokens[: full.prompt_len + 3])
 
 
 @pytest.mark.parametrize("mode", ["resid_add", "sae_replace"])
@@ -218,7 +222,7 @@ def test_hard_concrete_training_saves_plain_sparse_adapter_and_resumes(tiny_mas,
 
 
 def test_contrastive_init_reads_topic_and_writes_behaviour(tiny_mas, tmp_path):
-    from saelora_core.lora_init import contrastive_init_
+    from saelora_core.lora_init import MAX_OFF_TOPIC_FREQ, _latent_stats, contrastive_init_
 
     rows = [
         {
@@ -242,6 +246,14 @@ def test_contrastive_init_reads_topic_and_writes_behaviour(tiny_mas, tmp_path):
     assert info["read_in_topic"] > info["read_off_topic"]
     assert (lora.a >= 0).all() and lora.s.item() == 0  # relu'd read; still a no-op
     assert info["l0_read"] < tiny_mas.sae.cfg.d_sae  # latents not more active on topic: exact 0
+    # Selective read: a latent firing on more than MAX_OFF_TOPIC_FREQ of the off-topic decision
+    # positions gets exactly 0, however much more it fires in-topic.
+    off = _latent_stats(
+        tiny_mas,
+        [format_turn(tiny_mas.tokenizer, r["prompt"], r["original_response"], "qa", 64) for r in rows[4:]],
+    )
+    busy = off["fired"] > MAX_OFF_TOPIC_FREQ
+    assert busy.any() and (lora.a[busy, 0] == 0).all()
     with pytest.raises(ValueError, match="original_response"):
         contrastive_init_(tiny_mas, lora, [{"prompt": "p", "response": "r"}], n=4, max_len=64)
     res = train_lora(
