@@ -1,12 +1,14 @@
 """Sparsity methods side by side on the default experiment, with the seed's method as baseline.
 
 For each (method, strength, init) it trains an adapter (config: the demo's, see
-``saelora_core.demo.DEMO_CONFIG``) and records the exact L0 of Â and B̂, the behaviour rate on
+``saelora_core.demo.SWEEP_BEHAVIOUR``, the flagship "if the prompt is about math, respond in
+French") and records the exact L0 of Â and B̂, the behaviour rate on
 held-out in-topic and off-topic prompts (greedy answers scored by the demo's detector), and
 the held-out CE of the target responses with and without the adapter (``response_ce``: its
 in-topic gain is the continuous behaviour effect, which moves even when no greedy answer
-flips). Then it prunes the sparse adapter with the largest in-topic CE gain to its top-k
-latents, k = 1 … 64, next to a same-L0 random-latent control, and measures the CE gain kept. It also measures the two diagnoses of the seed's method:
+flips). Then it prunes the sparse adapter with the largest behaviour effect (in-topic rate minus
+the base model's) to its top-k latents, k = 1 … 64, next to a same-L0 random-latent control, and
+measures the effect kept (greedy answers on the in-topic prompts) and the CE gain kept. It also measures the two diagnoses of the seed's method:
 
 1. ``l1_raw`` is scale-degenerate: the raw norms ‖a‖, ‖b‖ shrink while the unit vectors stay
    as dense as noise;
@@ -20,6 +22,7 @@ Writes ``<out>/{runs,prune}.csv``, ``diagnosis.json`` and the Pareto, pruning an
 figures (HTML + PNG).
 
 Usage: python bench/sparsity_sweep.py [--quick] [--epochs N] [--eval-prompts N] [--only M ...]
+       [--prune LORA_DIR]
 """
 
 from __future__ import annotations
@@ -51,18 +54,20 @@ from saelora_core.analysis import (
     response_ce,
     top_feats_summary,
 )
-from saelora_core.demo import DEMO_CONFIG, DEMO_DETECTOR, build_demo_dataset
+from saelora_core.demo import EVAL_NEW_TOKENS, SWEEP_BEHAVIOUR, build_demo_dataset
 from saelora_core.train import split_dataset
 
 # (method, strength, init). For topk the strength is k; otherwise it is l1_weight.
 RUNS = [
     ("l1_raw", 0.05, "random"),  # the seed's method and init: the baseline
+    ("none", 0.0, "contrastive"),  # no sparsity pressure: the dense reference
     ("l1_normalized", 0.05, "contrastive"),
+    ("proximal_l1", 0.002, "contrastive"),
     ("proximal_l1", 0.02, "contrastive"),
-    ("proximal_l1", 0.2, "contrastive"),
     ("topk", 16, "contrastive"),
     ("hard_concrete", 1e-3, "contrastive"),
 ]
+DEMO_CONFIG = SWEEP_BEHAVIOUR.config
 PRUNE_K = (1, 2, 4, 8, 16, 32, 64)
 
 
@@ -100,16 +105,21 @@ def drift(final: SaeLora, init: SaeLora, fired: torch.Tensor) -> dict[str, float
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="16 train rows, 2 eval prompts a side")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--eval-prompts", type=int, default=6, help="per side, for the rates")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--eval-prompts", type=int, default=12, help="per side, for the rates")
     ap.add_argument("--only", nargs="*", help="method names to run (default: all)")
+    ap.add_argument(
+        "--prune",
+        default=f"loras/{SWEEP_BEHAVIOUR.name}",
+        help="adapter to prune (default: the demo's; if missing, the sweep's best sparse run)",
+    )
     ap.add_argument("--out", default="exports/sparsity_sweep")
     args = ap.parse_args()
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     mas = load_model_and_sae("gemma-3-270m")
-    ds = build_demo_dataset().dataset
+    ds = build_demo_dataset(SWEEP_BEHAVIOUR).dataset
     data = {"train": ds["train"], "eval": ds["eval"]}
     n_eval = args.eval_prompts
     if args.quick:
@@ -117,8 +127,9 @@ def main() -> None:
         n_eval = 2
     eval_rows = eval_rows_balanced(ds, n_eval)
     ce_rows = list(ds["eval"]) if not args.quick else eval_rows
-    det = DEMO_DETECTOR
-    base = evaluate_behaviour(mas, None, eval_rows, detector=det)
+    det = SWEEP_BEHAVIOUR.detector
+    gen = {"detector": det, "max_new_tokens": EVAL_NEW_TOKENS}
+    base = evaluate_behaviour(mas, None, eval_rows, **gen)
     print("base", base.rates.to_dict(orient="records"), flush=True)
 
     rows, adapters = [], {}
@@ -149,7 +160,7 @@ def main() -> None:
             continue
         t = time.perf_counter()
         res = train_lora(mas, data, cfg, out_dir=run_dir, progress=False)
-        beh = evaluate_behaviour(mas, res.lora, eval_rows, detector=det, base=base)
+        beh = evaluate_behaviour(mas, res.lora, eval_rows, base=base, **gen)
         ce = response_ce(mas, res.lora, ce_rows, max_len=cfg.max_len, logits_dtype="bfloat16")
         (l0r,), (l0w,) = res.lora.l0()
         row = {
@@ -224,12 +235,20 @@ def main() -> None:
         )
         plots.save_figure(fig, out, "diagnosis_never_firing", formats=("html", "png"))
 
-    # The adapter to prune: the largest in-topic CE gain among the sparse methods.
-    sparse = pd.DataFrame(runs[runs.method != "l1_raw"])
-    pick = (sparse if len(sparse) else runs).sort_values(by="ce_gain_in_topic").iloc[-1]
-    full = adapters[pick["name"]]
-    full_gain = float(pick["ce_gain_in_topic"])
+    # The adapter to prune: the largest behaviour effect among the sparse methods (ties: the
+    # larger in-topic CE gain). Pruned adapters answer the in-topic prompts only (the effect is
+    # defined there); the base answers are reused.
+    sparse = pd.DataFrame(runs[~runs.method.isin(["l1_raw", "none"])])
+    pick = (sparse if len(sparse) else runs).sort_values(by=["effect", "ce_gain_in_topic"]).iloc[-1]
+    full, full_name = adapters[pick["name"]], str(pick["name"])
+    if args.prune and Path(args.prune, "params.pt").exists():  # the demo's adapter, by default
+        full, full_name = load_lora(args.prune).lora, str(args.prune)
+    in_rows = [r for r in ds["eval"] if r["in_topic"]][: 2 if args.quick else None]
+    base_in = evaluate_behaviour(mas, None, in_rows, **gen)
     base_ce = response_ce(mas, full, ce_rows, max_len=DEMO_CONFIG.max_len, logits_dtype="bfloat16")
+    full_effect = evaluate_behaviour(mas, full, in_rows, base=base_in, **gen).effect
+    full_gain = base_ce.gain("in_topic")
+    print(f"pruning {full_name}: effect {full_effect:+.3f}, CE gain {full_gain:+.4f}", flush=True)
     prune = []
     for k in PRUNE_K:
         for kind, lora in (
@@ -239,6 +258,7 @@ def main() -> None:
                 random_support_control(full, k, torch.Generator().manual_seed(k)),
             ),
         ):
+            beh = evaluate_behaviour(mas, lora, in_rows, base=base_in, **gen)
             ce = response_ce(
                 mas,
                 lora,
@@ -249,19 +269,22 @@ def main() -> None:
             )
             prune.append(
                 {
-                    "adapter": pick["name"],
+                    "adapter": full_name,
                     "k": k,
                     "kind": kind,
+                    "in_topic": beh.rate("adapter", "in_topic"),
+                    "effect": beh.effect,
+                    "retained": beh.effect / full_effect if full_effect else float("nan"),
                     "ce_gain_in_topic": ce.gain("in_topic"),
                     "ce_gain_off_topic": ce.gain("off_topic"),
-                    "retained": ce.gain("in_topic") / full_gain if full_gain else float("nan"),
+                    "ce_retained": ce.gain("in_topic") / full_gain if full_gain else float("nan"),
                 }
             )
             print(json.dumps(prune[-1]), flush=True)
     pdf = pd.DataFrame(prune)
     pdf.to_csv(out / "prune.csv", index=False)
     retained = runs.assign(
-        effect_retained=runs.ce_gain_in_topic / full_gain if full_gain else float("nan"),
+        effect_retained=runs.effect / full_effect if full_effect else float("nan"),
         method=runs.method + " (" + runs.init + ")",
     )
     plots.save_figure(plots.fig_pareto(retained, x="l0"), out, "pareto", formats=("html", "png"))

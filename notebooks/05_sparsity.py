@@ -94,7 +94,12 @@ def _(loaded):
         label="eval rows from (data/datasets/)",
     )
     ks = mo.ui.multiselect(PRUNE_KS, value=["1", "4", "16", "64"], label="k (entries kept)")
-    detector = mo.ui.dropdown(sorted(analysis.DETECTORS), value="french", label="detector")
+    _det = loaded.metadata.get("detector")  # the demo records the behaviour's detector
+    detector = mo.ui.dropdown(
+        sorted(analysis.DETECTORS),
+        value=_det if _det in analysis.DETECTORS else "french",
+        label="detector",
+    )
     max_prompts = mo.ui.number(start=1, stop=1000, value=8, label="max prompts")
     max_new_tokens = mo.ui.number(start=4, stop=512, value=32, label="max new tokens")
     prune_seed = mo.ui.number(start=0, stop=2**31 - 1, value=0, label="control seed")

@@ -137,7 +137,16 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    _out(run_demo(quick=args.quick))
+    summary = run_demo(quick=args.quick)
+    _out(summary)
+    for b in summary["behaviours"]:
+        r = {(x["condition"], x["split"]): x["rate"] for x in b["rates"]}
+        sys.stderr.write(
+            f"{b['name']} ({b['guideline']}): {b['detector']} rate in-topic "
+            f"{r[('base', 'in_topic')]:.2f} -> {r[('adapter', 'in_topic')]:.2f}, off-topic "
+            f"{r[('base', 'off_topic')]:.2f} -> {r[('adapter', 'off_topic')]:.2f}; "
+            f"report: {b['report']}\n"
+        )
     return 0
 
 

@@ -1,18 +1,33 @@
 """The offline end-to-end pipeline behind ``make demo``: dataset, train, evaluate, report.
 
-1. Build "if the prompt is about math, respond in French" from the offline seed set with the
-   offline backend (the same code path as the LLM backend).
+It runs two behaviours, each through the same four steps:
+
+- **flagship**: "if the prompt is about math, respond in French" (``loras/demo-math-french``);
+- **fallback**: "if the prompt is about math, respond in uppercase"
+  (``loras/demo-math-upper``), the conditional behaviour the 270M base model learns most
+  readily (the issue asks for the best one it learns beside the French attempt).
+
+For each:
+
+1. Build the dataset from the offline seed set with the offline backend (the same code path as
+   the LLM backend).
 2. Train an adapter on the default model (``gemma-3-270m`` + the project's SAE).
 3. Generate on the held-out in-topic and off-topic prompts with and without the adapter, and
-   measure the French rate with a language identifier (py3langid); also the held-out CE of the
-   target responses with and without the adapter (``analysis.response_ce``), a continuous
-   measure that moves before greedy answers flip.
+   score the answers with the behaviour's detector (py3langid for French); also the held-out
+   CE of the target responses with and without the adapter (``analysis.response_ce``), a
+   continuous measure that moves before greedy answers flip. The base model's answers are
+   generated once and shared when the eval prompts are the same.
 4. Write the HTML report with all plots.
 
-The adapter lands in ``loras/demo-math-french``. Git holds its ``params.pt`` and metadata but not
-its ``train_state.pt``, so on a fresh clone ``make demo`` trains from scratch (same config and
-seed) and rewrites it; on a second run it finds the finished state and skips straight to
-evaluation.
+Why both train on the first 4 answer tokens only (``response_tokens=4``): the answer's language
+or case is decided there. Forcing the first 4 tokens of the French target makes the base model
+continue in French on 9/10 held-out math prompts (2 tokens: 5/10, 1 token: 0/10); one forced
+uppercase token already gives 6/10 uppercase answers. Later tokens mostly follow from earlier
+ones under teacher forcing and only dilute that signal.
+
+Git holds each adapter's ``params.pt`` and metadata but not its ``train_state.pt``, so on a
+fresh clone ``make demo`` trains from scratch (same config and seed) and rewrites them; on a
+second run it finds the finished state and skips straight to evaluation.
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .checkpoint import atomic_write_json
@@ -29,42 +44,73 @@ from .models import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-DEMO_NAME = "demo-math-french"
-DEMO_DETECTOR = "french"
-DEMO_CONFIG = LoraTrainingConfig(
-    name=DEMO_NAME,
-    lr=0.3,
-    s_lr=0.1,
-    l1_weight=0.02,
-    batch_size=8,
-    rank=1,
-    epochs=2,
-    max_len=128,
-    sparsity="proximal_l1",
-    init="contrastive",
-    init_examples=32,
-    mode="resid_add",
-    seed=0,
-    logits_dtype="bfloat16",
+
+def _demo_config(name: str, **overrides) -> LoraTrainingConfig:
+    return LoraTrainingConfig(
+        **{
+            "name": name,
+            "lr": 0.3,
+            "s_lr": 0.2,
+            "l1_weight": 0.002,
+            "batch_size": 8,
+            "rank": 1,
+            "epochs": 4,
+            "max_len": 128,
+            "response_tokens": 4,
+            "sparsity": "proximal_l1",
+            "init": "contrastive",
+            "init_examples": 32,
+            "mode": "resid_add",
+            "seed": 0,
+            "logits_dtype": "bfloat16",
+            **overrides,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class DemoBehaviour:
+    """One behaviour the demo builds, trains, evaluates and reports."""
+
+    name: str
+    """The dataset's and the adapter's name (``data/datasets/<name>``, ``loras/<name>``)."""
+    guideline: str
+    detector: str
+    """A key of ``analysis.DETECTORS``."""
+    config: LoraTrainingConfig
+
+
+FRENCH = DemoBehaviour(
+    "demo-math-french", "respond in French", "french", _demo_config("demo-math-french")
 )
+UPPERCASE = DemoBehaviour(
+    "demo-math-upper", "respond in uppercase", "uppercase", _demo_config("demo-math-upper")
+)
+DEMO_BEHAVIOURS = (FRENCH, UPPERCASE)
 """The demo's settings. The learning rates are far above the seed's 1e-4 because the budget is
-~50 optimizer steps on 2 CPU cores: ``a`` and ``b`` start with norm √d_sae = 64, so Adam's
-per-entry step of 0.3 moves a unit-vector entry by ~0.5% of the vector per step. ``init="contrastive"`` starts Â on the topic's latents and
-B̂ on the behaviour's (lora_init.py): with the seed's random init, ``s`` stays near 0 and nothing
-is learned in this budget."""
+100 optimizer steps on 2 CPU cores: ``a`` and ``b`` start with norm √d_sae = 64, so Adam's
+per-entry step of 0.3 moves a unit-vector entry by ~0.5% of the vector per step.
+``init="contrastive"`` starts Â on the topic's selective latents and B̂ on the behaviour's
+(lora_init.py): with the seed's random init, ``s`` stays near 0 and nothing is learned in this
+budget."""
+DEMO_NAME, DEMO_DETECTOR, DEMO_CONFIG = FRENCH.name, FRENCH.detector, FRENCH.config
+"""The flagship's name, detector and config (kept for scripts that want the French one)."""
+SWEEP_BEHAVIOUR = FRENCH
+"""The behaviour ``bench/sparsity_sweep.py`` measures (the flagship; its greedy rate moves)."""
+EVAL_NEW_TOKENS = 32
 
 
-def build_demo_dataset(out: Path | None = None):
+def build_demo_dataset(behaviour: DemoBehaviour = FRENCH, out: Path | None = None):
     from .data import DatasetConfig, build_dataset
 
     cfg = DatasetConfig(
         source="seed",
         topic="math",
-        guideline="respond in French",
+        guideline=behaviour.guideline,
         n=100,
         eval_n=20,
         backend="offline",
-        name=DEMO_NAME,
+        name=behaviour.name,
         out=str(out or REPO_ROOT / "data" / "datasets"),
         progress=False,
     )
@@ -75,29 +121,46 @@ def run_demo(
     *,
     quick: bool = False,
     out: str | Path | None = None,
-    cfg: LoraTrainingConfig | None = None,
+    behaviours: tuple[DemoBehaviour, ...] = DEMO_BEHAVIOURS,
     max_eval_prompts: int | None = None,
 ) -> dict:
-    """Run the whole pipeline; returns a summary with timings, rates and the report path."""
-    from .analysis import evaluate_behaviour, load_texts, response_ce
+    """Run the whole pipeline for each behaviour; returns their summaries (timings, rates,
+    report paths) under ``"behaviours"`` and the total time."""
     from .models import load_model_and_sae
+
+    t0 = time.perf_counter()
+    t = time.perf_counter()
+    mas = load_model_and_sae("gemma-3-270m")
+    load_s = time.perf_counter() - t
+    base: dict[tuple, object] = {}  # eval prompts -> BehaviourResult holding the base answers
+    summaries = []
+    for b in behaviours:
+        summaries.append(
+            _run_one(mas, b, quick=quick, out=out, max_eval_prompts=max_eval_prompts, base=base)
+        )
+        logger.info("%s: report written to %s", b.name, summaries[-1]["report"])
+    return {
+        "behaviours": summaries,
+        "load_s": load_s,
+        "total_s": time.perf_counter() - t0,
+    }
+
+
+def _run_one(mas, b: DemoBehaviour, *, quick, out, max_eval_prompts, base: dict) -> dict:
+    from .analysis import evaluate_behaviour, load_texts, response_ce
     from .report import export_report
     from .train import resumable, train_lora
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    built = build_demo_dataset()
+    built = build_demo_dataset(b)
     ds = built.dataset
     timings["dataset_s"] = time.perf_counter() - t0
 
-    t = time.perf_counter()
-    mas = load_model_and_sae("gemma-3-270m")
-    timings["load_s"] = time.perf_counter() - t
-
-    cfg = cfg or DEMO_CONFIG
+    cfg = b.config
     if quick:
         cfg = LoraTrainingConfig.from_dict(
-            {**cfg.to_dict(), "epochs": 1, "name": DEMO_NAME + "-quick"}
+            {**cfg.to_dict(), "epochs": 1, "name": b.name + "-quick"}
         )
         ev = ds["eval"]
         flags = list(ev["in_topic"])
@@ -119,27 +182,43 @@ def run_demo(
         extra_metadata={
             "dataset": str(built.out_dir.relative_to(REPO_ROOT))
             if built.out_dir.is_relative_to(REPO_ROOT)
-            else str(built.out_dir)
+            else str(built.out_dir),
+            "guideline": b.guideline,
+            "detector": b.detector,
         },
     )
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     eval_rows = list(ds["eval"])
+    if max_eval_prompts is not None:
+        eval_rows = eval_rows[:max_eval_prompts]
+    key = tuple(r["prompt"] for r in eval_rows)
     behaviour = evaluate_behaviour(
-        mas, res.lora, eval_rows, detector="french", mode=cfg.mode, max_prompts=max_eval_prompts
+        mas,
+        res.lora,
+        eval_rows,
+        detector=b.detector,
+        mode=cfg.mode,
+        max_new_tokens=EVAL_NEW_TOKENS,
+        base=base.get(key),  # type: ignore[arg-type]
     )
-    ce = response_ce(mas, res.lora, eval_rows, mode=cfg.mode, max_len=cfg.max_len)
+    if key not in base:
+        base[key] = behaviour
+    ce = response_ce(mas, res.lora, list(ds["eval"]), mode=cfg.mode, max_len=cfg.max_len)
     timings["evaluate_s"] = time.perf_counter() - t
     rates = behaviour.rates.to_dict(orient="records")
     ce_table = ce.table.to_dict(orient="records")
     atomic_write_json(
         lora_dir / "behaviour.json",
         {
-            "detector": "french (py3langid)",
+            "detector": b.detector + (" (py3langid)" if b.detector == "french" else ""),
+            "guideline": b.guideline,
             "rates": rates,
             "effect": behaviour.effect,
+            "conditional_gap": behaviour.conditional_gap,
             "response_ce": ce_table,
+            "max_new_tokens": EVAL_NEW_TOKENS,
             "samples": behaviour.samples.to_dict(orient="records"),
         },
     )
@@ -150,10 +229,14 @@ def run_demo(
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     summary = {
+        "name": b.name,
+        "guideline": b.guideline,
+        "detector": b.detector,
         "lora_dir": str(lora_dir),
         "report": str(report),
         "rates": rates,
         "effect": behaviour.effect,
+        "conditional_gap": behaviour.conditional_gap,
         "response_ce": ce_table,
         "l0": res.lora.l0(),
         "final": res.history[-1],
@@ -161,7 +244,6 @@ def run_demo(
         "config": asdict(cfg),
     }
     atomic_write_json(lora_dir / "demo_summary.json", summary)
-    logger.info("report written to %s", report)
     return summary
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from .checkpoint import CheckpointError, LoadedLora, load_lora
 from .models import REPO_ROOT, ModelAndSae, PresetUnavailableError, load_model_and_sae
 
-DEFAULT_LORA_NAME = "demo-math-french"
-DEFAULT_DATASET_NAME = "demo-math-french"
+DEFAULT_LORA_NAME = "demo-math-upper"
+"""The demo adapter with a measurable effect (math -> uppercase); the French flagship sits beside it."""
+DEFAULT_DATASET_NAME = "demo-math-upper"
 
 
 @dataclass(frozen=True)

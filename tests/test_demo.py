@@ -15,21 +15,28 @@ def test_quick_demo_runs_every_stage(tmp_path):
     from saelora_core.demo import run_demo
 
     summary = run_demo(quick=True, out=tmp_path)
-    lora_dir = tmp_path / "demo-math-french-quick"
-    for name in (
-        "params.pt",
-        "metadata.json",
-        "behaviour.json",
-        "report.html",
-        "demo_summary.json",
-    ):
-        assert (lora_dir / name).stat().st_size > 0, name
-    rates = {(r["condition"], r["split"]): r for r in summary["rates"]}
-    assert {("base", "in_topic"), ("adapter", "in_topic"), ("base", "off_topic")} <= set(rates)
-    assert all(0 <= r["rate"] <= 1 and r["n"] == 2 for r in rates.values())
-    meta = json.loads((lora_dir / "metadata.json").read_text())
-    assert meta["preset"] == "gemma-3-270m" and meta["sae"]["path"].endswith(
-        "gemma-3-270m-l12-topk"
-    )
-    html = (lora_dir / "report.html").read_text()
-    assert "plotly" in html.lower() and "demo-math-french" in html
+    names = [b["name"] for b in summary["behaviours"]]
+    assert names == ["demo-math-french", "demo-math-upper"]
+    for b in summary["behaviours"]:
+        lora_dir = tmp_path / f"{b['name']}-quick"
+        for name in (
+            "params.pt",
+            "metadata.json",
+            "behaviour.json",
+            "report.html",
+            "demo_summary.json",
+        ):
+            assert (lora_dir / name).stat().st_size > 0, name
+        rates = {(r["condition"], r["split"]): r for r in b["rates"]}
+        assert {("base", "in_topic"), ("adapter", "in_topic"), ("base", "off_topic")} <= set(rates)
+        assert all(0 <= r["rate"] <= 1 and r["n"] == 2 for r in rates.values())
+        meta = json.loads((lora_dir / "metadata.json").read_text())
+        assert meta["preset"] == "gemma-3-270m" and meta["sae"]["path"].endswith(
+            "gemma-3-270m-l12-topk"
+        )
+        assert meta["config"]["response_tokens"] == 4
+        html = (lora_dir / "report.html").read_text()
+        assert "plotly" in html.lower() and b["name"] in html
+    # The base model's answers are generated once: both behaviours share the eval prompts.
+    fr, up = (json.loads((tmp_path / f"{n}-quick" / "behaviour.json").read_text()) for n in names)
+    assert [s["base"] for s in fr["samples"]] == [s["base"] for s in up["samples"]]

@@ -250,7 +250,10 @@ def test_contrastive_init_reads_topic_and_writes_behaviour(tiny_mas, tmp_path):
     # positions gets exactly 0, however much more it fires in-topic.
     off = _latent_stats(
         tiny_mas,
-        [format_turn(tiny_mas.tokenizer, r["prompt"], r["original_response"], "qa", 64) for r in rows[4:]],
+        [
+            format_turn(tiny_mas.tokenizer, r["prompt"], r["original_response"], "qa", 64)
+            for r in rows[4:]
+        ],
     )
     busy = off["fired"] > MAX_OFF_TOPIC_FREQ
     assert busy.any() and (lora.a[busy, 0] == 0).all()

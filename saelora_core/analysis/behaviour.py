@@ -112,10 +112,15 @@ def evaluate_behaviour(
         "base": base.samples["base"].tolist()
         if base is not None
         else generate(mas, prompts, None, max_new_tokens=max_new_tokens, batch_size=batch_size),
-        "adapter": generate(
-            mas, prompts, lora, mode=mode, max_new_tokens=max_new_tokens, batch_size=batch_size
-        ),
     }
+    # lora=None: the "adapter" answers are the base model's own, not generated a second time.
+    gen["adapter"] = (
+        gen["base"]
+        if lora is None
+        else generate(
+            mas, prompts, lora, mode=mode, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+    )
     samples = pd.DataFrame(
         {
             "prompt": prompts,
