@@ -59,6 +59,11 @@ class LoraTrainingConfig:
     weight, so no random pattern survives on it. ``contrastive``: Â from in-topic minus
     off-topic prompt latents, B̂ from rewritten minus original response latents (see
     ``lora_init.py``)."""
+    init_from: str | None = None
+    """Directory of a saved adapter to start from instead of ``init`` (same SAE and rank), e.g.
+    a dense adapter to prune and fine-tune: with ``sparsity="topk"`` its vectors are cut to
+    their ``topk`` largest entries before the first step. Its ``s`` is kept, so training starts
+    from that adapter's function, not from a no-op."""
     gate_lr: float = 0.1
     """Adam learning rate of the hard-concrete gates' ``log_alpha`` (they start at 2 and close
     below about -2.4)."""

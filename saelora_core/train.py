@@ -241,6 +241,23 @@ def resumable(out_dir: str | Path, cfg: LoraTrainingConfig, mas: ModelAndSae) ->
     return _state_mismatch(torch.load(path, weights_only=True), cfg, mas, path.parent) is None
 
 
+@torch.no_grad()
+def _warm_start_(lora: SaeLora, cfg: LoraTrainingConfig, mas: ModelAndSae) -> None:
+    """Copy the adapter in ``cfg.init_from`` into ``lora`` (projected for topk/proximal)."""
+    from .checkpoint import load_lora
+
+    src = load_lora(
+        cfg.init_from,  # type: ignore[arg-type]  # checked by the caller
+        sae_identity={"d_sae": mas.sae.cfg.d_sae, "hash": mas.sae_identity.get("hash")},
+    ).lora
+    if src.rank != lora.rank:
+        raise ValueError(f"init_from={cfg.init_from} has rank {src.rank}, the config {lora.rank}")
+    lora.a.copy_(src.a)
+    lora.b.copy_(src.b)
+    lora.s.copy_(src.s)
+    project_(lora, cfg.sparsity, tau=0.0, k=cfg.topk)
+
+
 def train_lora(
     mas: ModelAndSae,
     dataset,
@@ -298,7 +315,9 @@ def train_lora(
             torch.set_rng_state(state["rng"])
         logger.info("resuming %s at epoch %d step %d", out, epoch, step_in_epoch)
     elif not history:
-        if cfg.init in ("gradient_svd", "contrastive"):
+        if cfg.init_from:
+            _warm_start_(lora, cfg, mas)
+        elif cfg.init in ("gradient_svd", "contrastive"):
             from .lora_init import data_init_
 
             info = data_init_(mas, lora, cfg, train, _rows(dataset, "train") or [])

@@ -277,3 +277,27 @@ def test_resume_refuses_a_run_on_another_sae(tiny_mas, tmp_path):
     assert resumable(tmp_path / "s", cfg(epochs=1), other) is False
     with pytest.raises(ValueError, match="another SAE"):
         train_lora(other, ROWS, cfg(epochs=1), out_dir=tmp_path / "s", progress=False)
+
+
+def test_init_from_prunes_a_saved_adapter_and_fine_tunes_it(tiny_mas, tmp_path):
+    from saelora_core import prune_topk
+    from saelora_core.train import evaluate_ce, split_dataset
+
+    dense = train_lora(
+        tiny_mas, ROWS, cfg(init="uniform_small"), out_dir=tmp_path / "d", progress=False
+    )
+    c = cfg(init_from=str(tmp_path / "d"), sparsity="topk", topk=3, epochs=1)
+    res = train_lora(tiny_mas, ROWS, c, out_dir=tmp_path / "p", progress=False)
+    # Step 0 is exactly the pruned dense adapter (its s kept), not a no-op.
+    _, ev, _ = split_dataset(tiny_mas, ROWS, c)
+    start = evaluate_ce(tiny_mas, prune_topk(dense.lora, 3).lora, ev, "resid_add")
+    assert res.history[0]["eval_ce"] == pytest.approx(start, rel=1e-6)
+    assert res.lora.l0() == ([3], [3])
+    with pytest.raises(ValueError, match="rank"):
+        train_lora(
+            tiny_mas,
+            ROWS,
+            cfg(init_from=str(tmp_path / "d"), rank=2),
+            out_dir=tmp_path / "r",
+            progress=False,
+        )
