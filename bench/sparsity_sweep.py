@@ -69,6 +69,7 @@ RUNS = [
 ]
 DEMO_CONFIG = SWEEP_BEHAVIOUR.config
 PRUNE_K = (1, 2, 4, 8, 16, 32, 64)
+FINETUNE_K = (4, 16)
 
 
 def eval_rows_balanced(ds, n: int) -> list[dict]:
@@ -250,7 +251,12 @@ def main() -> None:
     full_gain = base_ce.gain("in_topic")
     print(f"pruning {full_name}: effect {full_effect:+.3f}, CE gain {full_gain:+.4f}", flush=True)
     prune = []
-    for k in PRUNE_K:
+    prune_file = out / "prune.csv"
+    if prune_file.exists():  # a re-run reuses the pruning rows of the same adapter
+        cached = pd.read_csv(prune_file)
+        if set(cached.adapter) == {full_name} and set(cached.k) == set(PRUNE_K):
+            prune = cached[cached.kind != "top-k, fine-tuned"].to_dict(orient="records")
+    for k in () if prune else PRUNE_K:
         for kind, lora in (
             ("top-k latents", prune_topk(full, k).lora),
             (
@@ -281,8 +287,60 @@ def main() -> None:
                 }
             )
             print(json.dumps(prune[-1]), flush=True)
+    # Prune, then fine-tune: start from the pruned adapter (init_from + sparsity="topk") and
+    # train it for --epochs on the same data, so the kept latents can take over the work of
+    # the dropped ones.
+    for k in FINETUNE_K:
+        name = f"finetune-top{k}"
+        run_dir = out / "runs" / name
+        row_file = run_dir / "prune_row.json"
+        if row_file.exists():
+            prune.append(json.loads(row_file.read_text()))
+            continue
+        ft_cfg = LoraTrainingConfig.from_dict(
+            {
+                **DEMO_CONFIG.to_dict(),
+                "epochs": args.epochs,
+                "sparsity": "topk",
+                "topk": k,
+                "l1_weight": 0.0,
+                "init_from": str(args.prune if Path(args.prune, "params.pt").exists() else ""),
+                "name": name,
+            }
+        )
+        if not ft_cfg.init_from:
+            break
+        lora = train_lora(mas, data, ft_cfg, out_dir=run_dir, progress=False).lora
+        beh = evaluate_behaviour(mas, lora, in_rows, base=base_in, **gen)
+        off = evaluate_behaviour(
+            mas,
+            lora,
+            [r for r in eval_rows if not r["in_topic"]],
+            detector=det,
+            max_new_tokens=EVAL_NEW_TOKENS,
+        )
+        ce = response_ce(
+            mas, lora, ce_rows, max_len=DEMO_CONFIG.max_len, logits_dtype="bfloat16", base=base_ce
+        )
+        row = {
+            "adapter": full_name,
+            "k": k,
+            "kind": "top-k, fine-tuned",
+            "in_topic": beh.rate("adapter", "in_topic"),
+            "off_topic": off.rate("adapter", "off_topic"),
+            "effect": beh.effect,
+            "retained": beh.effect / full_effect if full_effect else float("nan"),
+            "ce_gain_in_topic": ce.gain("in_topic"),
+            "ce_gain_off_topic": ce.gain("off_topic"),
+            "ce_retained": ce.gain("in_topic") / full_gain if full_gain else float("nan"),
+            "l0_read": lora.l0()[0][0],
+            "l0_write": lora.l0()[1][0],
+        }
+        row_file.write_text(json.dumps(row, indent=1))
+        prune.append(row)
+        print(json.dumps(row), flush=True)
     pdf = pd.DataFrame(prune)
-    pdf.to_csv(out / "prune.csv", index=False)
+    pdf.to_csv(prune_file, index=False)
     retained = runs.assign(
         effect_retained=runs.effect / full_effect if full_effect else float("nan"),
         method=runs.method + " (" + runs.init + ")",
