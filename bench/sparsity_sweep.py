@@ -250,6 +250,25 @@ def main() -> None:
     full_effect = evaluate_behaviour(mas, full, in_rows, base=base_in, **gen).effect
     full_gain = base_ce.gain("in_topic")
     print(f"pruning {full_name}: effect {full_effect:+.3f}, CE gain {full_gain:+.4f}", flush=True)
+
+    def prune_row(kind: str, k: int, lora: SaeLora) -> dict:
+        """Effect (greedy, in-topic prompts) and CE gains of a pruned adapter."""
+        beh = evaluate_behaviour(mas, lora, in_rows, base=base_in, **gen)
+        ce = response_ce(
+            mas, lora, ce_rows, max_len=DEMO_CONFIG.max_len, logits_dtype="bfloat16", base=base_ce
+        )
+        return {
+            "adapter": full_name,
+            "k": k,
+            "kind": kind,
+            "in_topic": beh.rate("adapter", "in_topic"),
+            "effect": beh.effect,
+            "retained": beh.effect / full_effect if full_effect else float("nan"),
+            "ce_gain_in_topic": ce.gain("in_topic"),
+            "ce_gain_off_topic": ce.gain("off_topic"),
+            "ce_retained": ce.gain("in_topic") / full_gain if full_gain else float("nan"),
+        }
+
     prune = []
     prune_file = out / "prune.csv"
     if prune_file.exists():  # a re-run reuses the pruning rows of the same adapter
@@ -264,28 +283,7 @@ def main() -> None:
                 random_support_control(full, k, torch.Generator().manual_seed(k)),
             ),
         ):
-            beh = evaluate_behaviour(mas, lora, in_rows, base=base_in, **gen)
-            ce = response_ce(
-                mas,
-                lora,
-                ce_rows,
-                max_len=DEMO_CONFIG.max_len,
-                logits_dtype="bfloat16",
-                base=base_ce,
-            )
-            prune.append(
-                {
-                    "adapter": full_name,
-                    "k": k,
-                    "kind": kind,
-                    "in_topic": beh.rate("adapter", "in_topic"),
-                    "effect": beh.effect,
-                    "retained": beh.effect / full_effect if full_effect else float("nan"),
-                    "ce_gain_in_topic": ce.gain("in_topic"),
-                    "ce_gain_off_topic": ce.gain("off_topic"),
-                    "ce_retained": ce.gain("in_topic") / full_gain if full_gain else float("nan"),
-                }
-            )
+            prune.append(prune_row(kind, k, lora))
             print(json.dumps(prune[-1]), flush=True)
     # Prune, then fine-tune: start from the pruned adapter (init_from + sparsity="topk") and
     # train it for --epochs on the same data, so the kept latents can take over the work of
@@ -311,7 +309,6 @@ def main() -> None:
         if not ft_cfg.init_from:
             break
         lora = train_lora(mas, data, ft_cfg, out_dir=run_dir, progress=False).lora
-        beh = evaluate_behaviour(mas, lora, in_rows, base=base_in, **gen)
         off = evaluate_behaviour(
             mas,
             lora,
@@ -319,20 +316,8 @@ def main() -> None:
             detector=det,
             max_new_tokens=EVAL_NEW_TOKENS,
         )
-        ce = response_ce(
-            mas, lora, ce_rows, max_len=DEMO_CONFIG.max_len, logits_dtype="bfloat16", base=base_ce
-        )
-        row = {
-            "adapter": full_name,
-            "k": k,
-            "kind": "top-k, fine-tuned",
-            "in_topic": beh.rate("adapter", "in_topic"),
+        row = prune_row("top-k, fine-tuned", k, lora) | {
             "off_topic": off.rate("adapter", "off_topic"),
-            "effect": beh.effect,
-            "retained": beh.effect / full_effect if full_effect else float("nan"),
-            "ce_gain_in_topic": ce.gain("in_topic"),
-            "ce_gain_off_topic": ce.gain("off_topic"),
-            "ce_retained": ce.gain("in_topic") / full_gain if full_gain else float("nan"),
             "l0_read": lora.l0()[0][0],
             "l0_write": lora.l0()[1][0],
         }
