@@ -67,7 +67,7 @@ RUNS = [
     ("topk", 16, "contrastive"),
     ("hard_concrete", 1e-3, "contrastive"),
 ]
-DEMO_CONFIG = SWEEP_BEHAVIOUR.config
+SWEEP_CONFIG = SWEEP_BEHAVIOUR.config
 PRUNE_K = (1, 2, 4, 8, 16, 32, 64)
 FINETUNE_K = (4, 16)
 
@@ -128,8 +128,7 @@ def main() -> None:
         n_eval = 2
     eval_rows = eval_rows_balanced(ds, n_eval)
     ce_rows = list(ds["eval"]) if not args.quick else eval_rows
-    det = SWEEP_BEHAVIOUR.detector
-    gen = {"detector": det, "max_new_tokens": EVAL_NEW_TOKENS}
+    gen = {"detector": SWEEP_BEHAVIOUR.detector, "max_new_tokens": EVAL_NEW_TOKENS}
     base = evaluate_behaviour(mas, None, eval_rows, **gen)
     print("base", base.rates.to_dict(orient="records"), flush=True)
 
@@ -144,7 +143,7 @@ def main() -> None:
             extra["gate_lr"] = 0.3  # log_alpha must travel from 2 to below -2.4 in ~25 steps
         cfg = LoraTrainingConfig.from_dict(
             {
-                **DEMO_CONFIG.to_dict(),
+                **SWEEP_CONFIG.to_dict(),
                 "epochs": args.epochs,
                 "sparsity": method,
                 "init": init,
@@ -201,14 +200,14 @@ def main() -> None:
     runs.to_csv(out / "runs.csv", index=False)
 
     # Diagnosis: never-firing latents and what each init leaves on them.
-    train_ex, _, _ = split_dataset(mas, data, LoraTrainingConfig(max_len=DEMO_CONFIG.max_len))
+    train_ex, _, _ = split_dataset(mas, data, LoraTrainingConfig(max_len=SWEEP_CONFIG.max_len))
     fired = fired_on(mas, train_ex)
     diag: dict = {"d_sae": int(fired.numel()), "never_fire_share": 1 - fired.float().mean().item()}
     d_sae = mas.sae.cfg.d_sae
     for name, lora in adapters.items():
         init_kind = name.rsplit("-", 1)[-1]
         if init_kind == "random":
-            init = SaeLora(d_sae, 1, generator=torch.Generator().manual_seed(DEMO_CONFIG.seed))
+            init = SaeLora(d_sae, 1, generator=torch.Generator().manual_seed(SWEEP_CONFIG.seed))
             diag[name] = drift(lora, init, fired) | {
                 "raw_norm_a_init": init.a.norm().item(),
                 "raw_norm_a_final": lora.a.norm().item(),
@@ -242,11 +241,12 @@ def main() -> None:
     sparse = pd.DataFrame(runs[~runs.method.isin(["l1_raw", "none"])])
     pick = (sparse if len(sparse) else runs).sort_values(by=["effect", "ce_gain_in_topic"]).iloc[-1]
     full, full_name = adapters[pick["name"]], str(pick["name"])
-    if args.prune and Path(args.prune, "params.pt").exists():  # the demo's adapter, by default
-        full, full_name = load_lora(args.prune).lora, str(args.prune)
+    prune_src = args.prune if args.prune and Path(args.prune, "params.pt").exists() else None
+    if prune_src:  # the demo's adapter, by default
+        full, full_name = load_lora(prune_src).lora, str(prune_src)
     in_rows = [r for r in ds["eval"] if r["in_topic"]][: 2 if args.quick else None]
     base_in = evaluate_behaviour(mas, None, in_rows, **gen)
-    base_ce = response_ce(mas, full, ce_rows, max_len=DEMO_CONFIG.max_len, logits_dtype="bfloat16")
+    base_ce = response_ce(mas, full, ce_rows, max_len=SWEEP_CONFIG.max_len, logits_dtype="bfloat16")
     full_effect = evaluate_behaviour(mas, full, in_rows, base=base_in, **gen).effect
     full_gain = base_ce.gain("in_topic")
     print(f"pruning {full_name}: effect {full_effect:+.3f}, CE gain {full_gain:+.4f}", flush=True)
@@ -255,7 +255,7 @@ def main() -> None:
         """Effect (greedy, in-topic prompts) and CE gains of a pruned adapter."""
         beh = evaluate_behaviour(mas, lora, in_rows, base=base_in, **gen)
         ce = response_ce(
-            mas, lora, ce_rows, max_len=DEMO_CONFIG.max_len, logits_dtype="bfloat16", base=base_ce
+            mas, lora, ce_rows, max_len=SWEEP_CONFIG.max_len, logits_dtype="bfloat16", base=base_ce
         )
         return {
             "adapter": full_name,
@@ -288,7 +288,9 @@ def main() -> None:
     # Prune, then fine-tune: start from the pruned adapter (init_from + sparsity="topk") and
     # train it for --epochs on the same data, so the kept latents can take over the work of
     # the dropped ones.
-    for k in FINETUNE_K:
+    off_rows = [r for r in eval_rows if not r["in_topic"]]
+    base_off = None  # generated on the first fine-tune that is not cached
+    for k in FINETUNE_K if prune_src else ():
         name = f"finetune-top{k}"
         run_dir = out / "runs" / name
         row_file = run_dir / "prune_row.json"
@@ -297,25 +299,18 @@ def main() -> None:
             continue
         ft_cfg = LoraTrainingConfig.from_dict(
             {
-                **DEMO_CONFIG.to_dict(),
+                **SWEEP_CONFIG.to_dict(),
                 "epochs": args.epochs,
                 "sparsity": "topk",
                 "topk": k,
                 "l1_weight": 0.0,
-                "init_from": str(args.prune if Path(args.prune, "params.pt").exists() else ""),
+                "init_from": str(prune_src),
                 "name": name,
             }
         )
-        if not ft_cfg.init_from:
-            break
         lora = train_lora(mas, data, ft_cfg, out_dir=run_dir, progress=False).lora
-        off = evaluate_behaviour(
-            mas,
-            lora,
-            [r for r in eval_rows if not r["in_topic"]],
-            detector=det,
-            max_new_tokens=EVAL_NEW_TOKENS,
-        )
+        base_off = base_off or evaluate_behaviour(mas, None, off_rows, **gen)
+        off = evaluate_behaviour(mas, lora, off_rows, base=base_off, **gen)
         row = prune_row("top-k, fine-tuned", k, lora) | {
             "off_topic": off.rate("adapter", "off_topic"),
             "l0_read": lora.l0()[0][0],

@@ -37,10 +37,14 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checkpoint import atomic_write_json
 from .config import LoraTrainingConfig
 from .models import REPO_ROOT
+
+if TYPE_CHECKING:
+    from .analysis import BehaviourResult
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +97,6 @@ per-entry step of 0.3 moves a unit-vector entry by ~0.5% of the vector per step.
 ``init="contrastive"`` starts Â on the topic's selective latents and B̂ on the behaviour's
 (lora_init.py): with the seed's random init, ``s`` stays near 0 and nothing is learned in this
 budget."""
-DEMO_NAME, DEMO_DETECTOR, DEMO_CONFIG = FRENCH.name, FRENCH.detector, FRENCH.config
-"""The flagship's name, detector and config (kept for scripts that want the French one)."""
 SWEEP_BEHAVIOUR = FRENCH
 """The behaviour ``bench/sparsity_sweep.py`` measures (the flagship; its greedy rate moves)."""
 EVAL_NEW_TOKENS = 32
@@ -129,10 +131,9 @@ def run_demo(
     from .models import load_model_and_sae
 
     t0 = time.perf_counter()
-    t = time.perf_counter()
     mas = load_model_and_sae("gemma-3-270m")
-    load_s = time.perf_counter() - t
-    base: dict[tuple, object] = {}  # eval prompts -> BehaviourResult holding the base answers
+    load_s = time.perf_counter() - t0
+    base: dict[tuple, BehaviourResult] = {}  # eval prompts -> the result holding base answers
     summaries = []
     for b in behaviours:
         summaries.append(
@@ -146,8 +147,10 @@ def run_demo(
     }
 
 
-def _run_one(mas, b: DemoBehaviour, *, quick, out, max_eval_prompts, base: dict) -> dict:
-    from .analysis import evaluate_behaviour, load_texts, response_ce
+def _run_one(
+    mas, b: DemoBehaviour, *, quick, out, max_eval_prompts, base: dict[tuple, BehaviourResult]
+) -> dict:
+    from .analysis import dataset_rows, evaluate_behaviour, load_texts, response_ce
     from .report import export_report
     from .train import resumable, train_lora
 
@@ -190,7 +193,7 @@ def _run_one(mas, b: DemoBehaviour, *, quick, out, max_eval_prompts, base: dict)
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    eval_rows = list(ds["eval"])
+    eval_rows = dataset_rows(ds, "eval")
     if max_eval_prompts is not None:
         eval_rows = eval_rows[:max_eval_prompts]
     key = tuple(r["prompt"] for r in eval_rows)
@@ -201,7 +204,7 @@ def _run_one(mas, b: DemoBehaviour, *, quick, out, max_eval_prompts, base: dict)
         detector=b.detector,
         mode=cfg.mode,
         max_new_tokens=EVAL_NEW_TOKENS,
-        base=base.get(key),  # type: ignore[arg-type]
+        base=base.get(key),
     )
     if key not in base:
         base[key] = behaviour

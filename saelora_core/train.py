@@ -248,7 +248,7 @@ def _warm_start_(lora: SaeLora, cfg: LoraTrainingConfig, mas: ModelAndSae) -> No
 
     src = load_lora(
         cfg.init_from,  # type: ignore[arg-type]  # checked by the caller
-        sae_identity={"d_sae": mas.sae.cfg.d_sae, "hash": mas.sae_identity.get("hash")},
+        sae_identity=mas.sae_identity,
     ).lora
     if src.rank != lora.rank:
         raise ValueError(f"init_from={cfg.init_from} has rank {src.rank}, the config {lora.rank}")
