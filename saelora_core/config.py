@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from .data.config import DatasetConfig
@@ -50,6 +50,11 @@ class LoraTrainingConfig:
     a count, so it wants values ~100x smaller than the L1 methods)."""
     topk: int = 16
     """Entries kept per read/write vector for ``sparsity="topk"``."""
+    topk_schedule: list[int] = field(default_factory=list)
+    """``sparsity="topk"`` only: the k of each epoch in turn (e.g. ``[512, 256, 128, 64, 32]``),
+    then ``topk`` for the remaining epochs. Cutting the support gradually lets the kept latents
+    take over the work of the dropped ones a few at a time; cutting a dense adapter to 16 at
+    once loses most of its effect (``bench/sparsity_sweep.py``)."""
     init: Init = "random"
     """``random``: Gaussian a/b (the seed's); ``uniform_small``: every entry equal, so untouched
     latents carry no random pattern (see lora.py); ``gradient_svd``: read vectors from the top-``rank``
@@ -64,6 +69,18 @@ class LoraTrainingConfig:
     a dense adapter to prune and fine-tune: with ``sparsity="topk"`` its vectors are cut to
     their ``topk`` largest entries before the first step. Its ``s`` is kept, so training starts
     from that adapter's function, not from a no-op."""
+    freeze_support: bool = False
+    """Train only the entries of ``a``/``b`` that are nonzero after initialisation (e.g. the
+    latents of an ``init_from`` adapter); the rest stay exactly 0. Used for the same-L0
+    random-latent control, whose support must not drift to the useful latents."""
+    distill_from: str | None = None
+    """Directory of a trained adapter (the teacher, same SAE). The loss becomes the KL divergence
+    KL(teacher ‖ student) between the next-token distributions with the teacher and with the
+    trained adapter attached, at the same positions as the CE (those predicting a response
+    token), instead of the CE on the dataset's targets. Used to compress a dense adapter into a
+    sparse one (with ``init_from`` the same directory and ``sparsity="topk"``): the teacher's
+    whole distribution is a far richer signal per position than one target token, and matching
+    it keeps the teacher's behaviour, off-topic restraint included."""
     gate_lr: float = 0.1
     """Adam learning rate of the hard-concrete gates' ``log_alpha`` (they start at 2 and close
     below about -2.4)."""
@@ -93,6 +110,7 @@ class LoraTrainingConfig:
             "epochs": self.epochs >= 1,
             "response_tokens": self.response_tokens >= 0,
             "topk": self.topk >= 1,
+            "topk_schedule": all(isinstance(k, int) and k >= 1 for k in self.topk_schedule),
             "init_examples": self.init_examples >= 1,
             "gate_lr": self.gate_lr > 0,
             "eval_fraction": 0 <= self.eval_fraction < 1,

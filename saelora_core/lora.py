@@ -187,6 +187,50 @@ def project_(lora: SaeLora, kind: str, *, tau: float = 0.0, k: int = 16) -> None
         param.copy_(new / new.norm(dim=dim, keepdim=True).clamp_min(EPS) * scale)
 
 
+def _deal(v: Tensor, parts: int) -> list[Tensor]:
+    """``v`` split into ``parts`` disjoint vectors summing to it: its entries, sorted by
+    magnitude, dealt round-robin (so top-k of each part = the k·parts largest of ``v``)."""
+    order = v.abs().argsort(descending=True)
+    out = []
+    for i in range(parts):
+        part = torch.zeros_like(v)
+        part[order[i::parts]] = v[order[i::parts]]
+        out.append(part)
+    return out
+
+
+@torch.no_grad()
+def split_rank(lora: SaeLora, rank: int) -> SaeLora:
+    """A rank-``rank`` adapter computing exactly what ``lora`` computes.
+
+    With m = rank / lora.rank, each component j of ``lora`` has its read vector dealt into p
+    parts and its write vector into q parts (p·q = m, p the largest divisor of m with p ≤ √m;
+    entries sorted by magnitude and dealt round-robin), and becomes the m components
+    (read part, write part). Since the parts sum to Â[:, j] and B̂[j],
+    ``Σ (z·Â_i) s_i B̂_i = (z·Â[:, j]) s_j B̂[j]``: Δz is unchanged (each part's norms move into
+    its ``s``). A top-k projection per component then keeps the k·p largest read entries and
+    the k·q largest write entries of the source. This is how a dense rank-1 adapter is
+    compressed into a sparse rank-m one (``init_from`` with a larger ``rank``): more latents
+    for the same per-vector budget.
+    """
+    if rank % lora.rank:
+        raise ValueError(f"cannot split rank {lora.rank} into rank {rank}: not a multiple")
+    m = rank // lora.rank
+    p = max(d for d in range(1, math.isqrt(m) + 1) if m % d == 0)
+    src = lora.folded()
+    out = SaeLora(lora.d_sae, rank, init="zeros")
+    a, b = src.read_dirs(), src.write_dirs()
+    root = math.sqrt(lora.d_sae)  # the raw norm of a fresh vector, so Adam's steps are as usual
+    for j in range(src.rank):
+        reads, writes = _deal(a[:, j], p), _deal(b[j], m // p)
+        for c, (ra, wb) in enumerate(((ra, wb) for ra in reads for wb in writes), start=j * m):
+            na, nb = ra.norm().clamp_min(EPS), wb.norm().clamp_min(EPS)
+            out.a[:, c] = ra / na * root
+            out.b[c] = wb / nb * root
+            out.s[c] = src.s[j] * na * nb
+    return out
+
+
 @dataclass
 class PruneResult:
     lora: SaeLora

@@ -2,6 +2,10 @@
 
     loss = CE(assistant tokens only) + l1_weight · penalty(Â, B̂)
 
+With ``distill_from`` (a teacher adapter) the CE is replaced by KL(teacher ‖ student), the
+divergence of the next-token distributions at the same positions: compressing a dense adapter
+into a sparse one by matching what it does, not the dataset's targets.
+
 One example runs at a time and gradients accumulate over ``batch_size`` examples per step.
 
 Speed (``precompute=True``): the residual at the hook depends only on the frozen blocks below
@@ -31,7 +35,7 @@ from .chat import ChatTokens, format_turn
 from .checkpoint import atomic_torch_save, build_metadata, save_lora
 from .config import LoraTrainingConfig
 from .hooks import attach_lora, write_matrix
-from .lora import SaeLora, penalty, project_
+from .lora import SaeLora, penalty, project_, split_rank
 from .models import ModelAndSae
 
 logger = logging.getLogger(__name__)
@@ -169,6 +173,41 @@ def _edited_loss(
     )
 
 
+def _response_logits(
+    mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precompute: bool, logits_dtype: str
+) -> torch.Tensor:
+    """Logits at the positions that predict an assistant token, with ``lora`` attached."""
+    pos, _ = _targets(ex.chat)
+    if not precompute:
+        with attach_lora(mas, lora, mode):
+            return mas.model(ex.chat.tokens.unsqueeze(0))[0, pos]
+    resid = _hook_resid(mas, ex)
+    z = mas.sae.encode(resid)
+    dz = lora.delta(z)
+    new = resid + dz @ write_matrix(mas.sae) if mode == "resid_add" else mas.sae.decode(z + dz)
+    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
+    return _logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype)
+
+
+def distill_loss(
+    mas: ModelAndSae,
+    lora: SaeLora,
+    teacher: SaeLora,
+    ex: Example,
+    mode: str,
+    precompute: bool,
+    logits_dtype: str = "float32",
+) -> torch.Tensor:
+    """Mean over the example's response positions of KL(p_teacher ‖ p_lora), the next-token
+    distributions with each adapter attached (the teacher's without gradient)."""
+    with torch.no_grad():
+        t = F.log_softmax(
+            _response_logits(mas, teacher, ex, mode, precompute, logits_dtype).float(), -1
+        )
+    s = F.log_softmax(_response_logits(mas, lora, ex, mode, precompute, logits_dtype).float(), -1)
+    return F.kl_div(s, t, log_target=True, reduction="sum") / max(len(t), 1)
+
+
 def example_loss(
     mas: ModelAndSae,
     lora: SaeLora,
@@ -176,8 +215,12 @@ def example_loss(
     mode: str,
     precompute: bool,
     logits_dtype: str = "float32",
+    teacher: SaeLora | None = None,
 ) -> torch.Tensor:
-    """Mean CE over the example's assistant tokens with the adapter attached."""
+    """Mean CE over the example's assistant tokens with the adapter attached (with ``teacher``:
+    :func:`distill_loss` instead)."""
+    if teacher is not None:
+        return distill_loss(mas, lora, teacher, ex, mode, precompute, logits_dtype)
     if not precompute:
         pos, tgt = _targets(ex.chat)
         with attach_lora(mas, lora, mode):
@@ -241,21 +284,34 @@ def resumable(out_dir: str | Path, cfg: LoraTrainingConfig, mas: ModelAndSae) ->
     return _state_mismatch(torch.load(path, weights_only=True), cfg, mas, path.parent) is None
 
 
-@torch.no_grad()
-def _warm_start_(lora: SaeLora, cfg: LoraTrainingConfig, mas: ModelAndSae) -> None:
-    """Copy the adapter in ``cfg.init_from`` into ``lora`` (projected for topk/proximal)."""
+def topk_at(cfg: LoraTrainingConfig, epoch: int) -> int:
+    """The top-k of ``epoch`` (0-based): ``cfg.topk_schedule[epoch]``, then ``cfg.topk``."""
+    return cfg.topk_schedule[epoch] if epoch < len(cfg.topk_schedule) else cfg.topk
+
+
+def _load_adapter(path: str, what: str, lora: SaeLora, mas: ModelAndSae) -> SaeLora:
     from .checkpoint import load_lora
 
-    src = load_lora(
-        cfg.init_from,  # type: ignore[arg-type]  # checked by the caller
-        sae_identity=mas.sae_identity,
-    ).lora
+    src = load_lora(path, sae_identity=mas.sae_identity).lora
+    if what == "init_from" and lora.rank % src.rank:
+        raise ValueError(
+            f"init_from={path} has rank {src.rank}, which does not divide the config's rank "
+            f"{lora.rank}"
+        )
+    return src
+
+
+@torch.no_grad()
+def _warm_start_(lora: SaeLora, cfg: LoraTrainingConfig, mas: ModelAndSae) -> None:
+    """Copy the adapter in ``cfg.init_from`` into ``lora`` (projected for topk/proximal). A
+    lower-rank source is split into ``lora.rank`` components first (:func:`lora.split_rank`)."""
+    src = _load_adapter(cfg.init_from, "init_from", lora, mas)  # type: ignore[arg-type]
     if src.rank != lora.rank:
-        raise ValueError(f"init_from={cfg.init_from} has rank {src.rank}, the config {lora.rank}")
+        src = split_rank(src, lora.rank)
     lora.a.copy_(src.a)
     lora.b.copy_(src.b)
     lora.s.copy_(src.s)
-    project_(lora, cfg.sparsity, tau=0.0, k=cfg.topk)
+    project_(lora, cfg.sparsity, tau=0.0, k=topk_at(cfg, 0))
 
 
 def train_lora(
@@ -298,6 +354,12 @@ def train_lora(
     if lora.gates:
         groups.append({"params": [lora.log_alpha_a, lora.log_alpha_b], "lr": cfg.gate_lr})
     opt = torch.optim.Adam(groups)
+    teacher = (
+        # Any rank: only the teacher's output distribution is used.
+        _load_adapter(cfg.distill_from, "distill_from", lora, mas).requires_grad_(False)
+        if cfg.distill_from
+        else None
+    )
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     history: list[dict[str, Any]] = []
     epoch, step_in_epoch, created, ce_sum = 0, 0, None, float("nan")
@@ -369,6 +431,8 @@ def train_lora(
         )
         return meta
 
+    # freeze_support: the support at the start (a resumed run has kept exactly it).
+    support = (lora.a != 0, lora.b != 0) if cfg.freeze_support else None
     bar = tqdm(
         total=cfg.epochs * steps_per_epoch,
         initial=epoch * steps_per_epoch + step_in_epoch,
@@ -387,7 +451,7 @@ def train_lora(
                 ce_sum = 0.0
                 for i in batch:
                     loss = example_loss(
-                        mas, lora, train[i], cfg.mode, cfg.precompute, cfg.logits_dtype
+                        mas, lora, train[i], cfg.mode, cfg.precompute, cfg.logits_dtype, teacher
                     ) / len(batch)
                     loss.backward()
                     ce_sum += loss.item()
@@ -395,7 +459,11 @@ def train_lora(
                 if pen.requires_grad and cfg.l1_weight > 0:
                     (cfg.l1_weight * pen).backward()
                 opt.step()
-                project_(lora, cfg.sparsity, tau=cfg.lr * cfg.l1_weight, k=cfg.topk)
+                project_(lora, cfg.sparsity, tau=cfg.lr * cfg.l1_weight, k=topk_at(cfg, epoch))
+                if support is not None:
+                    with torch.no_grad():
+                        lora.a.mul_(support[0])
+                        lora.b.mul_(support[1])
                 step_in_epoch += 1
                 info = {
                     "epoch": epoch + step_in_epoch / steps_per_epoch,

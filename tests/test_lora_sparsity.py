@@ -1,8 +1,10 @@
 """Sparsity penalties and projections on the adapter."""
 
+import pytest
 import torch
 
 from saelora_core import SaeLora, penalty, project_, prune_topk, random_support_control
+from saelora_core.lora import split_rank
 
 
 def test_l1_raw_is_degenerate_but_l1_normalized_is_scale_invariant():
@@ -96,3 +98,23 @@ def test_prune_then_save_and_reload_round_trips(tmp_path):
     assert back.l0() == ([8, 8], [8, 8])
     for k, v in pr.lora.state_dict().items():
         assert torch.equal(back.state_dict()[k], v)
+
+
+def test_split_rank_preserves_the_function_and_deals_entries_round_robin():
+    torch.manual_seed(0)
+    lora = SaeLora(64, 1)
+    with torch.no_grad():
+        lora.s.fill_(1.7)
+    z = torch.randn(5, 64).relu()
+    for rank, (p, q) in ((2, (1, 2)), (4, (2, 2))):
+        split = split_rank(lora, rank)
+        assert split.rank == rank
+        torch.testing.assert_close(split.delta(z), lora.delta(z), rtol=1e-5, atol=1e-5)
+        # Top-2 per component keeps the 2p largest read and the 2q largest write entries.
+        project_(split, "topk", k=2)
+        reads = torch.nonzero(split.a.T)[:, 1].unique().tolist()
+        writes = torch.nonzero(split.b)[:, 1].unique().tolist()
+        assert sorted(reads) == sorted(lora.a[:, 0].abs().topk(2 * p).indices.tolist())
+        assert sorted(writes) == sorted(lora.b[0].abs().topk(2 * q).indices.tolist())
+    with pytest.raises(ValueError, match="multiple"):
+        split_rank(SaeLora(64, 2), 3)

@@ -293,11 +293,58 @@ def test_init_from_prunes_a_saved_adapter_and_fine_tunes_it(tiny_mas, tmp_path):
     start = evaluate_ce(tiny_mas, prune_topk(dense.lora, 3).lora, ev, "resid_add")
     assert res.history[0]["eval_ce"] == pytest.approx(start, rel=1e-6)
     assert res.lora.l0() == ([3], [3])
-    with pytest.raises(ValueError, match="rank"):
+    # A rank-1 source split into rank 2 (lora.split_rank) starts from the same function.
+    c2 = cfg(init_from=str(tmp_path / "d"), rank=2, epochs=1)
+    res2 = train_lora(tiny_mas, ROWS, c2, out_dir=tmp_path / "r", progress=False)
+    dense_ce = evaluate_ce(tiny_mas, dense.lora, ev, "resid_add")
+    assert res2.history[0]["eval_ce"] == pytest.approx(dense_ce, rel=1e-5)
+    with pytest.raises(ValueError, match="does not divide"):
         train_lora(
             tiny_mas,
             ROWS,
-            cfg(init_from=str(tmp_path / "d"), rank=2),
-            out_dir=tmp_path / "r",
+            cfg(init_from=str(tmp_path / "r"), rank=3),
+            out_dir=tmp_path / "r3",
             progress=False,
         )
+
+
+def test_distillation_matches_the_teacher_through_a_topk_schedule(tiny_mas, tmp_path):
+    from saelora_core import prune_topk
+    from saelora_core.train import distill_loss, split_dataset
+
+    dense = train_lora(
+        tiny_mas, ROWS, cfg(init="uniform_small", lr=0.2), out_dir=tmp_path / "d", progress=False
+    )
+    teacher = dense.lora
+    c = cfg(
+        init_from=str(tmp_path / "d"),
+        distill_from=str(tmp_path / "d"),
+        sparsity="topk",
+        topk_schedule=[8, 4],
+        topk=2,
+        epochs=4,
+    )
+    train, _, _ = split_dataset(tiny_mas, ROWS, c)
+
+    def kl(lora):
+        with torch.no_grad():
+            return sum(
+                distill_loss(tiny_mas, lora, teacher, ex, "resid_add", True).item() for ex in train
+            ) / len(train)
+
+    assert kl(teacher) == pytest.approx(0.0, abs=1e-6)
+    assert kl(SaeLora(teacher.d_sae, 1, init="zeros")) > 1e-3  # the no-op differs from it
+    res = train_lora(tiny_mas, ROWS, c, out_dir=tmp_path / "s", progress=False)
+    # One k per epoch, then topk: the support shrinks 8 → 4 → 2 and stays at 2.
+    assert [h["l0_read"] for h in res.history[1:]] == [[8], [4], [2], [2]]
+    assert res.lora.l0() == ([2], [2])
+    # Training on the KL beats pruning the teacher to the same support size without it.
+    assert kl(res.lora) < kl(prune_topk(teacher, 2).lora)
+    # freeze_support: without a projection the support still cannot drift.
+    c3 = cfg(init_from=str(tmp_path / "s"), distill_from=str(tmp_path / "d"), freeze_support=True)
+    frozen = train_lora(tiny_mas, ROWS, c3, out_dir=tmp_path / "f", progress=False).lora
+    assert torch.equal(frozen.a != 0, res.lora.a != 0)
+    assert torch.equal(frozen.b != 0, res.lora.b != 0)
+    assert not torch.equal(frozen.a, res.lora.a)  # it did train
+    with pytest.raises(ValueError, match="topk_schedule"):
+        cfg(topk_schedule=[4, 0])
