@@ -44,6 +44,7 @@ from saelora_core import (
     plots,
     prune_topk,
     random_support_control,
+    save_lora,
     train_lora,
 )
 from saelora_core.analysis import (
@@ -54,7 +55,9 @@ from saelora_core.analysis import (
     response_ce,
     top_feats_summary,
 )
+from saelora_core.checkpoint import build_metadata
 from saelora_core.demo import EVAL_NEW_TOKENS, SWEEP_BEHAVIOUR, build_demo_dataset
+from saelora_core.lora import split_rank
 from saelora_core.train import split_dataset
 
 # (method, strength, init). For topk the strength is k; otherwise it is l1_weight.
@@ -70,6 +73,15 @@ RUNS = [
 SWEEP_CONFIG = SWEEP_BEHAVIOUR.config
 PRUNE_K = (1, 2, 4, 8, 16, 32, 64)
 FINETUNE_K = (4, 16)
+# Distillation (rank, k per read/write vector): the student starts from the pruned adapter
+# (split into `rank` components, lora.split_rank), cuts its support along DISTILL_SCHEDULE
+# one epoch per step, then trains DISTILL_EPOCHS_AT_K more epochs at k, matching the
+# adapter's next-token distribution (distill_from). Each has a same-L0 random-latent control:
+# random support, trained the same way for the same number of epochs with the support frozen.
+DISTILL = ((4, 16), (1, 16))
+DISTILL_SCHEDULE = [512, 256, 128, 64, 32]
+DISTILL_EPOCHS_AT_K = 4
+DISTILL_S_LR = 0.05
 
 
 def eval_rows_balanced(ds, n: int) -> list[dict]:
@@ -101,6 +113,24 @@ def drift(final: SaeLora, init: SaeLora, fired: torch.Tensor) -> dict[str, float
         out[f"read_cos_to_init_{name}"] = cos
         out[f"read_mass_{name}"] = (x1.pow(2).sum()).item()  # share of ‖Â‖² = 1
     return out
+
+
+def write_feature_report(mas, lora: SaeLora, ds, texts, out: Path, tag: str) -> pd.DataFrame:
+    """``top_feats{_tag}`` (top 16 latents per vector, firing rates on in-topic vs off-topic
+    training prompts) and ``read_latent_dashboards{_tag}.html`` (max-activating examples of the
+    four largest read latents)."""
+    suffix = f"_{tag}" if tag else ""
+    feats = top_feats_summary(lora, k=16, mas=mas, dataset=ds["train"], max_rows_for_freq=200)
+    plots.save_table(feats, out, f"top_feats{suffix}")
+    reads = feats[feats.side == "read"].sort_values("mass_share", ascending=False)
+    html = "".join(
+        latent_dashboard(mas, lat, texts, k=6, title=f"read latent {lat}").html
+        for lat in reads.latent.drop_duplicates().tolist()[:4]
+    )
+    (out / f"read_latent_dashboards{suffix}.html").write_text(
+        f"<html><meta charset='utf-8'><body>{html}</body></html>"
+    )
+    return feats
 
 
 def main() -> None:
@@ -274,7 +304,9 @@ def main() -> None:
     if prune_file.exists():  # a re-run reuses the pruning rows of the same adapter
         cached = pd.read_csv(prune_file)
         if set(cached.adapter) == {full_name} and set(cached.k) == set(PRUNE_K):
-            prune = cached[cached.kind != "top-k, fine-tuned"].to_dict(orient="records")
+            prune = cached[~cached.kind.str.contains("fine-tuned|distilled")].to_dict(
+                orient="records"
+            )
     for k in () if prune else PRUNE_K:
         for kind, lora in (
             ("top-k latents", prune_topk(full, k).lora),
@@ -319,6 +351,65 @@ def main() -> None:
         row_file.write_text(json.dumps(row, indent=1))
         prune.append(row)
         print(json.dumps(row), flush=True)
+    # Distil the adapter into sparse students, and the same-L0 random-latent controls.
+    for rank, k in DISTILL if prune_src else ():
+        for control in (False, True):
+            name = f"distill-r{rank}-top{k}" + ("-random" if control else "")
+            run_dir = out / "runs" / name
+            row_file = run_dir / "prune_row.json"
+            if row_file.exists():
+                prune.append(json.loads(row_file.read_text()))
+                continue
+            common = {
+                **SWEEP_CONFIG.to_dict(),
+                "epochs": len(DISTILL_SCHEDULE) + DISTILL_EPOCHS_AT_K,
+                "rank": rank,
+                "s_lr": DISTILL_S_LR,
+                "l1_weight": 0.0,
+                "distill_from": str(prune_src),
+                "name": name,
+            }
+            if control:  # random latents with the student's per-vector L0, support frozen
+                start = random_support_control(
+                    split_rank(full, rank), k, torch.Generator().manual_seed(rank * 100 + k)
+                )
+                init_dir = run_dir / "init"
+                meta = build_metadata(
+                    start,
+                    config={},
+                    preset=mas.preset,
+                    sae_identity=mas.sae_identity,
+                    layer=mas.layer,
+                    mode=SWEEP_CONFIG.mode,
+                )
+                save_lora(start, init_dir, meta)
+                extra = {"sparsity": "none", "init_from": str(init_dir), "freeze_support": True}
+            else:
+                extra = {
+                    "sparsity": "topk",
+                    "topk": k,
+                    "topk_schedule": DISTILL_SCHEDULE,
+                    "init_from": str(prune_src),
+                }
+            cfg = LoraTrainingConfig.from_dict(common | extra)
+            t = time.perf_counter()
+            lora = train_lora(mas, data, cfg, out_dir=run_dir, progress=False).lora
+            base_off = base_off or evaluate_behaviour(mas, None, off_rows, **gen)
+            off = evaluate_behaviour(mas, lora, off_rows, base=base_off, **gen)
+            l0r, l0w = lora.l0()
+            kind = "random latents, distilled" if control else "top-k, distilled"
+            row = prune_row(f"{kind} (rank {rank})", k, lora) | {
+                "rank": rank,
+                "off_topic": off.rate("adapter", "off_topic"),
+                "l0_read": max(l0r),
+                "l0_write": max(l0w),
+                "latents_read": int((lora.a != 0).any(1).sum()),
+                "latents_write": int((lora.b != 0).any(0).sum()),
+                "seconds": time.perf_counter() - t,
+            }
+            row_file.write_text(json.dumps(row, indent=1))
+            prune.append(row)
+            print(json.dumps(row), flush=True)
     pdf = pd.DataFrame(prune)
     pdf.to_csv(prune_file, index=False)
     retained = runs.assign(
@@ -335,17 +426,16 @@ def main() -> None:
 
     # Are the chosen latents the topic's? Firing rates on in/off-topic train prompts, and
     # max-activating examples of the top read latents.
-    feats = top_feats_summary(full, k=16, mas=mas, dataset=ds["train"], max_rows_for_freq=200)
-    plots.save_table(feats, out, "top_feats")
     texts = load_texts(mas, ds["train"], n=120)
-    reads = feats[feats.side == "read"].latent.tolist()[:4]
-    html = "".join(
-        latent_dashboard(mas, lat, texts, k=6, title=f"read latent {lat}").html for lat in reads
-    )
-    (out / "read_latent_dashboards.html").write_text(
-        f"<html><meta charset='utf-8'><body>{html}</body></html>"
-    )
+    feats = write_feature_report(mas, full, ds, texts, out, "")
     print(feats.to_string(), flush=True)
+    # The same for the distilled student with the largest effect (the sparse adapter to
+    # describe): its read latents, their firing rates and max-activating examples.
+    dist = pdf[pdf.kind.str.startswith("top-k, distilled")] if len(pdf) else pdf
+    if len(dist):
+        best = dist.sort_values("effect").iloc[-1]
+        student = load_lora(out / "runs" / f"distill-r{int(best['rank'])}-top{int(best['k'])}").lora
+        write_feature_report(mas, student, ds, texts, out, "distilled")
     print(f"done in {time.perf_counter() - t0:.0f}s; results in {out}", flush=True)
 
 
