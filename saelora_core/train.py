@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .chat import ChatTokens, format_turn
-from .checkpoint import atomic_torch_save, build_metadata, save_lora
+from .checkpoint import atomic_torch_save, build_metadata, load_lora, save_lora
 from .config import LoraTrainingConfig
 from .hooks import attach_lora, write_matrix
 from .lora import SaeLora, penalty, project_, split_rank
@@ -154,6 +154,24 @@ def _hook_resid(mas: ModelAndSae, ex: Example) -> torch.Tensor:
     return ex.resid
 
 
+def _edited_logits(
+    mas: ModelAndSae,
+    ex: Example,
+    z: torch.Tensor,
+    dz: torch.Tensor,
+    mode: str,
+    logits_dtype: str,
+) -> torch.Tensor:
+    """Logits at the positions that predict an assistant token when the latents ``z`` (from the
+    hook residual) get ``dz``."""
+    resid = _hook_resid(mas, ex)
+    pos, _ = _targets(ex.chat)
+    add = mode == "resid_add"
+    new = resid + dz @ write_matrix(mas.sae) if add else mas.sae.decode(z + dz)
+    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
+    return _logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype)
+
+
 def _edited_loss(
     mas: ModelAndSae,
     ex: Example,
@@ -163,30 +181,19 @@ def _edited_loss(
     logits_dtype: str,
 ) -> torch.Tensor:
     """CE on the assistant tokens when the latents ``z`` (from the hook residual) get ``dz``."""
-    resid = _hook_resid(mas, ex)
-    pos, tgt = _targets(ex.chat)
-    add = mode == "resid_add"
-    new = resid + dz @ write_matrix(mas.sae) if add else mas.sae.decode(z + dz)
-    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
-    return F.cross_entropy(
-        _logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype), tgt
-    )
+    return F.cross_entropy(_edited_logits(mas, ex, z, dz, mode, logits_dtype), _targets(ex.chat)[1])
 
 
 def _response_logits(
     mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precompute: bool, logits_dtype: str
 ) -> torch.Tensor:
     """Logits at the positions that predict an assistant token, with ``lora`` attached."""
-    pos, _ = _targets(ex.chat)
     if not precompute:
+        pos, _ = _targets(ex.chat)
         with attach_lora(mas, lora, mode):
             return mas.model(ex.chat.tokens.unsqueeze(0))[0, pos]
-    resid = _hook_resid(mas, ex)
-    z = mas.sae.encode(resid)
-    dz = lora.delta(z)
-    new = resid + dz @ write_matrix(mas.sae) if mode == "resid_add" else mas.sae.decode(z + dz)
-    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
-    return _logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype)
+    z = mas.sae.encode(_hook_resid(mas, ex))
+    return _edited_logits(mas, ex, z, lora.delta(z), mode, logits_dtype)
 
 
 def distill_loss(
@@ -221,13 +228,8 @@ def example_loss(
     :func:`distill_loss` instead)."""
     if teacher is not None:
         return distill_loss(mas, lora, teacher, ex, mode, precompute, logits_dtype)
-    if not precompute:
-        pos, tgt = _targets(ex.chat)
-        with attach_lora(mas, lora, mode):
-            logits = mas.model(ex.chat.tokens.unsqueeze(0))[0, pos]
-        return F.cross_entropy(logits, tgt)
-    z = mas.sae.encode(_hook_resid(mas, ex))
-    return _edited_loss(mas, ex, z, lora.delta(z), mode, logits_dtype)
+    logits = _response_logits(mas, lora, ex, mode, precompute, logits_dtype)
+    return F.cross_entropy(logits, _targets(ex.chat)[1])
 
 
 @torch.no_grad()
@@ -289,23 +291,16 @@ def topk_at(cfg: LoraTrainingConfig, epoch: int) -> int:
     return cfg.topk_schedule[epoch] if epoch < len(cfg.topk_schedule) else cfg.topk
 
 
-def _load_adapter(path: str, what: str, lora: SaeLora, mas: ModelAndSae) -> SaeLora:
-    from .checkpoint import load_lora
-
-    src = load_lora(path, sae_identity=mas.sae_identity).lora
-    if what == "init_from" and lora.rank % src.rank:
-        raise ValueError(
-            f"init_from={path} has rank {src.rank}, which does not divide the config's rank "
-            f"{lora.rank}"
-        )
-    return src
-
-
 @torch.no_grad()
 def _warm_start_(lora: SaeLora, cfg: LoraTrainingConfig, mas: ModelAndSae) -> None:
     """Copy the adapter in ``cfg.init_from`` into ``lora`` (projected for topk/proximal). A
     lower-rank source is split into ``lora.rank`` components first (:func:`lora.split_rank`)."""
-    src = _load_adapter(cfg.init_from, "init_from", lora, mas)  # type: ignore[arg-type]
+    src = load_lora(cfg.init_from, sae_identity=mas.sae_identity).lora  # type: ignore[arg-type]
+    if lora.rank % src.rank:
+        raise ValueError(
+            f"init_from={cfg.init_from} has rank {src.rank}, which does not divide the config's "
+            f"rank {lora.rank}"
+        )
     if src.rank != lora.rank:
         src = split_rank(src, lora.rank)
     lora.a.copy_(src.a)
@@ -356,7 +351,7 @@ def train_lora(
     opt = torch.optim.Adam(groups)
     teacher = (
         # Any rank: only the teacher's output distribution is used.
-        _load_adapter(cfg.distill_from, "distill_from", lora, mas).requires_grad_(False)
+        load_lora(cfg.distill_from, sae_identity=mas.sae_identity).lora.requires_grad_(False)
         if cfg.distill_from
         else None
     )
