@@ -56,7 +56,12 @@ from saelora_core.analysis import (
     top_feats_summary,
 )
 from saelora_core.checkpoint import build_metadata
-from saelora_core.demo import EVAL_NEW_TOKENS, SWEEP_BEHAVIOUR, build_demo_dataset
+from saelora_core.demo import (
+    EVAL_NEW_TOKENS,
+    SWEEP_BEHAVIOUR,
+    build_demo_dataset,
+    heldout_prompts,
+)
 from saelora_core.lora import split_rank
 from saelora_core.train import split_dataset
 
@@ -78,7 +83,7 @@ FINETUNE_K = (4, 16)
 # one epoch per step, then trains DISTILL_EPOCHS_AT_K more epochs at k, matching the
 # adapter's next-token distribution (distill_from). Each has a same-L0 random-latent control:
 # random support, trained the same way for the same number of epochs with the support frozen.
-DISTILL = ((4, 16), (1, 16))
+DISTILL = ((8, 16), (4, 16))  # rank 8 splits each vector into 2 read × 4 write parts
 DISTILL_SCHEDULE = [512, 256, 128, 64, 32]
 DISTILL_EPOCHS_AT_K = 4
 DISTILL_S_LR = 0.05
@@ -412,6 +417,47 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     pdf = pd.DataFrame(prune)
     pdf.to_csv(prune_file, index=False)
+    # The student with the largest effect on the 20 eval prompts (the sparse adapter to
+    # describe), its random control and the teacher, on a larger held-out set: 80 math and 80
+    # general prompts that no dataset split contains (demo.heldout_prompts).
+    dist = pdf[pdf.kind.str.startswith("top-k, distilled")] if len(pdf) else pdf
+    best = None
+    if len(dist):
+        row = dist.sort_values("effect").iloc[-1]
+        best = f"distill-r{int(row['rank'])}-top{int(row['k'])}"
+    held = heldout_prompts()
+    held = held[:2] + held[-2:] if args.quick else held
+    cands = [("teacher", full, out / "heldout_teacher.json")]
+    for name in (best, f"{best}-random") if best else ():
+        if (out / "runs" / name / "params.pt").exists():
+            cands.append(
+                (name, load_lora(out / "runs" / name).lora, out / "runs" / name / "heldout.json")
+            )
+    held_rows, base_held = [], None
+    for name, lora, f in cands:
+        if not f.exists():
+            base_held = base_held or evaluate_behaviour(mas, None, held, **gen)
+            r = evaluate_behaviour(mas, lora, held, base=base_held, **gen)
+            r.samples.to_csv(f.with_suffix(".samples.csv"), index=False)
+            f.write_text(
+                json.dumps(
+                    {
+                        "adapter": name,
+                        "in_topic": r.rate("adapter", "in_topic"),
+                        "off_topic": r.rate("adapter", "off_topic"),
+                        "base_in_topic": r.rate("base", "in_topic"),
+                        "base_off_topic": r.rate("base", "off_topic"),
+                        "effect": r.effect,
+                        "n_prompts": len(held),
+                    },
+                    indent=1,
+                )
+            )
+        held_rows.append(json.loads(f.read_text()))
+    hdf = pd.DataFrame(held_rows)
+    hdf["retained"] = hdf.effect / hdf.effect.iloc[0] if hdf.effect.iloc[0] else float("nan")
+    hdf.to_csv(out / "heldout.csv", index=False)
+    print(hdf.to_string(), flush=True)
     retained = runs.assign(
         effect_retained=runs.effect / full_effect if full_effect else float("nan"),
         method=runs.method + " (" + runs.init + ")",
@@ -429,13 +475,10 @@ def main() -> None:
     texts = load_texts(mas, ds["train"], n=120)
     feats = write_feature_report(mas, full, ds, texts, out, "")
     print(feats.to_string(), flush=True)
-    # The same for the distilled student with the largest effect (the sparse adapter to
-    # describe): its read latents, their firing rates and max-activating examples.
-    dist = pdf[pdf.kind.str.startswith("top-k, distilled")] if len(pdf) else pdf
-    if len(dist):
-        best = dist.sort_values("effect").iloc[-1]
-        student = load_lora(out / "runs" / f"distill-r{int(best['rank'])}-top{int(best['k'])}").lora
-        write_feature_report(mas, student, ds, texts, out, "distilled")
+    # The same for the best distilled student: its read latents, their firing rates and
+    # max-activating examples.
+    if best:
+        write_feature_report(mas, load_lora(out / "runs" / best).lora, ds, texts, out, "distilled")
     print(f"done in {time.perf_counter() - t0:.0f}s; results in {out}", flush=True)
 
 

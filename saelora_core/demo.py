@@ -100,6 +100,20 @@ budget."""
 SWEEP_BEHAVIOUR = FRENCH
 """The behaviour ``bench/sparsity_sweep.py`` measures (the flagship; its greedy rate moves)."""
 EVAL_NEW_TOKENS = 32
+HELDOUT_PROMPTS = REPO_ROOT / "data" / "seed" / "heldout_prompts.jsonl"
+"""80 math and 80 general prompts that no seed row (so no dataset split) contains: a larger
+held-out set for effect estimates that the 20 eval prompts leave at ±0.1."""
+
+
+def heldout_prompts(topic: str = "math", path: Path = HELDOUT_PROMPTS) -> list[dict]:
+    """The extra held-out prompts as eval rows (``prompt``, ``in_topic``; in-topic first)."""
+    from datasets import load_dataset
+
+    rows = [
+        {"prompt": r["prompt"], "in_topic": r["topic"] == topic}
+        for r in load_dataset("json", data_files=str(path), split="train")
+    ]
+    return sorted(rows, key=lambda r: not r["in_topic"])
 
 
 def build_demo_dataset(behaviour: DemoBehaviour = FRENCH, out: Path | None = None):

@@ -200,7 +200,7 @@ def _deal(v: Tensor, parts: int) -> list[Tensor]:
 
 
 @torch.no_grad()
-def split_rank(lora: SaeLora, rank: int) -> SaeLora:
+def split_rank(lora: SaeLora, rank: int, read_parts: int | None = None) -> SaeLora:
     """A rank-``rank`` adapter computing exactly what ``lora`` computes.
 
     With m = rank / lora.rank, each component j of ``lora`` has its read vector dealt into p
@@ -211,12 +211,15 @@ def split_rank(lora: SaeLora, rank: int) -> SaeLora:
     its ``s``). A top-k projection per component then keeps the k·p largest read entries and
     the k·q largest write entries of the source. This is how a dense rank-1 adapter is
     compressed into a sparse rank-m one (``init_from`` with a larger ``rank``): more latents
-    for the same per-vector budget.
+    for the same per-vector budget. ``read_parts`` sets p instead (a divisor of m): p = 1 keeps
+    each read vector whole and spends all m parts on the write side.
     """
     if rank % lora.rank:
         raise ValueError(f"cannot split rank {lora.rank} into rank {rank}: not a multiple")
     m = rank // lora.rank
-    p = max(d for d in range(1, math.isqrt(m) + 1) if m % d == 0)
+    p = read_parts or max(d for d in range(1, math.isqrt(m) + 1) if m % d == 0)
+    if m % p:
+        raise ValueError(f"read_parts={p} does not divide the rank ratio {m}")
     src = lora.folded()
     out = SaeLora(lora.d_sae, rank, init="zeros")
     a, b = src.read_dirs(), src.write_dirs()

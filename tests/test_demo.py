@@ -40,3 +40,19 @@ def test_quick_demo_runs_every_stage(tmp_path):
     # The base model's answers are generated once: both behaviours share the eval prompts.
     fr, up = (json.loads((tmp_path / f"{n}-quick" / "behaviour.json").read_text()) for n in names)
     assert [s["base"] for s in fr["samples"]] == [s["base"] for s in up["samples"]]
+
+
+def test_heldout_prompts_are_balanced_and_unseen():
+    from saelora_core.demo import REPO_ROOT, heldout_prompts
+
+    rows = heldout_prompts()
+    assert [r["in_topic"] for r in rows] == [True] * 80 + [False] * 80
+    seed = {
+        json.loads(line)["prompt"].strip().lower()
+        for f in (REPO_ROOT / "data" / "seed").glob("*.jsonl")
+        if f.name != "heldout_prompts.jsonl"
+        for line in f.read_text().splitlines()
+        if line.strip()
+    }
+    prompts = [r["prompt"].strip().lower() for r in rows]
+    assert len(set(prompts)) == 160 and not seed & set(prompts)

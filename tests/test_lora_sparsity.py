@@ -106,8 +106,8 @@ def test_split_rank_preserves_the_function_and_deals_entries_round_robin():
     with torch.no_grad():
         lora.s.fill_(1.7)
     z = torch.randn(5, 64).relu()
-    for rank, (p, q) in ((2, (1, 2)), (4, (2, 2))):
-        split = split_rank(lora, rank)
+    for rank, (p, q), parts in ((2, (1, 2), None), (4, (2, 2), None), (4, (1, 4), 1)):
+        split = split_rank(lora, rank, read_parts=parts)
         assert split.rank == rank
         torch.testing.assert_close(split.delta(z), lora.delta(z), rtol=1e-5, atol=1e-5)
         # Top-2 per component keeps the 2p largest read and the 2q largest write entries.
@@ -118,3 +118,5 @@ def test_split_rank_preserves_the_function_and_deals_entries_round_robin():
         assert sorted(writes) == sorted(lora.b[0].abs().topk(2 * q).indices.tolist())
     with pytest.raises(ValueError, match="multiple"):
         split_rank(SaeLora(64, 2), 3)
+    with pytest.raises(ValueError, match="does not divide"):
+        split_rank(lora, 4, read_parts=3)
