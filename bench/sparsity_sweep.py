@@ -19,7 +19,9 @@ Every finished run writes ``runs/<name>/sweep_row.json``; a killed sweep re-run 
 runs (and ``train_lora`` resumes unfinished ones from their checkpoints).
 
 Writes ``<out>/{runs,prune}.csv``, ``diagnosis.json`` and the Pareto, pruning and diagnosis
-figures (HTML + PNG).
+figures (HTML + PNG). The distilled student with the largest effect, its random control and the
+teacher are also scored on 80 + 80 prompts outside every dataset split (``heldout.csv``), since
+20 eval prompts leave a rate at ±0.1.
 
 Usage: python bench/sparsity_sweep.py [--quick] [--epochs N] [--eval-prompts N] [--only M ...]
        [--prune LORA_DIR]
@@ -49,6 +51,7 @@ from saelora_core import (
 )
 from saelora_core.analysis import (
     adapter_sparsity,
+    effect_retained,
     evaluate_behaviour,
     latent_dashboard,
     load_texts,
@@ -136,6 +139,18 @@ def write_feature_report(mas, lora: SaeLora, ds, texts, out: Path, tag: str) -> 
         f"<html><meta charset='utf-8'><body>{html}</body></html>"
     )
     return feats
+
+
+def heldout_table(files: list[Path]) -> pd.DataFrame:
+    """``heldout.csv`` from the cached per-adapter results (``<f>`` and ``<f>.samples.csv``,
+    the teacher's first): each adapter's effect retained, with its 95 % paired-bootstrap
+    interval over the in-topic prompts."""
+    teacher = pd.read_csv(files[0].with_suffix(".samples.csv"))
+    rows = []
+    for f in files:
+        ratio, lo, hi = effect_retained(pd.read_csv(f.with_suffix(".samples.csv")), teacher)
+        rows.append(json.loads(f.read_text()) | {"retained": ratio, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -433,7 +448,7 @@ def main() -> None:
             cands.append(
                 (name, load_lora(out / "runs" / name).lora, out / "runs" / name / "heldout.json")
             )
-    held_rows, base_held = [], None
+    base_held = None
     for name, lora, f in cands:
         if not f.exists():
             base_held = base_held or evaluate_behaviour(mas, None, held, **gen)
@@ -453,9 +468,7 @@ def main() -> None:
                     indent=1,
                 )
             )
-        held_rows.append(json.loads(f.read_text()))
-    hdf = pd.DataFrame(held_rows)
-    hdf["retained"] = hdf.effect / hdf.effect.iloc[0] if hdf.effect.iloc[0] else float("nan")
+    hdf = heldout_table([f for _, _, f in cands])
     hdf.to_csv(out / "heldout.csv", index=False)
     print(hdf.to_string(), flush=True)
     retained = runs.assign(

@@ -86,3 +86,30 @@ def test_response_ce_matches_training_loss_and_is_zero_gain_at_s0(tiny_mas):
     assert t.loc["in_topic", "adapter_ce"] == pytest.approx(want)
     assert t.loc["in_topic", "n_rows"] == 2 and t.loc["off_topic", "n_rows"] == 1
     assert r.gain("in_topic") == pytest.approx(t.loc["in_topic", "base_ce"] - want)
+
+
+def test_effect_retained_ratio_and_paired_bootstrap_interval():
+    import pandas as pd
+
+    from saelora_core.analysis import effect_retained
+
+    def samples(hits):
+        n = len(hits)
+        return pd.DataFrame(
+            {
+                "prompt": [f"p{i}" for i in range(n)] + ["off"],
+                "in_topic": [True] * n + [False],
+                "base_hit": [False] * n + [False],
+                "adapter_hit": list(hits) + [True],  # off-topic rows are ignored
+            }
+        )
+
+    teacher = samples([True] * 8 + [False] * 2)
+    ratio, lo, hi = effect_retained(teacher, teacher)
+    assert (ratio, lo, hi) == (1.0, 1.0, 1.0)  # paired: every resample gives exactly 1
+    student = samples([True] * 6 + [False] * 4)  # hits a subset of the teacher's prompts
+    ratio, lo, hi = effect_retained(student, teacher, n_boot=500)
+    assert ratio == pytest.approx(6 / 8)
+    assert lo < 6 / 8 < hi <= 1.0  # a subset can never beat the teacher on a resample
+    with pytest.raises(ValueError, match="different in-topic prompts"):
+        effect_retained(student.iloc[1:], teacher)

@@ -26,6 +26,7 @@ from .behaviour import (
     ResponseCe,
     detect_french,
     detect_uppercase,
+    effect_retained,
     evaluate_behaviour,
     response_ce,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "detect_uppercase",
     "edit_logit_attribution",
     "edit_logit_diff",
+    "effect_retained",
     "evaluate_behaviour",
     "response_ce",
     "latent_activations",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..generate import generate
@@ -144,6 +145,35 @@ def evaluate_behaviour(
                 }
             )
     return BehaviourResult(pd.DataFrame(rates), samples, name)
+
+
+def effect_retained(
+    samples: pd.DataFrame,
+    reference: pd.DataFrame,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """The effect in ``samples`` over the effect in ``reference`` (two
+    :attr:`BehaviourResult.samples` on the same prompts, e.g. a sparse student and its teacher),
+    with a paired bootstrap interval over the in-topic prompts: (ratio, low, high).
+
+    Resamples whose reference effect is 0 are dropped; the interval is nan if all are.
+    """
+    s, r = samples[samples["in_topic"]], reference[reference["in_topic"]]
+    if s["prompt"].tolist() != r["prompt"].tolist():
+        raise ValueError("samples and reference answer different in-topic prompts")
+    num = (s["adapter_hit"].astype(float) - s["base_hit"].astype(float)).to_numpy()
+    den = (r["adapter_hit"].astype(float) - r["base_hit"].astype(float)).to_numpy()
+    ratio = num.mean() / den.mean() if den.mean() else math.nan
+    idx = np.random.default_rng(seed).integers(0, len(num), (n_boot, len(num)))
+    d = den[idx].mean(1)
+    boots = num[idx].mean(1)[d != 0] / d[d != 0]
+    if not len(boots):
+        return ratio, math.nan, math.nan
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return ratio, float(lo), float(hi)
 
 
 @dataclass
