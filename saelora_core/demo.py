@@ -111,7 +111,7 @@ def heldout_prompts(topic: str = "math", path: Path = HELDOUT_PROMPTS) -> list[d
 
     rows = [
         {"prompt": r["prompt"], "in_topic": r["topic"] == topic}
-        for r in load_dataset("json", data_files=str(path), split="train")
+        for r in load_dataset("json", data_files=str(path), split="train").to_list()
     ]
     return sorted(rows, key=lambda r: not r["in_topic"])
 
