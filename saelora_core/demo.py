@@ -100,9 +100,10 @@ budget."""
 SWEEP_BEHAVIOUR = FRENCH
 """The behaviour ``bench/sparsity_sweep.py`` measures (the flagship; its greedy rate moves)."""
 EVAL_NEW_TOKENS = 32
-HELDOUT_PROMPTS = REPO_ROOT / "data" / "seed" / "heldout_prompts.jsonl"
+HELDOUT_PROMPTS = REPO_ROOT / "data" / "heldout" / "prompts.jsonl"
 """80 math and 80 general prompts that no seed row (so no dataset split) contains: a larger
-held-out set for effect estimates that the 20 eval prompts leave at ±0.1."""
+held-out set for effect estimates that the 20 eval prompts leave at ±0.1. Prompts only, so
+they live outside ``data/seed`` (the seed loader reads every file there)."""
 
 
 def heldout_prompts(topic: str = "math", path: Path = HELDOUT_PROMPTS) -> list[dict]:

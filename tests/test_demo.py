@@ -50,7 +50,6 @@ def test_heldout_prompts_are_balanced_and_unseen():
     seed = {
         json.loads(line)["prompt"].strip().lower()
         for f in (REPO_ROOT / "data" / "seed").glob("*.jsonl")
-        if f.name != "heldout_prompts.jsonl"
         for line in f.read_text().splitlines()
         if line.strip()
     }
