@@ -31,12 +31,13 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .chat import format_turn
 from .config import LoraTrainingConfig
 from .lora import SaeLora
 from .models import ModelAndSae
-from .train import Example, _edited_loss, _hook_resid
+from .train import Example, _edited_logits, _hook_resid, _targets
 
 
 def gradient_svd_init_(
@@ -70,7 +71,8 @@ def gradient_svd_init_(
         with torch.no_grad():
             z = mas.sae.encode(_hook_resid(mas, ex))
         dz = torch.zeros_like(z, requires_grad=True)
-        (g,) = torch.autograd.grad(_edited_loss(mas, ex, z, dz, mode, logits_dtype), dz)
+        logits = _edited_logits(mas, ex, z, dz, mode, logits_dtype)
+        (g,) = torch.autograd.grad(F.cross_entropy(logits, _targets(ex.chat)[1]), dz)
         grad += z[0, 1:].T @ g[0, 1:]
         fired |= (z[0, 1:] > 0).any(0)
     u, sv, v = torch.svd_lowrank(-grad / max(len(examples), 1), q=min(r + 10, d), niter=6)

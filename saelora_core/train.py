@@ -172,18 +172,6 @@ def _edited_logits(
     return _logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype)
 
 
-def _edited_loss(
-    mas: ModelAndSae,
-    ex: Example,
-    z: torch.Tensor,
-    dz: torch.Tensor,
-    mode: str,
-    logits_dtype: str,
-) -> torch.Tensor:
-    """CE on the assistant tokens when the latents ``z`` (from the hook residual) get ``dz``."""
-    return F.cross_entropy(_edited_logits(mas, ex, z, dz, mode, logits_dtype), _targets(ex.chat)[1])
-
-
 def _response_logits(
     mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precompute: bool, logits_dtype: str
 ) -> torch.Tensor:
