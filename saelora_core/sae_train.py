@@ -155,7 +155,7 @@ def train_sae(
     )
     runner.run()
     if cfg.save_dtype != "float32":
-        _recast(out, cfg.save_dtype)
+        recast_saved_weights(out, cfg.save_dtype)
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     if corpus_heldout is not None:
         sae = SAE.load_from_disk(out, device=device).to(torch.float32)
@@ -194,11 +194,12 @@ def finalize_checkpoint(
     sae.cfg.metadata.model_name = cfg.preset
     sae.save_inference_model(str(out))
     if cfg.save_dtype != "float32":
-        _recast(out, cfg.save_dtype)
+        recast_saved_weights(out, cfg.save_dtype)
     return out
 
 
-def _recast(out: Path, dtype: str) -> None:
+def recast_saved_weights(out: Path, dtype: str) -> None:
+    """Rewrite ``out/sae_weights.safetensors`` in ``dtype`` (sae_lens restores float32 on load)."""
     from safetensors.torch import load_file, save_file
 
     wpath = out / "sae_weights.safetensors"

@@ -126,3 +126,46 @@ def save_planted_adapter(mas: ModelAndSae, out_dir):
     )
     save_lora(lora, out_dir, meta)
     return lora
+
+
+def tiny_hf_lm(*, d_model: int = 32, n_layers: int = 3, seed: int = 0):
+    """A tiny Hugging Face Gemma-3 causal LM (random, frozen) with the tiny tokenizer, for the
+    repair tests: the same HF class and forward hook path as the default preset."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=d_model,
+        intermediate_size=4 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=512,
+        sliding_window=64,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    lm = Gemma3ForCausalLM(cfg)
+    lm.eval()
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    return lm, tok
+
+
+def tiny_sae(d_in: int = 32, d_sae: int = 64, k: int = 8, seed: int = 1):
+    """A frozen TopK SAE with unit-norm decoder rows (seeded)."""
+    sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, dtype="float32", device="cpu"))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed)
+        w = torch.randn(d_sae, d_in, generator=g)
+        sae.W_dec.copy_(w / w.norm(dim=1, keepdim=True))
+        sae.W_enc.copy_(sae.W_dec.T)
+        sae.b_enc.copy_(torch.rand(d_sae, generator=g) * 0.1)
+    sae.eval()
+    for p in sae.parameters():
+        p.requires_grad_(False)
+    return sae

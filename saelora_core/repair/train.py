@@ -1,0 +1,246 @@
+"""The repair training loop: one pass over token windows, checkpoints, resume, a curve.
+
+Each step: the clean model's next-token distribution (no splice, LoRA off, no autograd), then
+the repaired splice's logits, the objective (``objective.py``), AdamW with gradient clipping,
+the method's constraints (``methods.after_backward`` / ``after_step``). Every
+``len(windows) / curve_points`` steps the held-out CE of a fixed set of curve windows is
+measured (fp32), giving the fraction of the gap closed against tokens seen.
+
+``out_dir/train_state.pt`` (atomic, every ``checkpoint_every`` steps) holds the trained tensors,
+the optimizer, the schedule and the history; a rerun with the same config resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from sae_lens import SAE
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..checkpoint import VERSION, CheckpointError, atomic_torch_save
+from .config import RepairConfig
+from .evaluate import Baseline, baseline
+from .methods import (
+    RepairSetup,
+    after_backward,
+    after_step,
+    build_repair,
+    init_latent_adapter_,
+    load_trainable_state,
+    save_result,
+    trainable_state,
+)
+from .objective import clean_targets, kl_from_clean, repair_loss, token_ce
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RepairResult:
+    setup: RepairSetup
+    history: list[dict[str, Any]]
+    curve: list[dict[str, Any]]
+    artifact: Path
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _autocast(cfg: RepairConfig, device: str):
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.autocast_bf16)
+
+
+def step_loss(setup: RepairSetup, batch: Tensor, cfg: RepairConfig):
+    """The objective on one batch of windows (``objective.RepairLoss``)."""
+    spliced = setup.spliced
+    with _autocast(cfg, batch.device.type):
+        with torch.no_grad():
+            clean = spliced.logits(batch, "clean")
+            p, neg_h = clean_targets(clean)
+            del clean
+        logits = spliced.logits(batch, "spliced")
+    kl = kl_from_clean(p, neg_h, logits)
+    return repair_loss(kl, spliced.splice.last_mse, cfg.effective_mse)
+
+
+@torch.no_grad()
+def curve_ce(setup: RepairSetup, windows: Tensor, batch_size: int = 4) -> float:
+    """Mean next-token CE of the repaired splice on ``windows`` (fp32)."""
+    total = 0.0
+    for i in range(0, len(windows), batch_size):
+        b = windows[i : i + batch_size]
+        total += token_ce(setup.spliced.logits(b, "spliced"), b).sum().item()
+    return total / (windows.shape[0] * (windows.shape[1] - 1))
+
+
+def _lr_lambda(cfg: RepairConfig):
+    steps, warm = max(cfg.steps, 1), cfg.warmup_steps
+    linear = cfg.effective_schedule == "linear"
+
+    def factor(i: int) -> float:
+        w = min(1.0, (i + 1) / warm) if warm > 0 else 1.0
+        return w * (max(0.0, 1 - i / steps) if linear else 1.0)
+
+    return factor
+
+
+def train_repair(
+    hf: nn.Module,
+    sae: SAE,
+    layer: int,
+    cfg: RepairConfig,
+    *,
+    train_windows: Tensor,
+    curve_windows: Tensor,
+    out_dir: str | Path,
+    init_windows: Tensor | None = None,
+    reference_sae: SAE | None = None,
+    record: dict[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> RepairResult:
+    """Train ``cfg.method`` on ``train_windows`` and save its artifact under ``out_dir``.
+
+    ``init_windows`` (default: the first ``cfg.init_tokens`` of ``train_windows``) feed the
+    latent adapter's gradient-SVD init. ``reference_sae`` (default ``sae``) defines the gap on the curve: for a combination that
+    starts from a finetuned SAE it is the preset's original SAE. ``record`` is merged into
+    ``repair.json`` (preset, SAE identity, ...).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_steps = cfg.steps
+    need = n_steps * cfg.batch_size
+    if len(train_windows) < need:
+        raise ValueError(
+            f"{len(train_windows)} train windows hold fewer than the budget's {need} "
+            f"({cfg.train_tokens} tokens at context {cfg.context_size}); lower train_tokens "
+            "or add text to the corpus"
+        )
+    if train_windows.shape[1] != cfg.context_size:
+        raise ValueError("train windows must be cfg.context_size tokens long")
+    torch.manual_seed(cfg.seed)
+    setup = build_repair(hf, sae, layer, cfg)
+    opt = torch.optim.AdamW(setup.param_groups, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    state_path = out / "train_state.pt"
+    start, history, curve, extra = 0, [], [], {}
+    ref: Baseline | None = None
+    if resume and state_path.exists():
+        try:
+            st = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{state_path} is unreadable ({e}); delete it to start over") from e
+        if st["config"] != cfg.to_dict():
+            raise CheckpointError(
+                f"{out} holds a run with another config; pass another output dir or resume=False "
+                f"(differs in: {sorted(k for k in st['config'] if st['config'][k] != cfg.to_dict().get(k))})"
+            )
+        load_trainable_state(setup, st["trainable"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, history, curve, extra = st["step"], st["history"], st["curve"], st["extra"]
+        ref = Baseline(**st["curve_baseline"])
+        torch.set_rng_state(st["rng"])
+        logger.info("resuming %s at step %d of %d", out, start, n_steps)
+    if ref is None:
+        ref = baseline(hf, reference_sae or sae, layer, curve_windows)
+    if start == 0 and not history and cfg.method == "latent_adapter":
+        if init_windows is None:
+            init_windows = train_windows[: max(1, cfg.init_tokens // cfg.context_size)]
+        extra = init_latent_adapter_(setup, init_windows, cfg, lambda b: step_loss(setup, b, cfg).loss)
+    ce_clean = sum(ref.ce_clean) / len(ref.ce_clean)
+    ce_before = sum(ref.ce_before) / len(ref.ce_before)
+
+    def curve_point(step: int) -> None:
+        ce = curve_ce(setup, curve_windows)
+        gap = (ce_before - ce) / (ce_before - ce_clean) if ce_before != ce_clean else float("nan")
+        curve.append({"step": step, "tokens": step * cfg.batch_size * cfg.context_size, "ce": ce, "gap_closed": gap})
+
+    def save_state(step: int) -> None:
+        atomic_torch_save(
+            {
+                "config": cfg.to_dict(),
+                "trainable": trainable_state(setup),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "step": step,
+                "history": history,
+                "curve": curve,
+                "curve_baseline": ref.__dict__,
+                "extra": extra,
+                "rng": torch.get_rng_state(),
+                "version": VERSION,
+            },
+            state_path,
+        )
+
+    if not curve:
+        curve_point(0)
+    every = max(1, n_steps // max(cfg.curve_points, 1))
+    bar = tqdm(total=n_steps, initial=start, desc=f"repair {cfg.method}", disable=not progress, unit="step")
+    t0 = time.perf_counter()
+    lm = setup.spliced.lm
+    for step in range(start, n_steps):
+        batch = train_windows[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        lm.train(cfg.method == "model_lora")
+        for m in setup.modules.values():
+            m.train()
+        res = step_loss(setup, batch, cfg)
+        opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        after_backward(setup)
+        params = [p for g in setup.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        after_step(setup, cfg)
+        lm.eval()
+        for m in setup.modules.values():
+            m.eval()
+        row = {
+            "step": step + 1,
+            "tokens": (step + 1) * cfg.batch_size * cfg.context_size,
+            "loss": res.loss.item(),
+            "kl": res.kl.item(),
+            "lr": sched.get_last_lr()[0],
+        }
+        if res.mse is not None:
+            row["mse"] = res.mse.item()
+        history.append(row)
+        bar.update(1)
+        bar.set_postfix(kl=f"{row['kl']:.3f}")
+        done = step + 1 == n_steps
+        if (step + 1) % every == 0 or done:
+            curve_point(step + 1)
+        if (step + 1) % cfg.checkpoint_every == 0 or done:
+            save_state(step + 1)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    trained = n_steps - start
+    rec = {
+        **(record or {}),
+        "config": cfg.to_dict(),
+        "method": cfg.method,
+        "train_tokens_seen": n_steps * cfg.batch_size * cfg.context_size,
+        "tokens_per_s_this_run": (trained * cfg.batch_size * cfg.context_size / elapsed) if trained else None,
+        "curve": curve,
+        "history": history,
+        **extra,
+        "version": VERSION,
+    }
+    if cfg.method == "latent_adapter":
+        latent = setup.modules["latent"]
+        rec["latents"] = distinct_latents(latent)  # type: ignore[arg-type]
+    artifact = save_result(setup, out, rec)
+    return RepairResult(setup, history, curve, artifact, rec)
+
+
+def distinct_latents(lora) -> dict[str, int]:
+    """Distinct latents the adapter reads and writes, over all its components."""
+    read = (lora.a != 0).any(1)
+    write = (lora.b != 0).any(0)
+    return {"read": int(read.sum()), "write": int(write.sum()), "total": int((read | write).sum())}

@@ -1,0 +1,96 @@
+"""The SAE-gap repair comparison on the default model: every method and the two combinations at
+one token budget, one evaluation, one table, two figures.
+
+    python scripts/repair_study.py [--train-tokens 16384] [--eval-tokens 4096] [--out runs/repair-study]
+
+Runs resume (each run's checkpoint, and a finished run is not redone). Writes
+``results/repair/`` (table.csv, table.md, curves.csv, gap.png/html, curves.png/html,
+latent_pareto.png/html, runs/<name>.json), commits-size artifacts: the finetuned SAE under
+``data/saes/gemma-3-270m-l12-topk-klft/``, the model LoRA under ``data/repairs/`` (if ≤ 25 MB) and
+the best latent adapter under ``loras/repair-latent-best/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from saelora_core.models import REPO_ROOT
+from saelora_core.repair import RepairConfig, run_repair
+from saelora_core.repair.report import study_outputs
+
+RUNS = [
+    ("model_lora", {"method": "model_lora"}),
+    ("sae_finetune", {"method": "sae_finetune"}),
+    ("linear_adapter", {"method": "linear_adapter"}),
+    ("latent_adapter", {"method": "latent_adapter"}),
+    ("latent_adapter_top32", {"method": "latent_adapter", "latent_topk": 32}),
+    ("latent_adapter_top4", {"method": "latent_adapter", "latent_topk": 4}),
+    ("finetune_then_linear", {"method": "linear_adapter", "sae_path": "@sae_finetune"}),
+    ("finetune_then_lora", {"method": "model_lora", "sae_path": "@sae_finetune"}),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train-tokens", type=int, default=16384)
+    ap.add_argument("--eval-tokens", type=int, default=4096)
+    ap.add_argument("--out", default="runs/repair-study")
+    ap.add_argument("--only", nargs="*", default=None, help="run names to (re)run")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    out = Path(args.out)
+    for name, spec in RUNS:
+        if args.only is not None and name not in args.only:
+            continue
+        spec = dict(spec)
+        if spec.get("sae_path", "").startswith("@"):
+            spec["sae_path"] = str(out / spec["sae_path"][1:] / "sae")
+        cfg = RepairConfig(train_tokens=args.train_tokens, **spec)
+        run_dir = out / name
+        rec_path = run_dir / "repair.json"
+        if rec_path.exists():
+            rec = json.loads(rec_path.read_text())
+            if rec.get("config") == cfg.to_dict() and "eval" in rec:
+                logging.info("%s: done already", name)
+                continue
+        t = time.time()
+        run_repair(cfg, out_dir=run_dir, eval_tokens=args.eval_tokens)
+        logging.info("%s: %.0f s", name, time.time() - t)
+    records = {
+        name: json.loads((out / name / "repair.json").read_text())
+        for name, _ in RUNS
+        if (out / name / "repair.json").exists()
+    }
+    best = study_outputs(records, REPO_ROOT / "results" / "repair")
+    ship(out, records, best)
+
+
+def ship(out: Path, records: dict, best_latent: str | None) -> None:
+    """Copy the committed artifacts out of the (ignored) run folder."""
+    if (out / "sae_finetune" / "sae").exists():
+        dst = REPO_ROOT / "data" / "saes" / "gemma-3-270m-l12-topk-klft"
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(out / "sae_finetune" / "sae", dst)
+    peft = out / "model_lora" / "peft"
+    if peft.exists():
+        size = sum(f.stat().st_size for f in peft.rglob("*") if f.is_file())
+        dst = REPO_ROOT / "data" / "repairs" / "gemma-3-270m-model-lora"
+        shutil.rmtree(dst, ignore_errors=True)
+        if size <= 25 * 2**20:
+            shutil.copytree(peft, dst)
+            shutil.copy(out / "model_lora" / "repair.json", dst / "repair.json")
+        else:
+            logging.warning("model LoRA is %.1f MB (> 25 MB): not shipped; rerun this script", size / 2**20)
+    if best_latent:
+        dst = REPO_ROOT / "loras" / "repair-latent-best"
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(out / best_latent / "lora", dst)
+
+
+if __name__ == "__main__":
+    main()
