@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NOTEBOOKS := $(wildcard notebooks/0*.py)
 
-.PHONY: setup chromium test demo check lint format notebooks notebooks-ipynb sae bench clean-venv
+.PHONY: setup chromium test demo check lint format notebooks notebooks-ipynb sae bench repair-study clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,6 +54,12 @@ sae: setup
 bench: setup
 	$(PY) bench/train_throughput.py
 	$(PY) bench/dataset_throughput.py
+	$(PY) bench/repair_throughput.py
+
+# The SAE-gap repair comparison (docs/sae_repair.md); resumes from runs/repair-study/.
+repair-study: setup
+	test -f data/corpus/train.jsonl || $(VENV)/bin/saelora sae corpus
+	$(PY) scripts/repair_study.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -31,7 +31,9 @@ def main() -> None:
     hf0, tok = load_hf_causal_lm("gemma-3-270m")
     sae, _ = load_sae(path=DEFAULT_SAE_DIR)
     n = args.steps + 1
-    windows = corpus_windows("train", tok, context_size=args.context, max_tokens=n * args.batch_size * args.context)
+    windows = corpus_windows(
+        "train", tok, context_size=args.context, max_tokens=n * args.batch_size * args.context
+    )
     tokens_per_step = args.batch_size * args.context
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32):
         hf0(input_ids=windows[: args.batch_size])
@@ -39,13 +41,20 @@ def main() -> None:
         for i in range(args.steps):
             hf0(input_ids=windows[i * args.batch_size : (i + 1) * args.batch_size])
         fwd = args.steps * tokens_per_step / (time.perf_counter() - t)
-    print(f"clean forward: {fwd:.1f} tokens/s (batch {args.batch_size} x {args.context}, "
-          f"{'fp32' if args.fp32 else 'bf16 autocast'})")
+    print(
+        f"clean forward: {fwd:.1f} tokens/s (batch {args.batch_size} x {args.context}, "
+        f"{'fp32' if args.fp32 else 'bf16 autocast'})"
+    )
     print(f"{'method':16s} {'tokens/s':>9s} {'ratio to forward':>17s}")
     for method in METHODS:
         hf = copy.deepcopy(hf0)
-        cfg = RepairConfig(method=method, batch_size=args.batch_size, context_size=args.context,
-                           autocast_bf16=not args.fp32, train_tokens=n * tokens_per_step)
+        cfg = RepairConfig(
+            method=method,
+            batch_size=args.batch_size,
+            context_size=args.context,
+            autocast_bf16=not args.fp32,
+            train_tokens=n * tokens_per_step,
+        )
         setup = build_repair(hf, sae, 12, cfg)
         opt = torch.optim.AdamW(setup.param_groups)
         times = []

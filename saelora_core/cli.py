@@ -146,6 +146,15 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sae_corpus(args: argparse.Namespace) -> int:
+    from .corpus import build_corpus
+    from .models import load_hf_causal_lm
+
+    res = build_corpus(args.out, tokenizer=load_hf_causal_lm(args.preset)[1])
+    _out({"corpus": str(args.out), "train_tokens": res.manifest.get("train_tokens")})
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -186,7 +195,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
         name: {
             "gap_closed": round(e.gap_closed, 4),
             "95% CI": [round(e.gap_closed_lo, 4), round(e.gap_closed_hi, 4)],
-            "ce clean / before / after": [round(e.ce_clean, 4), round(e.ce_before, 4), round(e.ce_after, 4)],
+            "ce clean / before / after": [
+                round(e.ce_clean, 4),
+                round(e.ce_before, 4),
+                round(e.ce_after, 4),
+            ],
             "kl before / after": [round(e.kl_before, 4), round(e.kl_after, 4)],
         }
         for name, e in run.evals.items()
@@ -227,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="sae_lens checkpoint dir to resume from")
     _add_config_flags(p, SaeTrainConfig)
     p.set_defaults(func=cmd_sae_train)
+    p = sae.add_parser("corpus", help="build the SAE corpus (train/held-out text, no hub)")
+    p.add_argument("--out", default="data/corpus")
+    p.add_argument("--preset", default="gemma-3-270m", help="its tokenizer counts the tokens")
+    p.set_defaults(func=cmd_sae_corpus)
 
     p = sub.add_parser("demo", help="the offline pipeline: dataset, train, evaluate, report")
     p.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
@@ -247,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build-corpus", action="store_true", help="(re)build the SAE corpus first")
     p.add_argument("--eval-tokens", type=int, default=4096, help="tokens per evaluation text set")
     p.add_argument("--config", default=None, help="JSON file of RepairConfig fields")
-    p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start over even if OUT has a checkpoint"
+    )
     _add_config_flags(p, RepairConfig, skip=("method", "lora_targets"))
     p.set_defaults(func=cmd_repair)
 

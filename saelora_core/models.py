@@ -228,7 +228,8 @@ def load_hf_causal_lm(
             src = f"google/{src}"
     try:
         tok = AutoTokenizer.from_pretrained(src)
-        hf = AutoModelForCausalLM.from_pretrained(src, dtype=dtype).to(device)
+        hf = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
+        hf = hf.to(device)  # type: ignore[arg-type]
     except OSError as e:
         _require_hub(preset, f"the model weights {src!r}")
         raise PresetUnavailableError(f"Could not load model {src!r}: {e}") from e

@@ -68,6 +68,39 @@ def main() -> None:
     }
     best = study_outputs(records, REPO_ROOT / "results" / "repair")
     ship(out, records, best)
+    if best:
+        latent_dashboards(out / best / "lora", REPO_ROOT / "results" / "repair")
+
+
+def latent_dashboards(lora_dir: Path, results: Path, n: int = 6) -> None:
+    """Dashboards of the latents the best latent adapter uses most (general text)."""
+    from saelora_core import analysis, load_lora, load_model_and_sae
+    from saelora_core.checkpoint import atomic_write_bytes
+    from saelora_core.repair import read_texts
+    from saelora_core.repair.data import GENERAL_TEXT
+    from saelora_core.repair.report import latent_usage
+
+    mas = load_model_and_sae("gemma-3-270m", device="cpu")
+    lora = load_lora(lora_dir, sae_identity=mas.sae_identity).lora
+    usage = latent_usage(lora, k=n)
+    atomic_write_bytes(results / "latent_usage.csv", usage.to_csv(index=False).encode())
+    texts = (
+        read_texts(GENERAL_TEXT) + read_texts(REPO_ROOT / "data" / "corpus" / "heldout.jsonl")[:100]
+    )
+    parts = []
+    for side in ("read", "write"):
+        for row in usage[usage["side"] == side].head(n // 2).itertuples():
+            d = analysis.latent_dashboard(mas, int(row.latent), texts)
+            parts.append(
+                analysis.dashboard_html(
+                    d, f"{side} latent {row.latent} ({row.share:.1%} of {side} mass)"
+                )
+            )
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>latent adapter: top latents</title>"
+        + "".join(parts)
+    )
+    atomic_write_bytes(results / "latent_dashboards.html", page.encode())
 
 
 def ship(out: Path, records: dict, best_latent: str | None) -> None:
@@ -85,7 +118,9 @@ def ship(out: Path, records: dict, best_latent: str | None) -> None:
             shutil.copytree(peft, dst)
             shutil.copy(out / "model_lora" / "repair.json", dst / "repair.json")
         else:
-            logging.warning("model LoRA is %.1f MB (> 25 MB): not shipped; rerun this script", size / 2**20)
+            logging.warning(
+                "model LoRA is %.1f MB (> 25 MB): not shipped; rerun this script", size / 2**20
+            )
     if best_latent:
         dst = REPO_ROOT / "loras" / "repair-latent-best"
         shutil.rmtree(dst, ignore_errors=True)

@@ -59,6 +59,7 @@ EXPECTED = {
     "03_features": ("marimo-plotly", "saelora-dashboard", "{adapter}"),
     "04_logit_attribution": ("marimo-plotly", "{adapter}"),
     "05_sparsity": ("marimo-plotly", "{adapter}"),
+    "06_sae_repair": ("marimo-plotly", "Run repair"),
 }
 
 
@@ -66,13 +67,14 @@ def _ids(path: Path) -> str:
     return path.stem
 
 
-def test_all_five_notebooks_exist():
+def test_all_six_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == [
         "01_dataset",
         "02_train",
         "03_features",
         "04_logit_attribution",
         "05_sparsity",
+        "06_sae_repair",
     ]
 
 

@@ -4,7 +4,6 @@ the saved artifacts, and clear errors. Tiny HF Gemma-3 model + TopK SAE, seeded,
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,9 @@ from saelora_core.repair import (
     Splice,
     SplicedLM,
     build_repair,
+    clean_targets,
     gap_closed_interval,
     kl_from_clean,
-    clean_targets,
     repair_loss,
     token_windows,
     train_repair,
@@ -57,7 +56,9 @@ def _cfg(method: str, **kw) -> RepairConfig:
     return RepairConfig(**base)
 
 
-@pytest.mark.parametrize("method", ["model_lora", "sae_finetune", "linear_adapter", "latent_adapter"])
+@pytest.mark.parametrize(
+    "method", ["model_lora", "sae_finetune", "linear_adapter", "latent_adapter"]
+)
 def test_untrained_repair_equals_plain_splice(method):
     lm, tok = tiny_hf_lm()
     sae = tiny_sae()
@@ -166,7 +167,9 @@ def test_kl_falls_on_a_tiny_learnable_case(tmp_path, method, lr):
     _, tok = tiny_hf_lm()
     steps = 24
     windows = _windows(tok, 2).repeat(steps, 1)  # the same batch every step: learnable
-    res, _, _ = _train(method, tmp_path, steps=steps, windows=windows, lr=lr, latent_s_lr=0.1, warmup_steps=0)
+    res, _, _ = _train(
+        method, tmp_path, steps=steps, windows=windows, lr=lr, latent_s_lr=0.1, warmup_steps=0
+    )
     kls = [h["kl"] for h in res.history]
     assert np.mean(kls[-4:]) < 0.7 * kls[0], kls
 
@@ -188,10 +191,14 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     # A run that stopped after 2 steps, then resumed, ends where the uninterrupted run ends.
     half_cfg = dict(steps=2, windows=windows[:4], lr=1e-2)
     _train("linear_adapter", tmp_path / "b", **half_cfg, schedule="constant")
-    full_c, _, _ = _train("linear_adapter", tmp_path / "c", steps=4, windows=windows, lr=1e-2, schedule="constant")
+    full_c, _, _ = _train(
+        "linear_adapter", tmp_path / "c", steps=4, windows=windows, lr=1e-2, schedule="constant"
+    )
     state = torch.load(tmp_path / "c" / "linear_adapter" / "train_state.pt", weights_only=True)
     assert state["step"] == 4 and len(state["history"]) == 4
-    again, _, _ = _train("linear_adapter", tmp_path / "c", steps=4, windows=windows, lr=1e-2, schedule="constant")
+    again, _, _ = _train(
+        "linear_adapter", tmp_path / "c", steps=4, windows=windows, lr=1e-2, schedule="constant"
+    )
     assert again.history == full_c.history  # nothing retrained
     assert full.history[-1]["step"] == 4
 

@@ -70,7 +70,15 @@ class RepairConfig:
     lora_layers: Literal["after", "all"] = "after"
     """``after``: LoRA on the blocks after the SAE's layer; ``all``: on every block."""
     lora_targets: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
     )
     adapter_rank: int = 16
     """Rank of the linear adapter U·D (residual space)."""

@@ -85,7 +85,12 @@ def token_windows(
 
 
 def corpus_windows(
-    split: str, tokenizer, *, context_size: int, max_tokens: int, corpus_dir: str | Path | None = None
+    split: str,
+    tokenizer,
+    *,
+    context_size: int,
+    max_tokens: int,
+    corpus_dir: str | Path | None = None,
 ) -> Int[Tensor, "window pos"]:
     """Windows from a named text set: ``train`` / ``heldout`` (the SAE corpus) or ``general``."""
     if split == "general":

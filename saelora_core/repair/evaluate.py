@@ -87,7 +87,10 @@ def baseline(
             del clean
             before = spliced.logits(batch, "spliced")
             out["before"] += _window_means(token_ce(before, batch))
-            out["kl"] += [kl_from_clean(p[i : i + 1], neg_h[i : i + 1], before[i : i + 1]).item() for i in range(len(batch))]
+            out["kl"] += [
+                kl_from_clean(p[i : i + 1], neg_h[i : i + 1], before[i : i + 1]).item()
+                for i in range(len(batch))
+            ]
             del before
             out["zero"] += _window_means(token_ce(spliced.logits(batch, "zero"), batch))
     finally:
@@ -97,7 +100,12 @@ def baseline(
 
 
 def gap_closed_interval(
-    ce_clean: np.ndarray, ce_before: np.ndarray, ce_after: np.ndarray, *, n_boot: int = 2000, seed: int = 0
+    ce_clean: np.ndarray,
+    ce_before: np.ndarray,
+    ce_after: np.ndarray,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> tuple[float, float, float]:
     """Gap closed over all windows, and a 95 % percentile bootstrap interval over windows."""
 
@@ -139,7 +147,10 @@ def evaluate_repair(
         finally:
             splice.record = False
         ce_after += _window_means(token_ce(logits, batch))
-        kl_after += [kl_from_clean(p[i : i + 1], neg_h[i : i + 1], logits[i : i + 1]).item() for i in range(len(batch))]
+        kl_after += [
+            kl_from_clean(p[i : i + 1], neg_h[i : i + 1], logits[i : i + 1]).item()
+            for i in range(len(batch))
+        ]
         del logits, p
         rec = splice.recorded
         x = rec["x"].reshape(-1, rec["x"].shape[-1])

@@ -22,11 +22,13 @@ LABELS = {
 
 def _label(name: str, rec: dict) -> str:
     cfg = rec.get("config", {})
-    base = LABELS.get(cfg.get("method", ""), cfg.get("method", name))
+    base: str = LABELS.get(cfg.get("method", ""), str(cfg.get("method", name)))
     if cfg.get("sae_path"):
         base = f"finetune, then {base.split(' (')[0]}"
     if cfg.get("method") == "latent_adapter":
-        base += f", r{cfg.get('latent_rank')}" + (f" top-{cfg['latent_topk']}" if cfg.get("latent_topk") else " dense")
+        base += f", r{cfg.get('latent_rank')}" + (
+            f" top-{cfg['latent_topk']}" if cfg.get("latent_topk") else " dense"
+        )
     return base
 
 
@@ -101,7 +103,7 @@ def fig_curves(curves: pd.DataFrame) -> go.Figure:
 
 def fig_latent_pareto(df: pd.DataFrame) -> go.Figure:
     """The latent adapter's gap closed against the distinct latents it reads or writes."""
-    sub = df[df["latents_used"].notna()].sort_values("latents_used")
+    sub = pd.DataFrame(df[df["latents_used"].notna()]).sort_values(by="latents_used")
     fig = go.Figure()
     for text_set, g in sub.groupby("text_set", sort=False):
         fig.add_scatter(
@@ -153,7 +155,11 @@ def markdown_table(df: pd.DataFrame) -> str:
         cells = []
         for key, _, fmt in cols:
             v = r.get(key)
-            cells.append("–" if v is None or (isinstance(v, float) and v != v) else fmt.format(int(v) if key == "latents_used" else v))
+            cells.append(
+                "–"
+                if v is None or (isinstance(v, float) and v != v)
+                else fmt.format(int(v) if key == "latents_used" else v)
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -169,9 +175,11 @@ def study_outputs(records: dict[str, dict[str, Any]], out_dir: str | Path) -> st
     atomic_write_bytes(out / "table.md", markdown_table(df).encode())
     atomic_write_bytes(out / "curves.csv", curves.to_csv(index=False).encode())
     for name, rec in records.items():
-        atomic_write_json(out / "runs" / f"{name}.json", {k: v for k, v in rec.items() if k != "history"})
+        atomic_write_json(
+            out / "runs" / f"{name}.json", {k: v for k, v in rec.items() if k != "history"}
+        )
     figs = {"gap": fig_gap_closed(df), "curves": fig_curves(curves)}
-    if df["latents_used"].notna().any():
+    if bool(df["latents_used"].notna().any()):
         figs["latent_pareto"] = fig_latent_pareto(df)
     for name, fig in figs.items():
         try:
@@ -179,4 +187,30 @@ def study_outputs(records: dict[str, dict[str, Any]], out_dir: str | Path) -> st
         except BrowserNotFoundError:
             save_figure(fig, out, name, formats=("html",))
     lat = df[(df["latents_used"].notna()) & (df["text_set"] == "heldout")]
-    return None if lat.empty else str(lat.sort_values("gap_closed").iloc[-1]["run"])
+    return None if lat.empty else str(pd.DataFrame(lat).sort_values(by="gap_closed").iloc[-1]["run"])
+
+
+def load_records(runs_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The study's run records (``results/repair/runs/<name>.json``), by run name."""
+    import json
+
+    d = Path(runs_dir)
+    return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
+
+
+def latent_usage(lora, k: int = 12) -> pd.DataFrame:
+    """The latents a latent adapter uses most, summed over its components weighted by ``|s|``:
+    ``read_mass = Σ_j |s_j|·Â[i, j]²`` and ``write_mass = Σ_j |s_j|·B̂[j, i]²``, as shares."""
+    s = lora.s.detach().abs()
+    read = (lora.read_dirs().detach() ** 2 * s).sum(1)
+    write = (lora.write_dirs().detach() ** 2 * s[:, None]).sum(0)
+    rows = []
+    for side, mass in (("read", read), ("write", write)):
+        share = mass / mass.sum().clamp_min(1e-12)
+        top = share.topk(min(k, int((share > 0).sum()) or 1))
+        rows += [
+            {"side": side, "latent": int(i), "share": float(v)}
+            for v, i in zip(top.values, top.indices, strict=True)
+            if v > 0
+        ]
+    return pd.DataFrame(rows)

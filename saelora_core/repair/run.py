@@ -97,11 +97,20 @@ def run_repair(
     for name in TEXT_SETS:
         windows = corpus_windows(name, tok, max_tokens=eval_tokens, **kw)
         base = cached_baseline(
-            hf, ref_sae, layer, windows, key=f"{preset}-{ref_ident['hash']}-{name}", cache_dir=cache_dir
+            hf,
+            ref_sae,
+            layer,
+            windows,
+            key=f"{preset}-{ref_ident['hash']}-{name}",
+            cache_dir=cache_dir,
         )
         evals[name] = evaluate_repair(res.setup.spliced, windows, base, text_set=name)
         logger.info("%s on %s: gap closed %.3f", cfg.method, name, evals[name].gap_closed)
-    rec = {**res.record, "eval": {k: v.to_dict() for k, v in evals.items()}, "artifact": res.artifact.name}
+    rec = {
+        **res.record,
+        "eval": {k: v.to_dict() for k, v in evals.items()},
+        "artifact": res.artifact.name,
+    }
     atomic_write_json(out / "repair.json", rec)
     if cfg.method == "sae_finetune":
         h = evals["heldout"]
@@ -120,4 +129,3 @@ def run_repair(
         atomic_write_json(res.artifact / "repair.json", rec)
     res.setup.spliced.remove()
     return RepairRun(out, rec, evals)
-

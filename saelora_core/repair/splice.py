@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -67,7 +67,9 @@ class Splice(nn.Module):
         """When True, each forward stores ``recorded``: x, x̂' and z' at the non-BOS positions."""
         self.recorded: dict[str, Tensor] = {}
 
-    def reconstruct(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def reconstruct(
+        self, x: Float[Tensor, "batch pos d_model"]
+    ) -> Float[Tensor, "batch pos d_model"]:
         z = self.sae.encode(x)
         self.last_z = z
         if self.latent is not None:
@@ -78,7 +80,11 @@ class Splice(nn.Module):
         if self.linear is not None:
             x_hat = self.linear(x_hat)
         if self.record:
-            self.recorded = {"x": x[:, 1:].detach(), "x_hat": x_hat[:, 1:].detach(), "z": z[:, 1:].detach()}
+            self.recorded = {
+                "x": x[:, 1:].detach(),
+                "x_hat": x_hat[:, 1:].detach(),
+                "z": z[:, 1:].detach(),
+            }
         return x_hat
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
@@ -95,7 +101,7 @@ class Splice(nn.Module):
 
 def decoder_layers(lm: nn.Module) -> nn.ModuleList:
     """The decoder blocks of an HF causal LM, also through a peft wrapper."""
-    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    base: Any = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # type: ignore[operator]
     layers = getattr(base.get_decoder(), "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"cannot find the decoder layers of {type(base).__name__}")
@@ -109,7 +115,7 @@ class SplicedLM:
         layers = decoder_layers(lm)
         if not 0 <= layer < len(layers):
             raise ValueError(f"layer {layer} is out of range for a {len(layers)}-layer model")
-        d_model = lm.get_input_embeddings().weight.shape[1]
+        d_model = lm.get_input_embeddings().weight.shape[1]  # type: ignore[operator]
         if splice.sae.cfg.d_in != d_model:
             from ..models import SaeMismatchError
 
@@ -134,7 +140,7 @@ class SplicedLM:
     @contextlib.contextmanager
     def _state(self, mode: Mode) -> Iterator[None]:
         disable = (
-            self.lm.disable_adapter()
+            self.lm.disable_adapter()  # type: ignore[operator]
             if mode == "clean" and hasattr(self.lm, "disable_adapter")
             else contextlib.nullcontext()
         )
@@ -151,4 +157,4 @@ class SplicedLM:
         """``clean``: no splice and the model LoRA off; ``spliced``: the splice with every part
         and the LoRA on; ``zero``: the hook point zero-ablated (BOS kept), LoRA on."""
         with self._state(mode):
-            return self.lm(input_ids=tokens).logits
+            return self.lm(input_ids=tokens).logits  # type: ignore[no-any-return]

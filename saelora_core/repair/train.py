@@ -133,7 +133,9 @@ def train_repair(
         try:
             st = torch.load(state_path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"{state_path} is unreadable ({e}); delete it to start over") from e
+            raise CheckpointError(
+                f"{state_path} is unreadable ({e}); delete it to start over"
+            ) from e
         if st["config"] != cfg.to_dict():
             raise CheckpointError(
                 f"{out} holds a run with another config; pass another output dir or resume=False "
@@ -151,14 +153,23 @@ def train_repair(
     if start == 0 and not history and cfg.method == "latent_adapter":
         if init_windows is None:
             init_windows = train_windows[: max(1, cfg.init_tokens // cfg.context_size)]
-        extra = init_latent_adapter_(setup, init_windows, cfg, lambda b: step_loss(setup, b, cfg).loss)
+        extra = init_latent_adapter_(
+            setup, init_windows, cfg, lambda b: step_loss(setup, b, cfg).loss
+        )
     ce_clean = sum(ref.ce_clean) / len(ref.ce_clean)
     ce_before = sum(ref.ce_before) / len(ref.ce_before)
 
     def curve_point(step: int) -> None:
         ce = curve_ce(setup, curve_windows)
         gap = (ce_before - ce) / (ce_before - ce_clean) if ce_before != ce_clean else float("nan")
-        curve.append({"step": step, "tokens": step * cfg.batch_size * cfg.context_size, "ce": ce, "gap_closed": gap})
+        curve.append(
+            {
+                "step": step,
+                "tokens": step * cfg.batch_size * cfg.context_size,
+                "ce": ce,
+                "gap_closed": gap,
+            }
+        )
 
     def save_state(step: int) -> None:
         atomic_torch_save(
@@ -181,7 +192,9 @@ def train_repair(
     if not curve:
         curve_point(0)
     every = max(1, n_steps // max(cfg.curve_points, 1))
-    bar = tqdm(total=n_steps, initial=start, desc=f"repair {cfg.method}", disable=not progress, unit="step")
+    bar = tqdm(
+        total=n_steps, initial=start, desc=f"repair {cfg.method}", disable=not progress, unit="step"
+    )
     t0 = time.perf_counter()
     lm = setup.spliced.lm
     for step in range(start, n_steps):
@@ -226,7 +239,9 @@ def train_repair(
         "config": cfg.to_dict(),
         "method": cfg.method,
         "train_tokens_seen": n_steps * cfg.batch_size * cfg.context_size,
-        "tokens_per_s_this_run": (trained * cfg.batch_size * cfg.context_size / elapsed) if trained else None,
+        "tokens_per_s_this_run": (trained * cfg.batch_size * cfg.context_size / elapsed)
+        if trained
+        else None,
         "curve": curve,
         "history": history,
         **extra,
