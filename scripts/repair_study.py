@@ -1,7 +1,7 @@
 """The SAE-gap repair comparison on the default model: every method and the two combinations at
 one token budget, one evaluation, one table, two figures.
 
-    python scripts/repair_study.py [--train-tokens 16384] [--eval-tokens 4096] [--out runs/repair-study]
+    python scripts/repair_study.py [--train-tokens 32768] [--eval-tokens 4096] [--out runs/repair-study]
 
 Runs resume (each run's checkpoint, and a finished run is not redone). Writes
 ``results/repair/`` (table.csv, table.md, curves.csv, gap.png/html, curves.png/html,
@@ -37,7 +37,7 @@ RUNS = [
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--train-tokens", type=int, default=16384)
+    ap.add_argument("--train-tokens", type=int, default=32768)
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--out", default="runs/repair-study")
     ap.add_argument("--only", nargs="*", default=None, help="run names to (re)run")

@@ -96,6 +96,23 @@ def test_kl_matches_torch_reference():
     assert kl_from_clean(p, neg_h, clean).abs() < 1e-6
 
 
+def test_fused_kl_equals_the_eager_formula_and_its_gradient():
+    from saelora_core.repair import fused_kl, kl_rows
+
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randn(3, 23, 40, generator=g)  # 69 positions: two full chunks and a rest
+    other = torch.randn(3, 23, 40, generator=g, requires_grad=True)
+    p, neg_h = clean_targets(clean)
+    ref = kl_from_clean(p, neg_h, other)
+    (ref_grad,) = torch.autograd.grad(ref, other)
+    got = fused_kl(clean, other)
+    (got_grad,) = torch.autograd.grad(got, other)
+    assert torch.allclose(got, ref, atol=1e-6)
+    assert torch.allclose(got_grad, ref_grad, atol=1e-7)
+    want_rows = F.kl_div(other.log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+    assert torch.allclose(kl_rows(clean, other), want_rows, atol=1e-5)
+
+
 def test_kl_mse_weighting_matches_its_formula():
     kl = torch.tensor(2.0, requires_grad=True)
     mse = torch.tensor(6.0, requires_grad=True)

@@ -11,10 +11,10 @@ METHODS: tuple[str, ...] = ("model_lora", "sae_finetune", "linear_adapter", "lat
 # Learning rates used at this project's CPU budget, and the published ones (the notes say why
 # they differ: the published runs see 15M-100M tokens, ours about 500x fewer).
 DEFAULT_LR = {
-    "model_lora": 5e-4,
-    "sae_finetune": 1e-4,
-    "linear_adapter": 1e-4,
-    "latent_adapter": 1e-3,
+    "model_lora": 1e-3,
+    "sae_finetune": 5e-5,
+    "linear_adapter": 3e-4,
+    "latent_adapter": 3e-4,
 }
 PUBLISHED_LR = {"model_lora": 5e-5, "sae_finetune": 5e-5, "linear_adapter": None}
 DEFAULT_MSE = {
@@ -49,7 +49,7 @@ class RepairConfig:
     train split until this many tokens have been seen (one pass, no window twice)."""
     context_size: int = 128
     """Tokens per window, BOS included (the default SAE was trained at 128)."""
-    batch_size: int = 2
+    batch_size: int = 4
     """Windows per optimizer step."""
     lr: float | None = None
     """AdamW learning rate (None: ``DEFAULT_LR[method]``)."""
@@ -87,7 +87,7 @@ class RepairConfig:
     latent_topk: int = 0
     """Entries kept per read and write vector of the latent adapter (exact zeros after every
     step); 0 keeps them dense."""
-    latent_s_lr: float = 0.05
+    latent_s_lr: float = 0.02
     """Learning rate of the latent adapter's scale ``s`` (it starts at 0)."""
     init_tokens: int = 2048
     """Tokens of the train split used for the latent adapter's gradient-SVD init."""

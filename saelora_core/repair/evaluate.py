@@ -25,7 +25,7 @@ from jaxtyping import Int
 from sae_lens import SAE
 from torch import Tensor, nn
 
-from .objective import clean_targets, kl_from_clean, token_ce
+from .objective import kl_rows, token_ce
 from .splice import Splice, SplicedLM
 
 
@@ -82,16 +82,11 @@ def baseline(
     try:
         for batch in _batches(windows, batch_size):
             clean = spliced.logits(batch, "clean")
-            p, neg_h = clean_targets(clean)
             out["clean"] += _window_means(token_ce(clean, batch))
-            del clean
             before = spliced.logits(batch, "spliced")
             out["before"] += _window_means(token_ce(before, batch))
-            out["kl"] += [
-                kl_from_clean(p[i : i + 1], neg_h[i : i + 1], before[i : i + 1]).item()
-                for i in range(len(batch))
-            ]
-            del before
+            out["kl"] += _window_means(kl_rows(clean, before))
+            del before, clean
             out["zero"] += _window_means(token_ce(spliced.logits(batch, "zero"), batch))
     finally:
         spliced.remove()
@@ -139,19 +134,14 @@ def evaluate_repair(
     fired = torch.zeros(splice.sae.cfg.d_sae, dtype=torch.bool)
     for batch in _batches(windows, batch_size):
         clean = spliced.logits(batch, "clean")
-        p, neg_h = clean_targets(clean)
-        del clean
         splice.record = True
         try:
             logits = spliced.logits(batch, "spliced")
         finally:
             splice.record = False
         ce_after += _window_means(token_ce(logits, batch))
-        kl_after += [
-            kl_from_clean(p[i : i + 1], neg_h[i : i + 1], logits[i : i + 1]).item()
-            for i in range(len(batch))
-        ]
-        del logits, p
+        kl_after += _window_means(kl_rows(clean, logits))
+        del logits, clean
         rec = splice.recorded
         x = rec["x"].reshape(-1, rec["x"].shape[-1])
         sse += (x - rec["x_hat"].reshape(x.shape)).pow(2).sum().item()

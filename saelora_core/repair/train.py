@@ -36,7 +36,7 @@ from .methods import (
     save_result,
     trainable_state,
 )
-from .objective import clean_targets, kl_from_clean, repair_loss, token_ce
+from .objective import fused_kl, repair_loss, token_ce
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,8 @@ def step_loss(setup: RepairSetup, batch: Tensor, cfg: RepairConfig):
     with _autocast(cfg, batch.device.type):
         with torch.no_grad():
             clean = spliced.logits(batch, "clean")
-            p, neg_h = clean_targets(clean)
-            del clean
         logits = spliced.logits(batch, "spliced")
-    kl = kl_from_clean(p, neg_h, logits)
+    kl = fused_kl(clean, logits)
     return repair_loss(kl, spliced.splice.last_mse, cfg.effective_mse)
 
 
