@@ -20,6 +20,7 @@ with app.setup:
         fig_curves,
         fig_gap_closed,
         fig_latent_pareto,
+        fig_loss_curves,
         latent_usage,
         load_records,
     )
@@ -71,6 +72,7 @@ def _():
     curves = curves_table(records)
     gap_fig = fig_gap_closed(table)
     curves_fig = fig_curves(curves)
+    loss_fig = fig_loss_curves(records)
     pareto_fig = fig_latent_pareto(table)
     _cols = [
         "method",
@@ -93,10 +95,11 @@ def _():
             gap_fig,
             mo.ui.table(table[_cols].round(4), selection=None, page_size=20),
             curves_fig,
+            loss_fig,
             pareto_fig,
         ]
     )
-    return curves_fig, gap_fig, pareto_fig, table
+    return curves_fig, gap_fig, loss_fig, pareto_fig, table
 
 
 @app.cell
@@ -212,7 +215,7 @@ def _():
 
 
 @app.cell
-def _(curves_fig, export_button, gap_fig, pareto_fig, table):
+def _(curves_fig, export_button, gap_fig, loss_fig, pareto_fig, table):
     mo.stop(not export_button.value)
     _written = save_table(table, EXPORTS, "repair_table")
     for _name, _fig in {

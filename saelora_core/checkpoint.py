@@ -103,7 +103,8 @@ def save_lora(lora: SaeLora, out_dir: str | Path, metadata: dict[str, Any]) -> P
 
 
 def load_lora(lora_dir: str | Path, *, sae_identity: dict | None = None) -> LoadedLora:
-    """Load an adapter; with ``sae_identity``, refuse one trained on a different SAE."""
+    """Load an adapter; with ``sae_identity``, refuse one trained on a different SAE (one the
+    loaded SAE was finetuned from, its ``derived_from`` hash, is accepted: same latents)."""
     d = Path(lora_dir)
     if not (d / "params.pt").exists():
         raise CheckpointError(f"{d} has no params.pt; is this an adapter directory (loras/<name>)?")
@@ -130,7 +131,7 @@ def load_lora(lora_dir: str | Path, *, sae_identity: dict | None = None) -> Load
                 f"d_sae={want_d}: it was trained on a different SAE "
                 f"({meta.get('sae')})."
             )
-        if want_h and got_h and want_h != got_h:
+        if want_h and got_h and want_h != got_h and got_h != sae_identity.get("derived_from"):
             raise CheckpointError(
                 f"adapter {d} was trained on SAE hash {got_h} "
                 f"({meta.get('sae', {}).get('path') or meta.get('sae', {}).get('release')}), "

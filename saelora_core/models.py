@@ -275,7 +275,14 @@ def load_sae(
             warnings.filterwarnings("ignore", message=".*model_from_pretrained_kwargs.*")
             sae = SAE.load_from_disk(p, device=device)
         sae = sae.to(torch.float32)
-        return sae, sae_identity(sae, path=str(p))
+        ident = sae_identity(sae, path=str(p))
+        record = p / "repair.json"
+        if record.exists():
+            # A repaired SAE (saelora repair sae_finetune) keeps its latents' meaning: adapters
+            # trained on the SAE it was finetuned from may run on it.
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                ident["derived_from"] = json.loads(record.read_text())["reference_sae"]["hash"]
+        return sae, ident
     if release is None or sae_id is None:
         raise ValueError("Give either an SAE path or both release and sae_id.")
     try:

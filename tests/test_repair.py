@@ -297,3 +297,46 @@ def test_hf_and_transformer_lens_give_the_same_spliced_loss():
     assert hf_clean == pytest.approx(tl_clean, abs=1e-3)
     assert hf_spliced == pytest.approx(tl_spliced, abs=1e-3)
     assert hf_spliced > hf_clean + 0.05
+
+
+def test_adapters_of_the_original_sae_load_onto_its_finetune(tmp_path):
+    from saelora_core import SaeLora, load_lora, save_lora
+    from saelora_core.checkpoint import CheckpointError, build_metadata
+    from saelora_core.models import sae_identity
+
+    lm, tok = tiny_hf_lm()
+    sae = tiny_sae()
+    original = sae_identity(sae, path="tiny")
+    res = train_repair(
+        lm,
+        sae,
+        LAYER,
+        _cfg("sae_finetune", lr=1e-2),
+        train_windows=_windows(tok, 4),
+        curve_windows=_windows(tok, 2, seed=9),
+        out_dir=tmp_path / "ft",
+        record={"reference_sae": original},
+        progress=False,
+    )
+    _, tuned = load_sae(path=res.artifact)
+    assert tuned["hash"] != original["hash"] and tuned["derived_from"] == original["hash"]
+    lora = SaeLora(64, 1)
+    meta = build_metadata(lora, config={}, preset="tiny", sae_identity=original, layer=LAYER, mode="resid_add")
+    save_lora(lora, tmp_path / "a", meta)
+    load_lora(tmp_path / "a", sae_identity=tuned)  # the finetune keeps the latents: accepted
+    other = sae_identity(tiny_sae(seed=5), path="other")
+    with pytest.raises(CheckpointError, match="hash"):
+        load_lora(tmp_path / "a", sae_identity=other)
+
+
+def test_model_lora_reference_is_measured_without_the_lora(tmp_path):
+    """peft injects the LoRA into the HF model in place: the reference CE must come from before."""
+    from saelora_core.repair import baseline
+
+    res, sae, tok = _train("model_lora", tmp_path, lr=5e-2)
+    state = torch.load(tmp_path / "model_lora" / "train_state.pt", weights_only=True)
+    fresh, _ = tiny_hf_lm()
+    want = baseline(fresh, sae, LAYER, _windows(tok, 2, seed=9))
+    assert state["curve_baseline"]["ce_before"] == pytest.approx(want.ce_before, abs=1e-6)
+    assert state["curve"][0]["gap_closed"] == pytest.approx(0.0, abs=1e-4)
+    assert state["curve"][-1]["gap_closed"] != pytest.approx(0.0, abs=1e-3)  # it trained

@@ -61,6 +61,29 @@ def curves_table(records: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def fig_loss_curves(records: dict[str, dict[str, Any]], window: int = 8) -> go.Figure:
+    """Training KL to the clean model against tokens seen (a running mean over ``window``
+    steps: each step sees other windows, so the raw curve is mostly batch-to-batch noise)."""
+    fig = go.Figure()
+    for name, rec in records.items():
+        hist = pd.DataFrame(rec.get("history", []))
+        if hist.empty:
+            continue
+        fig.add_scatter(
+            x=hist["tokens"],
+            y=hist["kl"].rolling(window, min_periods=1).mean(),
+            mode="lines",
+            name=_label(name, rec),
+        )
+    fig.update_layout(
+        title=f"Training KL(clean ‖ spliced), running mean over {window} steps",
+        xaxis_title="training tokens seen",
+        yaxis_title="KL (nats / token)",
+        height=440,
+    )
+    return fig
+
+
 def fig_gap_closed(df: pd.DataFrame) -> go.Figure:
     """Fraction of the gap closed per method, one bar group per text set, 95 % intervals."""
     fig = go.Figure()

@@ -77,6 +77,14 @@ def run_repair(
     train = corpus_windows("train", tok, max_tokens=cfg.train_tokens + n_init, **kw)
     curve = corpus_windows("heldout", tok, max_tokens=cfg.curve_tokens, **kw)
     record = {"preset": preset, "sae": ident, "reference_sae": ref_ident, "layer": layer}
+    # The reference numbers come first: a model LoRA is injected into ``hf`` in place, so a
+    # forward of ``hf`` after training would carry it.
+    eval_sets = {}
+    for name in TEXT_SETS:
+        windows = corpus_windows(name, tok, max_tokens=eval_tokens, **kw)
+        key = f"{preset}-{ref_ident['hash']}-{name}"
+        base = cached_baseline(hf, ref_sae, layer, windows, key=key, cache_dir=cache_dir)
+        eval_sets[name] = (windows, base)
     # The init windows come after the budget's, so no window is both an init and a step batch.
     n_budget = cfg.steps * cfg.batch_size
     res = train_repair(
@@ -94,16 +102,7 @@ def run_repair(
         progress=progress,
     )
     evals = {}
-    for name in TEXT_SETS:
-        windows = corpus_windows(name, tok, max_tokens=eval_tokens, **kw)
-        base = cached_baseline(
-            hf,
-            ref_sae,
-            layer,
-            windows,
-            key=f"{preset}-{ref_ident['hash']}-{name}",
-            cache_dir=cache_dir,
-        )
+    for name, (windows, base) in eval_sets.items():
         evals[name] = evaluate_repair(res.setup.spliced, windows, base, text_set=name)
         logger.info("%s on %s: gap closed %.3f", cfg.method, name, evals[name].gap_closed)
     rec = {

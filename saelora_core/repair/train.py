@@ -121,10 +121,14 @@ def train_repair(
     if train_windows.shape[1] != cfg.context_size:
         raise ValueError("train windows must be cfg.context_size tokens long")
     torch.manual_seed(cfg.seed)
+    state_path = out / "train_state.pt"
+    # Before build_repair: a model LoRA is injected into ``hf`` in place.
+    fresh_ref = None
+    if not (resume and state_path.exists()):
+        fresh_ref = baseline(hf, reference_sae or sae, layer, curve_windows)
     setup = build_repair(hf, sae, layer, cfg)
     opt = torch.optim.AdamW(setup.param_groups, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    state_path = out / "train_state.pt"
     start, history, curve, extra = 0, [], [], {}
     ref: Baseline | None = None
     if resume and state_path.exists():
@@ -146,8 +150,9 @@ def train_repair(
         ref = Baseline(**st["curve_baseline"])
         torch.set_rng_state(st["rng"])
         logger.info("resuming %s at step %d of %d", out, start, n_steps)
-    if ref is None:
-        ref = baseline(hf, reference_sae or sae, layer, curve_windows)
+    if ref is None:  # resume=False over an existing checkpoint
+        ref = fresh_ref
+    assert ref is not None
     if start == 0 and not history and cfg.method == "latent_adapter":
         if init_windows is None:
             init_windows = train_windows[: max(1, cfg.init_tokens // cfg.context_size)]
