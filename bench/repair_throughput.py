@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from saelora_core.models import DEFAULT_SAE_DIR, load_hf_causal_lm, load_sae
+from saelora_core.models import DEFAULT_SAE_DIR, PRESETS, load_hf_causal_lm, load_sae
 from saelora_core.repair import METHODS, RepairConfig, build_repair, corpus_windows, step_loss
 from saelora_core.repair.methods import after_backward, after_step
 
@@ -55,8 +55,9 @@ def main() -> None:
             autocast_bf16=not args.fp32,
             train_tokens=n * tokens_per_step,
         )
-        setup = build_repair(hf, sae, 12, cfg)
-        opt = torch.optim.AdamW(setup.param_groups)
+        setup = build_repair(hf, sae, PRESETS["gemma-3-270m"].layer, cfg)
+        opt = torch.optim.AdamW(setup.param_groups, weight_decay=0.0)
+        params = [p for g in setup.param_groups for p in g["params"]]
         times = []
         for i in range(n):
             batch = windows[i * args.batch_size : (i + 1) * args.batch_size]
@@ -65,6 +66,7 @@ def main() -> None:
             opt.zero_grad()
             res.loss.backward()
             after_backward(setup)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             after_step(setup, cfg)
             times.append(time.perf_counter() - t)

@@ -47,7 +47,7 @@ def _():
     | method | what trains |
     | --- | --- |
     | model LoRA (arXiv 2501.19406) | peft LoRA on the blocks after the SAE's layer; SAE frozen |
-    | SAE KL+MSE finetune (arXiv 2503.17272) | every SAE parameter, k fixed, unit decoder rows |
+    | SAE KL+MSE finetune (arXiv 2503.17272) | every SAE parameter, k fixed, each decoder row keeps its norm |
     | linear adapter (same paper) | `x̂ + U·D·x̂` on the SAE output |
     | latent adapter (ours) | an `SaeLora` adding `Δz` to the latents before decoding |
 
@@ -167,7 +167,7 @@ def _():
             mo.md(
                 "### Run one repair\n\nAbout 60 training tokens/s on 2 CPU cores "
                 "(`bench/repair_throughput.py`), so the default 2,048 tokens take about a minute "
-                "plus the evaluation. Runs go to `runs/repair/<method>-notebook/` and resume."
+                "plus the evaluation. Runs go to `runs/repair/<method>-<tokens>-lr<lr>/` and resume."
             ),
             mo.hstack([method, train_tokens, lr, eval_tokens], justify="start"),
             repair_button,
@@ -193,7 +193,10 @@ def _(eval_tokens, lr, method, repair_button, train_tokens):
         run = run_repair(
             _cfg,
             preset=PRESET,
-            out_dir=ROOT / "runs" / "repair" / f"{method.value}-notebook",
+            out_dir=ROOT
+            / "runs"
+            / "repair"
+            / f"{method.value}-{_cfg.train_tokens}-lr{_cfg.effective_lr:g}",
             eval_tokens=int(eval_tokens.value),
         )
     mo.vstack(

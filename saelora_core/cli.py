@@ -148,9 +148,9 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 
 def cmd_sae_corpus(args: argparse.Namespace) -> int:
     from .corpus import build_corpus
-    from .models import load_hf_causal_lm
+    from .models import preset_tokenizer
 
-    res = build_corpus(args.out, tokenizer=load_hf_causal_lm(args.preset)[1])
+    res = build_corpus(args.out, tokenizer=preset_tokenizer(args.preset))
     _out({"corpus": str(args.out), "train_tokens": res.manifest.get("train_tokens")})
     return 0
 
@@ -172,6 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
+    from .models import preset_tokenizer
     from .repair import RepairConfig, run_repair
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
@@ -179,9 +180,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
     cfg = _config_from_args(RepairConfig, args, base)
     if args.build_corpus or not (Path(args.corpus) / "train.jsonl").exists():
         from .corpus import build_corpus
-        from .models import load_hf_causal_lm
 
-        build_corpus(args.corpus, tokenizer=load_hf_causal_lm(args.preset)[1])
+        build_corpus(args.corpus, tokenizer=preset_tokenizer(args.preset))
     out = Path(args.out or f"runs/repair/{args.method}")
     run = run_repair(
         cfg,

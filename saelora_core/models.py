@@ -237,6 +237,21 @@ def load_hf_causal_lm(
     return hf, tok
 
 
+def preset_tokenizer(preset: str = "gemma-3-270m"):
+    """The preset's tokenizer alone (no weights loaded beyond a first-use dequantization)."""
+    from transformers import AutoTokenizer
+
+    base = PRESETS.get(preset)
+    if base is not None and base.loader == "gguf":
+        return AutoTokenizer.from_pretrained(_gemma3_270m_cached_dir())
+    name = base.model_name if base else preset
+    try:
+        return AutoTokenizer.from_pretrained(name if "/" in name else f"google/{name}")
+    except OSError as e:
+        _require_hub(preset, f"the tokenizer of {name!r}")
+        raise PresetUnavailableError(f"Could not load the tokenizer of {name!r}: {e}") from e
+
+
 def load_gemma3_270m_offline(
     device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> HookedSAETransformer:

@@ -40,7 +40,9 @@ def main() -> None:
     ap.add_argument("--train-tokens", type=int, default=32768)
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--out", default="runs/repair-study")
-    ap.add_argument("--only", nargs="*", default=None, help="run names to (re)run")
+    ap.add_argument(
+        "--only", nargs="*", default=None, help="run names to (re)evaluate (training resumes)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out)
@@ -53,7 +55,7 @@ def main() -> None:
         cfg = RepairConfig(train_tokens=args.train_tokens, **spec)
         run_dir = out / name
         rec_path = run_dir / "repair.json"
-        if rec_path.exists():
+        if rec_path.exists() and args.only is None:
             rec = json.loads(rec_path.read_text())
             if rec.get("config") == cfg.to_dict() and "eval" in rec:
                 logging.info("%s: done already", name)

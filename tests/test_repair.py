@@ -109,7 +109,9 @@ def test_fused_kl_equals_the_eager_formula_and_its_gradient():
     (got_grad,) = torch.autograd.grad(got, other)
     assert torch.allclose(got, ref, atol=1e-6)
     assert torch.allclose(got_grad, ref_grad, atol=1e-7)
-    want_rows = F.kl_div(other.log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+    want_rows = F.kl_div(
+        other.log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="none"
+    ).sum(-1)
     assert torch.allclose(kl_rows(clean, other), want_rows, atol=1e-5)
 
 
@@ -146,10 +148,12 @@ def _train(method, tmp_path, lm=None, steps=2, windows=None, **kw):
     return res, sae, tok
 
 
-def test_finetune_keeps_decoder_rows_unit_norm_and_round_trips(tmp_path):
+def test_finetune_keeps_decoder_row_norms_and_round_trips(tmp_path):
     res, sae, _ = _train("sae_finetune", tmp_path, lr=1e-2)
     tuned = res.setup.sae
     assert not torch.equal(tuned.W_dec, sae.W_dec)  # it trained
+    # Each row keeps its norm (the tiny SAE's rows are unit vectors, so: stay unit norm).
+    assert torch.allclose(tuned.W_dec.norm(dim=1), sae.W_dec.norm(dim=1), atol=1e-5)
     assert torch.allclose(tuned.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
     assert tuned.cfg.k == sae.cfg.k
     loaded, ident = load_sae(path=res.artifact)
@@ -201,23 +205,39 @@ def test_latent_adapter_topk_is_exactly_sparse(tmp_path):
     assert meta["mode"] == "sae_replace"
 
 
-def test_resume_continues_from_the_checkpoint(tmp_path):
-    lm, tok = tiny_hf_lm()
+def test_resume_continues_from_the_checkpoint(tmp_path, monkeypatch):
+    import saelora_core.repair.train as repair_train
+
+    _, tok = tiny_hf_lm()
     windows = _windows(tok, 8)
     full, _, _ = _train("linear_adapter", tmp_path / "a", steps=4, windows=windows, lr=1e-2)
-    # A run that stopped after 2 steps, then resumed, ends where the uninterrupted run ends.
-    half_cfg = dict(steps=2, windows=windows[:4], lr=1e-2)
-    _train("linear_adapter", tmp_path / "b", **half_cfg, schedule="constant")
-    full_c, _, _ = _train(
-        "linear_adapter", tmp_path / "c", steps=4, windows=windows, lr=1e-2, schedule="constant"
-    )
-    state = torch.load(tmp_path / "c" / "linear_adapter" / "train_state.pt", weights_only=True)
-    assert state["step"] == 4 and len(state["history"]) == 4
-    again, _, _ = _train(
-        "linear_adapter", tmp_path / "c", steps=4, windows=windows, lr=1e-2, schedule="constant"
-    )
-    assert again.history == full_c.history  # nothing retrained
-    assert full.history[-1]["step"] == 4
+
+    # A run killed during step 3 (after the step-2 checkpoint), then resumed.
+    real, calls = repair_train.after_step, {"n": 0}
+
+    def dies_at_step_3(setup, cfg):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(setup, cfg)
+
+    monkeypatch.setattr(repair_train, "after_step", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        _train("linear_adapter", tmp_path / "b", steps=4, windows=windows, lr=1e-2)
+    state = torch.load(tmp_path / "b" / "linear_adapter" / "train_state.pt", weights_only=True)
+    assert state["step"] == 2
+    monkeypatch.setattr(repair_train, "after_step", real)
+    resumed, _, _ = _train("linear_adapter", tmp_path / "b", steps=4, windows=windows, lr=1e-2)
+    assert [h["kl"] for h in resumed.history] == pytest.approx([h["kl"] for h in full.history])
+    for name in ("U", "D"):
+        got = getattr(resumed.setup.modules["linear"], name)
+        want = getattr(full.setup.modules["linear"], name)
+        assert torch.allclose(got, want, atol=1e-7), name
+    # Another config on the same directory is refused with the reason.
+    from saelora_core.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="another config"):
+        _train("linear_adapter", tmp_path / "b", steps=4, windows=windows, lr=2e-2)
 
 
 def test_gap_closed_interval():
@@ -251,6 +271,10 @@ def test_bad_input_gets_a_clear_error(tmp_path):
         token_windows([], tok, context_size=CTX, max_tokens=1000)
     with pytest.raises(ValueError, match="unknown repair method 'magic'"):
         RepairConfig(method="magic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown RepairConfig fields"):
+        RepairConfig.from_dict({"method": "sae_finetune", "learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="curve_tokens=64 is less than one window"):
+        RepairConfig(curve_tokens=64)
     empty = tmp_path / "corpus"
     empty.mkdir()
     (empty / "train.jsonl").write_text("")
@@ -321,7 +345,9 @@ def test_adapters_of_the_original_sae_load_onto_its_finetune(tmp_path):
     _, tuned = load_sae(path=res.artifact)
     assert tuned["hash"] != original["hash"] and tuned["derived_from"] == original["hash"]
     lora = SaeLora(64, 1)
-    meta = build_metadata(lora, config={}, preset="tiny", sae_identity=original, layer=LAYER, mode="resid_add")
+    meta = build_metadata(
+        lora, config={}, preset="tiny", sae_identity=original, layer=LAYER, mode="resid_add"
+    )
     save_lora(lora, tmp_path / "a", meta)
     load_lora(tmp_path / "a", sae_identity=tuned)  # the finetune keeps the latents: accepted
     other = sae_identity(tiny_sae(seed=5), path="other")

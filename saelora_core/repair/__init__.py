@@ -12,7 +12,15 @@ from .config import METHODS, PUBLISHED_LR, RepairConfig, RepairMethod
 from .data import CorpusError, corpus_windows, read_texts, token_windows
 from .evaluate import Baseline, RepairEval, baseline, evaluate_repair, gap_closed_interval
 from .methods import RepairSetup, build_repair, load_linear_adapter
-from .objective import RepairLoss, clean_targets, fused_kl, kl_from_clean, kl_rows, repair_loss, token_ce
+from .objective import (
+    RepairLoss,
+    clean_targets,
+    fused_kl,
+    kl_from_clean,
+    kl_rows,
+    repair_loss,
+    token_ce,
+)
 from .run import TEXT_SETS, RepairRun, run_repair
 from .splice import LinearAdapter, Splice, SplicedLM, decoder_layers
 from .train import RepairResult, distinct_latents, step_loss, train_repair

@@ -113,7 +113,12 @@ class RepairConfig:
             raise ValueError(f"schedule must be 'constant' or 'linear', not {self.schedule!r}")
         if self.lora_layers not in ("after", "all"):
             raise ValueError(f"lora_layers must be 'after' or 'all', not {self.lora_layers!r}")
-        for name in ("lora_rank", "adapter_rank", "latent_rank", "batch_size"):
+        for name in ("curve_tokens", "init_tokens"):
+            if getattr(self, name) < self.context_size:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is less than one window ({self.context_size} tokens)"
+                )
+        for name in ("lora_rank", "adapter_rank", "latent_rank", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -138,4 +143,7 @@ class RepairConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RepairConfig:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown RepairConfig fields {unknown}; see saelora repair --help")
+        return cls(**d)

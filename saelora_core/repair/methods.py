@@ -52,6 +52,8 @@ def build_repair(hf: nn.Module, sae: SAE, layer: int, cfg: RepairConfig) -> Repa
     """Wrap ``hf`` and ``sae`` for ``cfg.method``; nothing but the method's own part trains."""
     gen = torch.Generator().manual_seed(cfg.seed)
     lr = cfg.effective_lr
+    # Only the method's own part trains: a frozen SAE collects no gradients.
+    sae.requires_grad_(False)
     if cfg.method == "model_lora":
         from peft import LoraConfig, get_peft_model
 
@@ -141,7 +143,7 @@ def after_step(setup: RepairSetup, cfg: RepairConfig) -> None:
 
 def init_latent_adapter_(
     setup: RepairSetup, windows: Tensor, cfg: RepairConfig, loss_fn
-) -> dict[str, float]:
+) -> dict[str, list[float]]:
     """Â, B̂ from the top-r singular vectors of G = Σ_t z_tᵀ·∂loss/∂z'_t, the loss gradient with
     respect to a full latent-to-latent map (Δz = z·M), with s = 0: the adapter starts as an exact
     no-op whose scale has the largest first-order gain. Latents that never fire get exact 0 reads.
@@ -149,10 +151,16 @@ def init_latent_adapter_(
     latent: SaeLora = setup.modules["latent"]  # type: ignore[assignment]
     splice = setup.spliced.splice
     d_sae = latent.d_sae
-    G = torch.zeros(d_sae, d_sae)
+    if len(windows) == 0:
+        raise ValueError("the latent adapter's gradient-SVD init needs init windows; add text")
+    device = windows.device
+    G = torch.zeros(d_sae, d_sae, device=device)
+    fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
     for i in range(0, len(windows), cfg.batch_size):
         batch = windows[i : i + cfg.batch_size]
-        probe = torch.zeros(batch.shape[0], batch.shape[1], d_sae, requires_grad=True)
+        probe = torch.zeros(
+            batch.shape[0], batch.shape[1], d_sae, device=device, requires_grad=True
+        )
         splice.latent_probe = probe
         try:
             loss_fn(batch).backward()
@@ -160,11 +168,19 @@ def init_latent_adapter_(
             splice.latent_probe = None
         z = splice.last_z
         assert z is not None and probe.grad is not None
-        G += z[:, 1:].reshape(-1, d_sae).T @ probe.grad[:, 1:].reshape(-1, d_sae)
-    U, S, Vh = torch.linalg.svd(-G)
+        with torch.no_grad():
+            zf = z[:, 1:].reshape(-1, d_sae).detach()
+            G += zf.T @ probe.grad[:, 1:].reshape(-1, d_sae)
+            fired |= (zf != 0).any(0)
     r = latent.rank
+    if d_sae <= 16_384:
+        U, S, Vh = torch.linalg.svd(-G)
+    else:  # a 131k-latent SAE: only the top r singular pairs, without the full SVD
+        U, S, V = torch.svd_lowrank(-G, q=r + 8)
+        Vh = V.T
     with torch.no_grad():
-        latent.a.copy_(U[:, :r])
+        U = U[:, :r] * fired[:, None]  # exact zeros where the SVD leaves round-off
+        latent.a.copy_(U)
         latent.b.copy_(Vh[:r])
         latent.s.zero_()
     after_step(setup, cfg)

@@ -113,8 +113,10 @@ def fig_gap_closed(df: pd.DataFrame) -> go.Figure:
 def fig_curves(curves: pd.DataFrame) -> go.Figure:
     """Held-out gap closed against training tokens seen, one line per run."""
     fig = go.Figure()
-    for method, g in curves.groupby("method", sort=False):
-        fig.add_scatter(x=g["tokens"], y=g["gap_closed"], mode="lines+markers", name=str(method))
+    for _, g in curves.groupby("run", sort=False):
+        fig.add_scatter(
+            x=g["tokens"], y=g["gap_closed"], mode="lines+markers", name=str(g["method"].iloc[0])
+        )
     fig.update_layout(
         title="Held-out gap closed against training tokens (curve windows)",
         xaxis_title="training tokens seen",
@@ -210,7 +212,9 @@ def study_outputs(records: dict[str, dict[str, Any]], out_dir: str | Path) -> st
         except BrowserNotFoundError:
             save_figure(fig, out, name, formats=("html",))
     lat = df[(df["latents_used"].notna()) & (df["text_set"] == "heldout")]
-    return None if lat.empty else str(pd.DataFrame(lat).sort_values(by="gap_closed").iloc[-1]["run"])
+    return (
+        None if lat.empty else str(pd.DataFrame(lat).sort_values(by="gap_closed").iloc[-1]["run"])
+    )
 
 
 def load_records(runs_dir: str | Path) -> dict[str, dict[str, Any]]:

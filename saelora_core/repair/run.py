@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_json
+from ..checkpoint import VERSION, atomic_write_json
 from ..models import PRESETS, REPO_ROOT, load_hf_causal_lm, load_sae
 from .config import RepairConfig
 from .data import corpus_windows
@@ -43,7 +43,7 @@ def preset_sae_source(preset: str) -> dict[str, Any]:
 
 def cached_baseline(hf, sae, layer: int, windows, *, key: str, cache_dir: Path | None) -> Baseline:
     """:func:`evaluate.baseline`, cached as JSON by a hash of the windows and the SAE."""
-    h = hashlib.sha256(windows.numpy().tobytes()).hexdigest()[:16]
+    h = hashlib.sha256(windows.cpu().numpy().tobytes() + VERSION.encode()).hexdigest()[:16]
     path = (cache_dir or BASELINE_CACHE) / f"{key}-{h}.json"
     if path.exists():
         return Baseline(**json.loads(path.read_text()))
@@ -87,6 +87,11 @@ def run_repair(
         eval_sets[name] = (windows, base)
     # The init windows come after the budget's, so no window is both an init and a step batch.
     n_budget = cfg.steps * cfg.batch_size
+    if n_init and len(train) - n_budget < n_init // cfg.context_size:
+        raise ValueError(
+            f"the corpus holds {len(train)} windows: not enough for the budget's {n_budget} plus "
+            f"the latent init's {n_init // cfg.context_size}; lower train_tokens or init_tokens"
+        )
     res = train_repair(
         hf,
         sae,

@@ -3,7 +3,7 @@
 Each step: the clean model's next-token distribution (no splice, LoRA off, no autograd), then
 the repaired splice's logits, the objective (``objective.py``), AdamW with gradient clipping,
 the method's constraints (``methods.after_backward`` / ``after_step``). Every
-``len(windows) / curve_points`` steps the held-out CE of a fixed set of curve windows is
+``ceil(steps / curve_points)`` steps the held-out CE of a fixed set of curve windows is
 measured (fp32), giving the fraction of the gap closed against tokens seen.
 
 ``out_dir/train_state.pt`` (atomic, every ``checkpoint_every`` steps) holds the trained tensors,
@@ -13,6 +13,7 @@ the optimizer, the schedule and the history; a rerun with the same config resume
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,22 @@ def curve_ce(setup: RepairSetup, windows: Tensor, batch_size: int = 4) -> float:
     return total / (windows.shape[0] * (windows.shape[1] - 1))
 
 
+def read_state(path: Path, cfg: RepairConfig) -> dict[str, Any]:
+    """A run's checkpoint, refused with the reason when it is unreadable or has another config."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} is unreadable ({e}); delete it to start over") from e
+    want = cfg.to_dict()
+    if st.get("config") != want:
+        diff = sorted(k for k in want if st.get("config", {}).get(k) != want[k])
+        raise CheckpointError(
+            f"{path.parent} holds a run with another config (differs in {diff}); give another "
+            "output directory (--out) or start over (--no-resume / resume=False)"
+        )
+    return st
+
+
 def _lr_lambda(cfg: RepairConfig):
     steps, warm = max(cfg.steps, 1), cfg.warmup_steps
     linear = cfg.effective_schedule == "linear"
@@ -122,36 +139,24 @@ def train_repair(
         raise ValueError("train windows must be cfg.context_size tokens long")
     torch.manual_seed(cfg.seed)
     state_path = out / "train_state.pt"
+    st = read_state(state_path, cfg) if resume and state_path.exists() else None
     # Before build_repair: a model LoRA is injected into ``hf`` in place.
-    fresh_ref = None
-    if not (resume and state_path.exists()):
-        fresh_ref = baseline(hf, reference_sae or sae, layer, curve_windows)
+    ref = (
+        Baseline(**st["curve_baseline"])
+        if st is not None
+        else baseline(hf, reference_sae or sae, layer, curve_windows)
+    )
     setup = build_repair(hf, sae, layer, cfg)
     opt = torch.optim.AdamW(setup.param_groups, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     start, history, curve, extra = 0, [], [], {}
-    ref: Baseline | None = None
-    if resume and state_path.exists():
-        try:
-            st = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(
-                f"{state_path} is unreadable ({e}); delete it to start over"
-            ) from e
-        if st["config"] != cfg.to_dict():
-            raise CheckpointError(
-                f"{out} holds a run with another config; pass another output dir or resume=False "
-                f"(differs in: {sorted(k for k in st['config'] if st['config'][k] != cfg.to_dict().get(k))})"
-            )
+    if st is not None:
         load_trainable_state(setup, st["trainable"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         start, history, curve, extra = st["step"], st["history"], st["curve"], st["extra"]
-        ref = Baseline(**st["curve_baseline"])
         torch.set_rng_state(st["rng"])
         logger.info("resuming %s at step %d of %d", out, start, n_steps)
-    if ref is None:  # resume=False over an existing checkpoint
-        ref = fresh_ref
     assert ref is not None
     if start == 0 and not history and cfg.method == "latent_adapter":
         if init_windows is None:
@@ -194,7 +199,7 @@ def train_repair(
 
     if not curve:
         curve_point(0)
-    every = max(1, n_steps // max(cfg.curve_points, 1))
+    every = max(1, math.ceil(n_steps / max(cfg.curve_points, 1)))
     bar = tqdm(
         total=n_steps, initial=start, desc=f"repair {cfg.method}", disable=not progress, unit="step"
     )
@@ -205,6 +210,7 @@ def train_repair(
         lm.train(cfg.method == "model_lora")
         for m in setup.modules.values():
             m.train()
+        lr_now = sched.get_last_lr()[0]
         res = step_loss(setup, batch, cfg)
         opt.zero_grad(set_to_none=True)
         res.loss.backward()
@@ -222,7 +228,7 @@ def train_repair(
             "tokens": (step + 1) * cfg.batch_size * cfg.context_size,
             "loss": res.loss.item(),
             "kl": res.kl.item(),
-            "lr": sched.get_last_lr()[0],
+            "lr": lr_now,
         }
         if res.mse is not None:
             row["mse"] = res.mse.item()
