@@ -87,17 +87,20 @@ def latent_dashboards(lora_dir: Path, results: Path, n: int = 6) -> None:
     usage = latent_usage(lora, k=n)
     atomic_write_bytes(results / "latent_usage.csv", usage.to_csv(index=False).encode())
     texts = (
-        read_texts(GENERAL_TEXT) + read_texts(REPO_ROOT / "data" / "corpus" / "heldout.jsonl")[:100]
+        read_texts(GENERAL_TEXT) + read_texts(REPO_ROOT / "data" / "corpus" / "heldout.jsonl")[:50]
     )
+    chosen = [
+        (side, int(row.latent), float(row.share))
+        for side in ("read", "write")
+        for row in usage[usage["side"] == side].head(n // 2).itertuples()
+    ]
+    acts = analysis.latent_activations(mas, texts, latents=sorted({c[1] for c in chosen}))
     parts = []
-    for side in ("read", "write"):
-        for row in usage[usage["side"] == side].head(n // 2).itertuples():
-            d = analysis.latent_dashboard(mas, int(row.latent), texts)
-            parts.append(
-                analysis.dashboard_html(
-                    d, f"{side} latent {row.latent} ({row.share:.1%} of {side} mass)"
-                )
-            )
+    for side, latent, share in chosen:
+        d = analysis.latent_dashboard(mas, latent, texts, acts=acts)
+        parts.append(
+            analysis.dashboard_html(d, f"{side} latent {latent} ({share:.1%} of {side} mass)")
+        )
     page = (
         "<!doctype html><meta charset='utf-8'><title>latent adapter: top latents</title>"
         + "".join(parts)
@@ -119,6 +122,12 @@ def ship(out: Path, records: dict, best_latent: str | None) -> None:
         if size <= 25 * 2**20:
             shutil.copytree(peft, dst)
             shutil.copy(out / "model_lora" / "repair.json", dst / "repair.json")
+            # peft records the base model's local cache path; name the model instead.
+            cfg_path = dst / "adapter_config.json"
+            cfg = json.loads(cfg_path.read_text())
+            cfg["base_model_name_or_path"] = "google/gemma-3-270m"
+            cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+            (dst / "README.md").unlink(missing_ok=True)
         else:
             logging.warning(
                 "model LoRA is %.1f MB (> 25 MB): not shipped; rerun this script", size / 2**20

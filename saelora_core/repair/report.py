@@ -200,15 +200,19 @@ def study_outputs(records: dict[str, dict[str, Any]], out_dir: str | Path) -> st
     atomic_write_bytes(out / "table.md", markdown_table(df).encode())
     atomic_write_bytes(out / "curves.csv", curves.to_csv(index=False).encode())
     for name, rec in records.items():
-        atomic_write_json(
-            out / "runs" / f"{name}.json", {k: v for k, v in rec.items() if k != "history"}
-        )
-    figs = {"gap": fig_gap_closed(df), "curves": fig_curves(curves)}
+        atomic_write_json(out / "runs" / f"{name}.json", rec)
+    figs = {
+        "gap": fig_gap_closed(df),
+        "curves": fig_curves(curves),
+        "loss_curves": fig_loss_curves(records),
+    }
     if bool(df["latents_used"].notna().any()):
         figs["latent_pareto"] = fig_latent_pareto(df)
     for name, fig in figs.items():
+        # PNG for the repository (each self-contained HTML embeds 4.6 MB of plotly.js; the
+        # notebook's export writes HTML); HTML only when no browser can render a PNG.
         try:
-            save_figure(fig, out, name, formats=("html", "png"))
+            save_figure(fig, out, name, formats=("png",))
         except BrowserNotFoundError:
             save_figure(fig, out, name, formats=("html",))
     lat = df[(df["latents_used"].notna()) & (df["text_set"] == "heldout")]
