@@ -165,7 +165,7 @@ def _():
     mo.vstack(
         [
             mo.md(
-                "### Run one repair\n\nAbout 60 training tokens/s on 2 CPU cores "
+                "### Run one repair\n\nAbout 100 training tokens/s on 2 CPU cores "
                 "(`bench/repair_throughput.py`), so the default 2,048 tokens take about a minute "
                 "plus the evaluation. Runs go to `runs/repair/<method>-<tokens>-lr<lr>/` and resume."
             ),
