@@ -60,11 +60,11 @@ def _():
 
 @app.cell
 def _():
-    records = load_records(RESULTS / "runs")
+    records = load_records(RESULTS / "records")
     mo.stop(
         not records,
         mo.callout(
-            mo.md(f"No study results in `{RESULTS}/runs/`: run `python scripts/repair_study.py`."),
+            mo.md(f"No study results in `{RESULTS}/records/`: run `python scripts/repair_study.py`."),
             kind="warn",
         ),
     )

@@ -5,7 +5,7 @@ one token budget, one evaluation, one table, two figures.
 
 Runs resume (each run's checkpoint, and a finished run is not redone). Writes
 ``results/repair/`` (table.csv, table.md, curves.csv, gap.png/html, curves.png/html,
-latent_pareto.png/html, runs/<name>.json), commits-size artifacts: the finetuned SAE under
+latent_pareto.png, records/<name>.json), commits-size artifacts: the finetuned SAE under
 ``data/saes/gemma-3-270m-l12-topk-klft/``, the model LoRA under ``data/repairs/`` (if ≤ 25 MB) and
 the best latent adapter under ``loras/repair-latent-best/``.
 """

@@ -49,7 +49,7 @@ NOTEBOOK_ENV = (
     "SAELORA_DATASET",
 )
 # Shown by a notebook that stopped early because something it needs is missing.
-STOP_MESSAGES = ("No adapter in", "No dataset in", "Cannot load")
+STOP_MESSAGES = ("No adapter in", "No dataset in", "Cannot load", "No study results")
 # What each notebook shows before any button is pressed (plotly figures render as
 # <marimo-plotly>; latent dashboards as <div class="saelora-dashboard">).
 # "{adapter}" is the adapter directory's name.

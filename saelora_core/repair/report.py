@@ -200,7 +200,7 @@ def study_outputs(records: dict[str, dict[str, Any]], out_dir: str | Path) -> st
     atomic_write_bytes(out / "table.md", markdown_table(df).encode())
     atomic_write_bytes(out / "curves.csv", curves.to_csv(index=False).encode())
     for name, rec in records.items():
-        atomic_write_json(out / "runs" / f"{name}.json", rec)
+        atomic_write_json(out / "records" / f"{name}.json", rec)
     figs = {
         "gap": fig_gap_closed(df),
         "curves": fig_curves(curves),
@@ -222,7 +222,7 @@ def study_outputs(records: dict[str, dict[str, Any]], out_dir: str | Path) -> st
 
 
 def load_records(runs_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """The study's run records (``results/repair/runs/<name>.json``), by run name."""
+    """The study's run records (``results/repair/records/<name>.json``), by run name."""
     import json
 
     d = Path(runs_dir)
