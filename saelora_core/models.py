@@ -208,6 +208,16 @@ def _gemma3_270m_cached_dir() -> Path:
     return cached
 
 
+def hf_source(preset: str) -> str | Path:
+    """Where ``transformers`` loads the preset from: the local dequantized cache for the default,
+    else the hub name (``google/`` prefixed when the preset names no organisation)."""
+    base = PRESETS.get(preset)
+    if base is not None and base.loader == "gguf":
+        return _gemma3_270m_cached_dir()
+    name = base.model_name if base else preset
+    return name if "/" in name else f"google/{name}"
+
+
 def load_hf_causal_lm(
     preset: str = "gemma-3-270m", *, device: str = "cpu", dtype: torch.dtype = torch.float32
 ):
@@ -219,13 +229,7 @@ def load_hf_causal_lm(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = PRESETS.get(preset)
-    if base is not None and base.loader == "gguf":
-        src: str | Path = _gemma3_270m_cached_dir()
-    else:
-        src = base.model_name if base else preset
-        if "/" not in str(src):
-            src = f"google/{src}"
+    src = hf_source(preset)
     try:
         tok = AutoTokenizer.from_pretrained(src)
         hf = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
@@ -241,15 +245,12 @@ def preset_tokenizer(preset: str = "gemma-3-270m"):
     """The preset's tokenizer alone (no weights loaded beyond a first-use dequantization)."""
     from transformers import AutoTokenizer
 
-    base = PRESETS.get(preset)
-    if base is not None and base.loader == "gguf":
-        return AutoTokenizer.from_pretrained(_gemma3_270m_cached_dir())
-    name = base.model_name if base else preset
+    src = hf_source(preset)
     try:
-        return AutoTokenizer.from_pretrained(name if "/" in name else f"google/{name}")
+        return AutoTokenizer.from_pretrained(src)
     except OSError as e:
-        _require_hub(preset, f"the tokenizer of {name!r}")
-        raise PresetUnavailableError(f"Could not load the tokenizer of {name!r}: {e}") from e
+        _require_hub(preset, f"the tokenizer of {str(src)!r}")
+        raise PresetUnavailableError(f"Could not load the tokenizer of {str(src)!r}: {e}") from e
 
 
 def load_gemma3_270m_offline(
