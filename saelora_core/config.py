@@ -28,7 +28,11 @@ class LoraTrainingConfig:
     """λ in ``loss = CE + λ · sparsity(Â, B̂)`` (for ``proximal_l1`` the per-step threshold is
     ``lr · λ``)."""
     batch_size: int = 32
-    """Examples per optimizer step (gradient accumulation; each example runs on its own)."""
+    """Examples per optimizer step (gradients accumulate over micro-batches)."""
+    micro_batch: int = 8
+    """Examples run together in one right-padded forward and backward pass (1: one at a time).
+    It changes speed and memory, not the loss: each example's loss is the mean over its own
+    tokens (float rounding aside; hard-concrete gates are still sampled per example)."""
     rank: int = 1
     """Number of read/write vector pairs."""
     max_len: int = 2048
@@ -105,6 +109,7 @@ class LoraTrainingConfig:
             "s_lr": self.s_lr is None or self.s_lr > 0,
             "l1_weight": self.l1_weight >= 0,
             "batch_size": self.batch_size >= 1,
+            "micro_batch": self.micro_batch >= 1,
             "rank": self.rank >= 1,
             "max_len": self.max_len >= 8,
             "epochs": self.epochs >= 1,

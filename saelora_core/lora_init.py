@@ -37,7 +37,16 @@ from .chat import format_turn
 from .config import LoraTrainingConfig
 from .lora import SaeLora
 from .models import ModelAndSae
-from .train import Example, _edited_logits, _hook_resid, _targets
+from .forward import (
+    Example,
+    ce_losses,
+    chunks,
+    edited_logits,
+    hook_resid,
+    hook_resids,
+    make_batch,
+    padded_resid,
+)
 
 
 def gradient_svd_init_(
@@ -47,6 +56,7 @@ def gradient_svd_init_(
     mode: str,
     logits_dtype: str = "float32",
     write: str = "random",
+    micro_batch: int = 8,
 ) -> torch.Tensor:
     """Initialise the read vectors Â from the loss gradient (``s`` stays 0: still a no-op).
 
@@ -65,16 +75,21 @@ def gradient_svd_init_(
     Returns the top-r singular values (how strongly each component is asked for).
     """
     d, r = lora.d_sae, lora.rank
-    grad = torch.zeros(d, d)
-    fired = torch.zeros(d, dtype=torch.bool)
-    for ex in examples:
+    grad = torch.zeros(d, d, device=lora.s.device)
+    fired = torch.zeros(d, dtype=torch.bool, device=lora.s.device)
+    for part in chunks(examples, micro_batch):
+        b = make_batch(mas, part)
         with torch.no_grad():
-            z = mas.sae.encode(_hook_resid(mas, ex))
+            resid = padded_resid(mas, b)
+            z = mas.sae.encode(resid)
         dz = torch.zeros_like(z, requires_grad=True)
-        logits = _edited_logits(mas, ex, z, dz, mode, logits_dtype)
-        (g,) = torch.autograd.grad(F.cross_entropy(logits, _targets(ex.chat)[1]), dz)
-        grad += z[0, 1:].T @ g[0, 1:]
-        fired |= (z[0, 1:] > 0).any(0)
+        logits = edited_logits(mas, b, resid, z, dz, mode, logits_dtype)
+        # Examples are independent, so the gradient of their summed losses w.r.t. dz holds
+        # each example's own gradient in its rows.
+        (g,) = torch.autograd.grad(ce_losses(logits, b).sum(), dz)
+        for i, n in enumerate(b.lengths):
+            grad += z[i, 1:n].float().T @ g[i, 1:n].float()
+            fired |= (z[i, 1:n] > 0).any(0)
     u, sv, v = torch.svd_lowrank(-grad / max(len(examples), 1), q=min(r + 10, d), niter=6)
     with torch.no_grad():
         lora.a.copy_(u[:, :r] * fired[:, None] * math.sqrt(d))
@@ -93,13 +108,16 @@ MAX_OFF_TOPIC_FREQ = 0.05
 @torch.no_grad()
 def _latent_stats(mas: ModelAndSae, chats) -> dict[str, torch.Tensor]:
     """Mean SAE latents at the decision positions (``decision``, with the firing frequency
-    ``fired``) and over the response tokens (``response``) of ``chats``, one forward pass
-    each."""
+    ``fired``) and over the response tokens (``response``) of ``chats``, in batched forward
+    passes up to the hook."""
     d = mas.sae.cfg.d_sae
     tot = {k: torch.zeros(d) for k in ("decision", "fired", "response")}
     n = {"decision": 0, "response": 0}
-    for c in chats:
-        z = mas.sae.encode(_hook_resid(mas, Example(c)))[0].float().cpu()
+    examples = [Example(c) for c in chats]
+    hook_resids(mas, examples)
+    for ex in examples:
+        c = ex.chat
+        z = mas.sae.encode(hook_resid(mas, ex))[0].float().cpu()
         dec = z[max(c.prompt_len - 1, 1) : c.prompt_len - 1 + DECISION_TOKENS]
         tot["decision"] += dec.sum(0)
         tot["fired"] += (dec > 0).sum(0)
@@ -171,5 +189,6 @@ def data_init_(
         [train[i] for i in order[: cfg.init_examples].tolist()],
         cfg.mode,
         cfg.logits_dtype,
+        micro_batch=cfg.micro_batch,
     )
     return {"singular_values": sv.tolist()}

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import torch
 from sae_lens import SAE, HookedSAETransformer
 
+from .layout import relayout_
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +105,9 @@ class ModelAndSae:
     chat_format: ChatFormat = "qa"
     sae_identity: dict[str, Any] = field(default_factory=dict)
     """release/id or path, plus a content hash of the SAE weights (see :func:`sae_identity`)."""
+
+    def __post_init__(self) -> None:
+        relayout_(self.model)  # no per-forward weight copies (layout.py); same numbers
 
     @property
     def tokenizer(self):

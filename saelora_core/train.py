@@ -6,12 +6,16 @@ With ``distill_from`` (a teacher adapter) the CE is replaced by KL(teacher ‖ s
 divergence of the next-token distributions at the same positions: compressing a dense adapter
 into a sparse one by matching what it does, not the dataset's targets.
 
-One example runs at a time and gradients accumulate over ``batch_size`` examples per step.
+``micro_batch`` examples run together, right-padded, in one forward and backward pass, and
+gradients accumulate over ``batch_size`` examples per step; each example's loss is the mean over
+its own tokens, so the step's loss does not depend on ``micro_batch`` (``micro_batch=1`` is the
+one-at-a-time path; the two agree to float rounding, tested). The forward pass and its losses
+live in ``forward.py``; ``bench/train_throughput.py`` measures the paths side by side.
 
 Speed (``precompute=True``): the residual at the hook depends only on the frozen blocks below
 it, so it is computed once per example and reused every epoch; the forward then starts at block
 ``L+1`` and logits are computed only at positions that predict an assistant token. This is exact
-(checked against the plain path in the tests) and ``bench/train_throughput.py`` measures it.
+(checked against the plain path in the tests).
 
 Checkpoints: ``params.pt`` + ``metadata.json`` + ``train_state.pt`` (optimizer, position,
 history) are written atomically at the end of each epoch and every ``checkpoint_every`` steps;
@@ -28,13 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .chat import ChatTokens, format_turn
 from .checkpoint import atomic_torch_save, build_metadata, load_lora, save_lora
 from .config import LoraTrainingConfig
-from .hooks import attach_lora, write_matrix
+from .forward import (
+    Example,
+    batch_losses,
+    chunks,
+    device_of,
+    evaluate_ce,
+    hook_resids,
+    make_batch,
+    tokenize_rows,
+)
 from .lora import SaeLora, penalty, project_, split_rank
 from .models import ModelAndSae
 
@@ -50,44 +61,12 @@ class TrainResult:
     skipped_rows: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Example:
-    chat: ChatTokens
-    resid: torch.Tensor | None = None
-    """Cached hook-point residual, (1, pos, d_model), when precomputing."""
-
-
 def _rows(dataset, split: str) -> list[dict] | None:
     if hasattr(dataset, "keys") and callable(dataset.keys) and split in dataset:  # DatasetDict
         return list(dataset[split])
     if split == "train" and not (hasattr(dataset, "keys") and callable(dataset.keys)):
         return list(dataset)
     return None
-
-
-def tokenize_rows(
-    mas: ModelAndSae, rows: Iterable[dict], max_len: int, response_tokens: int | None = None
-) -> tuple[list[Example], list[str]]:
-    """Format rows (``prompt``, ``response``) as turns; malformed rows are skipped and named.
-    ``response_tokens``: keep only the first that many response tokens (see ``format_turn``)."""
-    out, skipped = [], []
-    for i, row in enumerate(rows):
-        try:
-            out.append(
-                Example(
-                    format_turn(
-                        mas.tokenizer,
-                        row.get("prompt"),  # type: ignore[arg-type]  # format_turn validates
-                        row.get("response"),  # type: ignore[arg-type]
-                        mas.chat_format,
-                        max_len,
-                        response_tokens,
-                    )
-                )
-            )
-        except (ValueError, AttributeError, TypeError) as e:
-            skipped.append(f"row {row.get('id', i) if isinstance(row, dict) else i}: {e}")
-    return out, skipped
 
 
 def split_dataset(
@@ -116,142 +95,20 @@ def split_dataset(
     return train, ev, skipped
 
 
-def _targets(chat: ChatTokens) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions whose next token is an assistant token, and those next tokens."""
-    pos = torch.nonzero(chat.assistant_mask[1:]).flatten()
-    return pos, chat.tokens[1:][pos]
-
-
-_BF16_WU: dict[int, torch.Tensor] = {}
-
-
-def _unembed(model, x: torch.Tensor, dtype: str) -> torch.Tensor:
-    if dtype == "float32":
-        return model.unembed(x)
-    w = _BF16_WU.get(id(model))
-    if w is None:  # one bf16 copy of W_U per model, reused every step
-        w = _BF16_WU[id(model)] = model.unembed.W_U.detach().to(torch.bfloat16)
-    return (x.to(torch.bfloat16) @ w).float() + model.unembed.b_U
-
-
-def _logits_from_resid(
-    model, resid: torch.Tensor, start: int, pos: torch.Tensor, logits_dtype: str = "float32"
-) -> torch.Tensor:
-    x = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
-    logits = _unembed(model, model.ln_final(x[:, pos]), logits_dtype)
-    cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
-    if cap > 0:
-        logits = cap * torch.tanh(logits / cap)
-    return logits[0]
-
-
-def _hook_resid(mas: ModelAndSae, ex: Example) -> torch.Tensor:
-    """The example's clean residual at the hook point, computed once and cached."""
-    if ex.resid is None:
-        with torch.no_grad():
-            ex.resid = mas.model(ex.chat.tokens.unsqueeze(0), stop_at_layer=mas.layer + 1)
-    assert ex.resid is not None
-    return ex.resid
-
-
-def _edited_logits(
-    mas: ModelAndSae,
-    ex: Example,
-    z: torch.Tensor,
-    dz: torch.Tensor,
-    mode: str,
-    logits_dtype: str,
-) -> torch.Tensor:
-    """Logits at the positions that predict an assistant token when the latents ``z`` (from the
-    hook residual) get ``dz``."""
-    resid = _hook_resid(mas, ex)
-    pos, _ = _targets(ex.chat)
-    add = mode == "resid_add"
-    new = resid + dz @ write_matrix(mas.sae) if add else mas.sae.decode(z + dz)
-    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
-    return _logits_from_resid(mas.model, new, mas.layer + 1, pos, logits_dtype)
-
-
-def _response_logits(
-    mas: ModelAndSae, lora: SaeLora, ex: Example, mode: str, precompute: bool, logits_dtype: str
-) -> torch.Tensor:
-    """Logits at the positions that predict an assistant token, with ``lora`` attached."""
-    if not precompute:
-        pos, _ = _targets(ex.chat)
-        with attach_lora(mas, lora, mode):
-            return mas.model(ex.chat.tokens.unsqueeze(0))[0, pos]
-    z = mas.sae.encode(_hook_resid(mas, ex))
-    return _edited_logits(mas, ex, z, lora.delta(z), mode, logits_dtype)
-
-
-def distill_loss(
-    mas: ModelAndSae,
-    lora: SaeLora,
-    teacher: SaeLora,
-    ex: Example,
-    mode: str,
-    precompute: bool,
-    logits_dtype: str = "float32",
-) -> torch.Tensor:
-    """Mean over the example's response positions of KL(p_teacher ‖ p_lora), the next-token
-    distributions with each adapter attached (the teacher's without gradient)."""
-    with torch.no_grad():
-        t = F.log_softmax(
-            _response_logits(mas, teacher, ex, mode, precompute, logits_dtype).float(), -1
-        )
-    s = F.log_softmax(_response_logits(mas, lora, ex, mode, precompute, logits_dtype).float(), -1)
-    return F.kl_div(s, t, log_target=True, reduction="sum") / max(len(t), 1)
-
-
-def example_loss(
-    mas: ModelAndSae,
-    lora: SaeLora,
-    ex: Example,
-    mode: str,
-    precompute: bool,
-    logits_dtype: str = "float32",
-    teacher: SaeLora | None = None,
-) -> torch.Tensor:
-    """Mean CE over the example's assistant tokens with the adapter attached (with ``teacher``:
-    :func:`distill_loss` instead)."""
-    if teacher is not None:
-        return distill_loss(mas, lora, teacher, ex, mode, precompute, logits_dtype)
-    logits = _response_logits(mas, lora, ex, mode, precompute, logits_dtype)
-    return F.cross_entropy(logits, _targets(ex.chat)[1])
-
-
-@torch.no_grad()
-def evaluate_ce(
-    mas: ModelAndSae,
-    lora: SaeLora,
-    examples: list[Example],
-    mode: str,
-    precompute: bool = True,
-    logits_dtype: str = "float32",
-) -> float:
-    """Token-weighted mean CE on the assistant tokens of ``examples`` (gates deterministic)."""
-    tot, n = 0.0, 0
-    was = lora.training
-    lora.eval()
-    try:
-        for ex in examples:
-            k = int(ex.chat.assistant_mask[1:].sum())
-            tot += example_loss(mas, lora, ex, mode, precompute, logits_dtype).item() * k
-            n += k
-    finally:
-        lora.train(was)
-    return tot / max(n, 1)
-
-
 def _state_path(out: Path) -> Path:
     return out / "train_state.pt"
+
+
+def _comparable(config: dict) -> dict:
+    """A config without the fields that change speed, not results (``micro_batch``)."""
+    return {k: v for k, v in config.items() if k != "micro_batch"}
 
 
 def _state_mismatch(
     state: dict, cfg: LoraTrainingConfig, mas: ModelAndSae, out: Path
 ) -> str | None:
     """Why the checkpoint ``state`` cannot be resumed with ``cfg`` on ``mas`` (None: it can)."""
-    if state["config"] != cfg.to_dict():
+    if _comparable(state["config"]) != _comparable(cfg.to_dict()):
         return (
             f"{out} holds a run with a different config; use another out_dir or "
             "resume=False to start over"
@@ -321,6 +178,8 @@ def train_lora(
     train, ev, skipped = split_dataset(mas, dataset, cfg)
     for s in skipped:
         logger.warning("skipped %s", s)
+    if cfg.precompute:  # every hook residual once, longest first so micro-batches pad little
+        hook_resids(mas, sorted(train + ev, key=lambda e: -len(e.chat.tokens)), cfg.micro_batch)
 
     torch.manual_seed(cfg.seed)
     lora = SaeLora(
@@ -329,7 +188,7 @@ def train_lora(
         init="random" if cfg.init in ("gradient_svd", "contrastive") else cfg.init,
         generator=torch.Generator().manual_seed(cfg.seed),
         gates=cfg.sparsity == "hard_concrete",
-    )
+    ).to(device_of(mas))
     groups = [
         {"params": [lora.a, lora.b], "lr": cfg.lr},
         {"params": [lora.s], "lr": cfg.s_lr or cfg.lr},
@@ -339,7 +198,9 @@ def train_lora(
     opt = torch.optim.Adam(groups)
     teacher = (
         # Any rank: only the teacher's output distribution is used.
-        load_lora(cfg.distill_from, sae_identity=mas.sae_identity).lora.requires_grad_(False)
+        load_lora(cfg.distill_from, sae_identity=mas.sae_identity)
+        .lora.requires_grad_(False)
+        .to(device_of(mas))
         if cfg.distill_from
         else None
     )
@@ -348,7 +209,7 @@ def train_lora(
     epoch, step_in_epoch, created, ce_sum = 0, 0, None, float("nan")
 
     if resume and _state_path(out).exists():
-        state = torch.load(_state_path(out), weights_only=True)
+        state = torch.load(_state_path(out), weights_only=True, map_location=device_of(mas))
         if (why := _state_mismatch(state, cfg, mas, out)) is not None:
             raise ValueError(why)
         lora.load_state_dict(state["lora"])
@@ -357,7 +218,7 @@ def train_lora(
         history, created = state["history"], state.get("created")
         ce_sum = state.get("last_train_ce", float("nan"))
         if "rng" in state:  # hard-concrete gate samples continue exactly where they left off
-            torch.set_rng_state(state["rng"])
+            torch.set_rng_state(state["rng"].cpu())
         logger.info("resuming %s at epoch %d step %d", out, epoch, step_in_epoch)
     elif not history:
         if cfg.init_from:
@@ -371,7 +232,9 @@ def train_lora(
             {
                 "epoch": 0,
                 "step": 0,
-                "eval_ce": evaluate_ce(mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype)
+                "eval_ce": evaluate_ce(
+                    mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype, cfg.micro_batch
+                )
                 if ev
                 else None,
             }
@@ -432,10 +295,19 @@ def train_lora(
                 batch = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
                 opt.zero_grad(set_to_none=True)
                 ce_sum = 0.0
-                for i in batch:
-                    loss = example_loss(
-                        mas, lora, train[i], cfg.mode, cfg.precompute, cfg.logits_dtype, teacher
-                    ) / len(batch)
+                # Longest first, so a micro-batch pads little; the step's loss is the same sum.
+                ordered = sorted(batch, key=lambda i: -len(train[i].chat.tokens))
+                for part in chunks(ordered, cfg.micro_batch):
+                    losses = batch_losses(
+                        mas,
+                        lora,
+                        make_batch(mas, [train[i] for i in part]),
+                        cfg.mode,
+                        cfg.precompute,
+                        cfg.logits_dtype,
+                        teacher,
+                    )
+                    loss = losses.sum() / len(batch)
                     loss.backward()
                     ce_sum += loss.item()
                 pen = penalty(lora, cfg.sparsity)
@@ -469,7 +341,7 @@ def train_lora(
                     "step": epoch * steps_per_epoch,
                     "train_ce_last": ce_sum,
                     "eval_ce": evaluate_ce(
-                        mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype
+                        mas, lora, ev, cfg.mode, cfg.precompute, cfg.logits_dtype, cfg.micro_batch
                     )
                     if ev
                     else None,

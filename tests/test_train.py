@@ -14,7 +14,7 @@ from saelora_core import (
     train_lora,
 )
 from saelora_core.chat import format_turn
-from saelora_core.train import Example, example_loss
+from saelora_core.forward import Example, example_loss
 
 ROWS = [{"id": str(i), "prompt": f"Say yes {i}", "response": "yes yes"} for i in range(12)]
 
@@ -163,7 +163,7 @@ def test_bf16_logits_close_to_fp32(tiny_mas):
 
 def test_gradient_svd_init_is_a_noop_with_the_steepest_direction(tiny_mas):
     from saelora_core.lora_init import gradient_svd_init_
-    from saelora_core.train import tokenize_rows
+    from saelora_core.forward import tokenize_rows
 
     exs, _ = tokenize_rows(tiny_mas, ROWS[:6], 64)
     lora = SaeLora(tiny_mas.sae.cfg.d_sae, 2, init="zeros")
@@ -281,7 +281,8 @@ def test_resume_refuses_a_run_on_another_sae(tiny_mas, tmp_path):
 
 def test_init_from_prunes_a_saved_adapter_and_fine_tunes_it(tiny_mas, tmp_path):
     from saelora_core import prune_topk
-    from saelora_core.train import evaluate_ce, split_dataset
+    from saelora_core.forward import evaluate_ce
+    from saelora_core.train import split_dataset
 
     dense = train_lora(
         tiny_mas, ROWS, cfg(init="uniform_small"), out_dir=tmp_path / "d", progress=False
@@ -310,7 +311,7 @@ def test_init_from_prunes_a_saved_adapter_and_fine_tunes_it(tiny_mas, tmp_path):
 
 def test_distillation_matches_the_teacher_through_a_topk_schedule(tiny_mas, tmp_path):
     from saelora_core import prune_topk
-    from saelora_core.train import distill_loss, split_dataset
+    from saelora_core.train import split_dataset
 
     dense = train_lora(
         tiny_mas, ROWS, cfg(init="uniform_small", lr=0.2), out_dir=tmp_path / "d", progress=False
@@ -329,7 +330,8 @@ def test_distillation_matches_the_teacher_through_a_topk_schedule(tiny_mas, tmp_
     def kl(lora):
         with torch.no_grad():
             return sum(
-                distill_loss(tiny_mas, lora, teacher, ex, "resid_add", True).item() for ex in train
+                example_loss(tiny_mas, lora, ex, "resid_add", True, teacher=teacher).item()
+                for ex in train
             ) / len(train)
 
     assert kl(teacher) == pytest.approx(0.0, abs=1e-6)

@@ -208,10 +208,9 @@ def response_ce(
     measures progress (and what pruning keeps) before greedy answers flip. ``base``: an earlier
     result on the same rows whose base CE is reused.
     """
-    from ..train import evaluate_ce, tokenize_rows
+    from ..forward import evaluate_ce, tokenize_rows
 
     rows = dataset_rows(eval_rows)
-    none = SaeLora(lora.d_sae, lora.rank)
     out = []
     for split, want in (("in_topic", True), ("off_topic", False)):
         exs, _ = tokenize_rows(mas, [r for r in rows if bool(r.get("in_topic")) == want], max_len)
@@ -222,7 +221,7 @@ def response_ce(
                 "split": split,
                 "base_ce": float(base.table.set_index("split").loc[split, "base_ce"])
                 if base is not None
-                else evaluate_ce(mas, none, exs, mode, True, logits_dtype),
+                else evaluate_ce(mas, None, exs, mode, True, logits_dtype),
                 "adapter_ce": evaluate_ce(mas, lora, exs, mode, True, logits_dtype),
                 "n_rows": len(exs),
             }

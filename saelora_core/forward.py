@@ -1,0 +1,314 @@
+"""The edited forward pass and its losses, batched: what training, the inits and evaluation run.
+
+An :class:`Example` is one tokenized turn. A micro-batch of examples runs as one forward pass:
+the turns are **right-padded** to the longest one. The model is causal and Gemma's positions
+are the token indices, so a real position never sees a pad that follows it and keeps its
+index: the logits at real positions are those of the example run alone (up to float
+rounding; ``tests/test_train.py`` checks it). No attention mask is needed, and the pads are
+never read: only the positions that predict an assistant token are unembedded.
+
+Losses keep the one-example semantics: each example's loss is the mean over its own assistant
+tokens, and :func:`batch_losses` returns one loss per example, so a step's loss is still the
+mean over its examples whatever the micro-batch size.
+
+The fast path (``precompute=True``): the residual at the hook depends only on the frozen blocks
+below it, so it is computed once per example (:func:`hook_resids`) and reused every epoch; the
+forward then starts at block ``L+1``. The plain path (``precompute=False``) runs the whole
+model with the adapter hooked in by :func:`hooks.attach_lora`; the two agree (tested).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .chat import ChatTokens, format_turn
+from .hooks import attach_lora, write_matrix
+from .lora import SaeLora
+from .models import ModelAndSae
+
+
+@dataclass
+class Example:
+    chat: ChatTokens
+    resid: Tensor | None = None
+    """Cached hook-point residual, (1, pos, d_model), when precomputing."""
+
+
+def tokenize_rows(
+    mas: ModelAndSae, rows: Iterable[dict], max_len: int, response_tokens: int | None = None
+) -> tuple[list[Example], list[str]]:
+    """Format rows (``prompt``, ``response``) as turns; malformed rows are skipped and named.
+    ``response_tokens``: keep only the first that many response tokens (see ``format_turn``)."""
+    out, skipped = [], []
+    for i, row in enumerate(rows):
+        try:
+            out.append(
+                Example(
+                    format_turn(
+                        mas.tokenizer,
+                        row.get("prompt"),  # type: ignore[arg-type]  # format_turn validates
+                        row.get("response"),  # type: ignore[arg-type]
+                        mas.chat_format,
+                        max_len,
+                        response_tokens,
+                    )
+                )
+            )
+        except (ValueError, AttributeError, TypeError) as e:
+            skipped.append(f"row {row.get('id', i) if isinstance(row, dict) else i}: {e}")
+    return out, skipped
+
+
+def targets(chat: ChatTokens) -> tuple[Tensor, Tensor]:
+    """Positions whose next token is an assistant token, and those next tokens."""
+    pos = torch.nonzero(chat.assistant_mask[1:]).flatten()
+    return pos, chat.tokens[1:][pos]
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    """``items`` in consecutive runs of at most ``size``."""
+    for i in range(0, len(items), max(size, 1)):
+        yield items[i : i + max(size, 1)]
+
+
+def device_of(mas: ModelAndSae) -> torch.device:
+    return mas.model.W_U.device
+
+
+_LOW_WU: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def unembed(model, x: Tensor, logits_dtype: str = "float32") -> Tensor:
+    """``x @ W_U + b_U`` in float32. ``bfloat16``: the matmul in bf16 (a cached bf16 copy of
+    ``W_U``, made once per model), the result in float32."""
+    u = model.unembed
+    if logits_dtype == "float32" and u.W_U.dtype == torch.float32:
+        return u(x)
+    w = _LOW_WU.get(u)
+    low = torch.bfloat16 if logits_dtype == "bfloat16" else torch.float32
+    if w is None or w.dtype != low or w.device != u.W_U.device:
+        w = _LOW_WU[u] = u.W_U.detach().to(low)
+    return (x.to(low) @ w).float() + u.b_U.float()
+
+
+def final_logits(model, x: Tensor, logits_dtype: str = "float32") -> Tensor:
+    """Next-token logits from the residual after the last block (final norm, unembedding and the
+    config's soft cap), computed only for the rows of ``x`` given."""
+    logits = unembed(model, model.ln_final(x), logits_dtype)
+    cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
+    return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+
+@dataclass
+class Batch:
+    """A right-padded micro-batch and where its loss positions are."""
+
+    examples: list[Example]
+    tokens: Tensor
+    """(batch, n) token ids, right-padded."""
+    lengths: list[int]
+    rows: Tensor
+    """(T,) batch row of each target position, example by example."""
+    cols: Tensor
+    """(T,) position (index into the sequence) of each target position."""
+    labels: Tensor
+    """(T,) the next token at each target position."""
+
+    @property
+    def counts(self) -> Tensor:
+        """Target positions per example."""
+        return torch.bincount(self.rows, minlength=len(self.examples))
+
+
+def make_batch(mas: ModelAndSae, examples: list[Example]) -> Batch:
+    if not examples:
+        raise ValueError("an empty batch")
+    dev = device_of(mas)
+    lengths = [len(ex.chat.tokens) for ex in examples]
+    tokens = torch.zeros(len(examples), max(lengths), dtype=torch.long)
+    rows, cols, labels = [], [], []
+    for i, ex in enumerate(examples):
+        tokens[i, : lengths[i]] = ex.chat.tokens
+        pos, nxt = targets(ex.chat)
+        rows.append(torch.full_like(pos, i))
+        cols.append(pos)
+        labels.append(nxt)
+    return Batch(
+        examples,
+        tokens.to(dev),
+        lengths,
+        torch.cat(rows).to(dev),
+        torch.cat(cols).to(dev),
+        torch.cat(labels).to(dev),
+    )
+
+
+@torch.no_grad()
+def hook_resids(mas: ModelAndSae, examples: list[Example], micro_batch: int = 8) -> None:
+    """Compute and cache the clean hook-point residual of every example that lacks one, in
+    right-padded micro-batches."""
+    todo = [ex for ex in examples if ex.resid is None]
+    for part in chunks(todo, micro_batch):
+        b = make_batch(mas, part)
+        r = mas.model(b.tokens, stop_at_layer=mas.layer + 1)
+        for i, ex in enumerate(part):
+            ex.resid = r[i : i + 1, : b.lengths[i]].clone()
+
+
+def hook_resid(mas: ModelAndSae, ex: Example) -> Tensor:
+    """The example's clean residual at the hook point, (1, pos, d_model), computed once."""
+    hook_resids(mas, [ex])
+    assert ex.resid is not None
+    return ex.resid
+
+
+def padded_resid(mas: ModelAndSae, batch: Batch) -> Tensor:
+    """The cached hook residuals of ``batch``, right-padded with zeros: (batch, n, d_model)."""
+    hook_resids(mas, batch.examples, len(batch.examples))
+    first = batch.examples[0].resid
+    assert first is not None
+    shape = (len(batch.examples), batch.tokens.shape[1], first.shape[-1])
+    out = first.new_zeros(shape)
+    for i, ex in enumerate(batch.examples):
+        out[i, : batch.lengths[i]] = ex.resid[0]  # type: ignore[index]
+    return out
+
+
+def edited_logits(
+    mas: ModelAndSae,
+    batch: Batch,
+    resid: Tensor,
+    z: Tensor,
+    dz: Tensor,
+    mode: str,
+    logits_dtype: str = "float32",
+) -> Tensor:
+    """Logits (T, vocab) at ``batch``'s target positions when the latents ``z`` of the hook
+    residual ``resid`` (batch, n, d_model) get ``dz``; position 0 of each example (its BOS) is
+    left alone."""
+    if mode == "resid_add":
+        new = resid + dz @ write_matrix(mas.sae).to(resid.dtype)
+    else:
+        new = mas.sae.decode(z + dz)
+    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
+    model = mas.model
+    x = model(new, start_at_layer=mas.layer + 1, stop_at_layer=model.cfg.n_layers)
+    return final_logits(model, x[batch.rows, batch.cols], logits_dtype)
+
+
+def response_logits(
+    mas: ModelAndSae,
+    lora: SaeLora | None,
+    batch: Batch,
+    mode: str,
+    precompute: bool = True,
+    logits_dtype: str = "float32",
+) -> Tensor:
+    """Logits (T, vocab) at the positions that predict an assistant token, with ``lora``
+    attached (None: the base model, or the bare SAE splice in ``sae_replace``)."""
+    if not precompute:
+        with attach_lora(mas, lora, mode):
+            x = mas.model(batch.tokens, stop_at_layer=mas.model.cfg.n_layers)
+        return final_logits(mas.model, x[batch.rows, batch.cols], logits_dtype)
+    resid = padded_resid(mas, batch)
+    if lora is None and mode == "resid_add":
+        x = mas.model(resid, start_at_layer=mas.layer + 1, stop_at_layer=mas.model.cfg.n_layers)
+        return final_logits(mas.model, x[batch.rows, batch.cols], logits_dtype)
+    z = mas.sae.encode(resid)
+    return edited_logits(mas, batch, resid, z, latent_delta(lora, z), mode, logits_dtype)
+
+
+def latent_delta(lora: SaeLora | None, z: Tensor) -> Tensor:
+    """Δz for a batch of latents (batch, n, d_sae). Training hard-concrete gates are sampled
+    once per example, as when examples ran one at a time."""
+    if lora is None:
+        return torch.zeros_like(z)
+    if lora.gates and lora.training:
+        return torch.cat([lora.delta(z[i : i + 1]) for i in range(z.shape[0])])
+    return lora.delta(z)
+
+
+def per_example_mean(values: Tensor, batch: Batch) -> Tensor:
+    """The mean of ``values`` (T,) over each example's target positions: (batch,)."""
+    sums = torch.zeros(len(batch.examples), dtype=values.dtype, device=values.device)
+    sums = sums.index_add(0, batch.rows, values)
+    return sums / batch.counts.clamp_min(1).to(values.dtype)
+
+
+def ce_losses(logits: Tensor, batch: Batch) -> Tensor:
+    """Each example's mean CE over its assistant tokens: (batch,)."""
+    return per_example_mean(F.cross_entropy(logits.float(), batch.labels, reduction="none"), batch)
+
+
+def kl_losses(student_logits: Tensor, teacher_logits: Tensor, batch: Batch) -> Tensor:
+    """Each example's mean KL(p_teacher ‖ p_student) over its assistant positions: (batch,)."""
+    t = F.log_softmax(teacher_logits.float(), -1)
+    s = F.log_softmax(student_logits.float(), -1)
+    return per_example_mean((t.exp() * (t - s)).sum(-1), batch)
+
+
+def batch_losses(
+    mas: ModelAndSae,
+    lora: SaeLora,
+    batch: Batch,
+    mode: str,
+    precompute: bool = True,
+    logits_dtype: str = "float32",
+    teacher: SaeLora | None = None,
+) -> Tensor:
+    """One loss per example: the CE on its assistant tokens, or with ``teacher`` the KL from the
+    teacher's next-token distributions (the teacher's without gradient)."""
+    logits = response_logits(mas, lora, batch, mode, precompute, logits_dtype)
+    if teacher is None:
+        return ce_losses(logits, batch)
+    with torch.no_grad():
+        t = response_logits(mas, teacher, batch, mode, precompute, logits_dtype)
+    return kl_losses(logits, t, batch)
+
+
+def example_loss(
+    mas: ModelAndSae,
+    lora: SaeLora,
+    ex: Example,
+    mode: str,
+    precompute: bool = True,
+    logits_dtype: str = "float32",
+    teacher: SaeLora | None = None,
+) -> Tensor:
+    """:func:`batch_losses` of one example (a scalar)."""
+    return batch_losses(mas, lora, make_batch(mas, [ex]), mode, precompute, logits_dtype, teacher)[
+        0
+    ]
+
+
+@torch.no_grad()
+def evaluate_ce(
+    mas: ModelAndSae,
+    lora: SaeLora | None,
+    examples: list[Example],
+    mode: str,
+    precompute: bool = True,
+    logits_dtype: str = "float32",
+    micro_batch: int = 8,
+) -> float:
+    """Token-weighted mean CE on the assistant tokens of ``examples`` (gates deterministic)."""
+    tot, n = 0.0, 0
+    was = lora.training if lora is not None else False
+    if lora is not None:
+        lora.eval()
+    try:
+        for part in chunks(examples, micro_batch):
+            b = make_batch(mas, part)
+            logits = response_logits(mas, lora, b, mode, precompute, logits_dtype)
+            tot += float(F.cross_entropy(logits.float(), b.labels, reduction="sum"))
+            n += len(b.labels)
+    finally:
+        if lora is not None:
+            lora.train(was)
+    return tot / max(n, 1)
