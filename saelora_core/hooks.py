@@ -65,7 +65,8 @@ def lora_resid_add_hook(
 ) -> Float[Tensor, "batch pos d_model"]:
     """``resid + Δz @ W_dec`` with ``z = SAE.encode(resid)`` (clean residual)."""
     z = sae.encode(resid)
-    new = resid + lora.delta(z) @ write_matrix(sae).to(resid.dtype)
+    dz = lora.delta(z)
+    new = resid + (dz @ write_matrix(sae).to(dz.dtype)).to(resid.dtype)
     return _skip_bos(new, resid, skip_bos)
 
 
@@ -79,7 +80,7 @@ def sae_replace_hook(
 ) -> Float[Tensor, "batch pos d_model"]:
     """``SAE.decode(z + Δz)``; with no adapter, the plain SAE splice."""
     z = sae.encode(resid)
-    new = sae.decode(z if lora is None else z + lora.delta(z))
+    new = sae.decode(z if lora is None else z + lora.delta(z)).to(resid.dtype)
     return _skip_bos(new, resid, skip_bos)
 
 

@@ -52,3 +52,12 @@ def relayout_(model: nn.Module) -> int:
             _store(p, p.data.permute(2, 0, 1).contiguous().permute(1, 2, 0))
             n += 1
     return n
+
+
+@torch.no_grad()
+def standard_layout_(model: nn.Module) -> None:
+    """Undo :func:`relayout_`: every parameter contiguous again (TransformerLens's own layout,
+    which copies on each forward). For benchmarks and tests that compare the two."""
+    for p in model.parameters():
+        if not p.is_contiguous():
+            _store(p, p.data.contiguous())

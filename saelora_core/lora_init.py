@@ -31,12 +31,9 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .chat import format_turn
 from .config import LoraTrainingConfig
-from .lora import SaeLora
-from .models import ModelAndSae
 from .forward import (
     Example,
     ce_losses,
@@ -47,6 +44,8 @@ from .forward import (
     make_batch,
     padded_resid,
 )
+from .lora import SaeLora
+from .models import ModelAndSae
 
 
 def gradient_svd_init_(

@@ -108,3 +108,17 @@ def test_train_lora_micro_batch_does_not_change_the_run(tiny_mas, tmp_path):
     from saelora_core.train import resumable
 
     assert resumable(tmp_path / "1", LoraTrainingConfig(**base, micro_batch=8), tiny_mas) is True
+
+
+def test_relayout_gives_bitwise_the_same_logits(tiny_mas):
+    from saelora_core.layout import relayout_, standard_layout_
+
+    toks = torch.randint(0, tiny_mas.model.cfg.d_vocab, (3, 17), generator=torch.Generator())
+    with torch.no_grad():
+        fast = tiny_mas.model(toks)  # ModelAndSae re-lays its model when it is built
+        standard_layout_(tiny_mas.model)
+        assert all(p.is_contiguous() for p in tiny_mas.model.parameters())
+        slow = tiny_mas.model(toks)
+        assert relayout_(tiny_mas.model) > 0
+        again = tiny_mas.model(toks)
+    assert torch.equal(fast, slow) and torch.equal(fast, again)

@@ -162,8 +162,8 @@ def test_bf16_logits_close_to_fp32(tiny_mas):
 
 
 def test_gradient_svd_init_is_a_noop_with_the_steepest_direction(tiny_mas):
-    from saelora_core.lora_init import gradient_svd_init_
     from saelora_core.forward import tokenize_rows
+    from saelora_core.lora_init import gradient_svd_init_
 
     exs, _ = tokenize_rows(tiny_mas, ROWS[:6], 64)
     lora = SaeLora(tiny_mas.sae.cfg.d_sae, 2, init="zeros")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..generate import generate
+from ..generate import GENERATE_BATCH, generate
 from ..lora import SaeLora
 from ..models import ModelAndSae
 from .activations import dataset_rows
@@ -87,8 +87,9 @@ def evaluate_behaviour(
     mode: str = "resid_add",
     max_new_tokens: int = 48,
     max_prompts: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = GENERATE_BATCH,
     base: BehaviourResult | None = None,
+    progress: bool = False,
 ) -> BehaviourResult:
     """Generate greedily for each eval prompt without the adapter (base: ``lora=None``, the plain
     model) and with it (in ``mode``), and score both answers with ``detector``.
@@ -112,14 +113,27 @@ def evaluate_behaviour(
     gen = {
         "base": base.samples["base"].tolist()
         if base is not None
-        else generate(mas, prompts, None, max_new_tokens=max_new_tokens, batch_size=batch_size),
+        else generate(
+            mas,
+            prompts,
+            None,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=progress and "generate (base)",
+        ),
     }
     # lora=None: the "adapter" answers are the base model's own, not generated a second time.
     gen["adapter"] = (
         gen["base"]
         if lora is None
         else generate(
-            mas, prompts, lora, mode=mode, max_new_tokens=max_new_tokens, batch_size=batch_size
+            mas,
+            prompts,
+            lora,
+            mode=mode,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=progress and "generate (adapter)",
         )
     )
     samples = pd.DataFrame(
