@@ -29,10 +29,10 @@ from saelora_core.chat import prompt_tokens, strip_response
 from saelora_core.demo import FRENCH, heldout_prompts
 from saelora_core.generate import (
     GENERATE_BATCH,
-    left_pad,
-    masked_hook,
     generate,
+    left_pad,
     lora_on,
+    masked_hook,
     stop_token_ids,
 )
 from saelora_core.layout import relayout_, standard_layout_

@@ -161,13 +161,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = run_demo(quick=args.quick)
     _out(summary)
     for b in summary["behaviours"]:
-        r = {(x["condition"], x["split"]): x["rate"] for x in b["rates"]}
+        r = {(x["condition"], x["split"]): x for x in b["rates"]}
+
+        def rate(c: str, s: str, r=r) -> str:
+            x = r[(c, s)]
+            return f"{x['rate']:.2f} [{x['low']:.2f}, {x['high']:.2f}]"
+
         sys.stderr.write(
             f"{b['name']} ({b['guideline']}): {b['detector']} rate in-topic "
-            f"{r[('base', 'in_topic')]:.2f} -> {r[('adapter', 'in_topic')]:.2f}, off-topic "
-            f"{r[('base', 'off_topic')]:.2f} -> {r[('adapter', 'off_topic')]:.2f}; "
-            f"report: {b['report']}\n"
+            f"{rate('base', 'in_topic')} -> {rate('adapter', 'in_topic')}, off-topic "
+            f"{rate('base', 'off_topic')} -> {rate('adapter', 'off_topic')} "
+            f"(n = {r[('adapter', 'in_topic')]['n']} + {r[('adapter', 'off_topic')]['n']} fresh "
+            f"prompts, 95 % Wilson intervals); report: {b['report']}\n"
         )
+    sys.stderr.write(f"demo finished in {summary['total_s']:.0f} s\n")
     return 0
 
 

@@ -12,11 +12,12 @@ For each:
 1. Build the dataset from the offline seed set with the offline backend (the same code path as
    the LLM backend).
 2. Train an adapter on the default model (``gemma-3-270m`` + the project's SAE).
-3. Generate on the held-out in-topic and off-topic prompts with and without the adapter, and
-   score the answers with the behaviour's detector (py3langid for French); also the held-out
-   CE of the target responses with and without the adapter (``analysis.response_ce``), a
-   continuous measure that moves before greedy answers flip. The base model's answers are
-   generated once and shared when the eval prompts are the same.
+3. Generate on the 80 in-topic and 80 off-topic fresh prompts of ``data/heldout/prompts.jsonl``
+   (in no dataset split) with and without the adapter, and score the answers with the
+   behaviour's detector (py3langid for French), each rate with its 95 % Wilson interval; also
+   the CE of the eval split's target responses with and without the adapter
+   (``analysis.response_ce``), a continuous measure that moves before greedy answers flip. The
+   base model's answers are generated once and shared by both behaviours.
 4. Write the HTML report with all plots.
 
 Why both train on the first 4 answer tokens only (``response_tokens=4``): the answer's language
@@ -162,10 +163,16 @@ def run_demo(
     }
 
 
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (no machine path is stored)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def _run_one(
     mas, b: DemoBehaviour, *, quick, out, max_eval_prompts, base: dict[tuple, BehaviourResult]
 ) -> dict:
-    from .analysis import dataset_rows, evaluate_behaviour, load_texts, response_ce
+    from .analysis import evaluate_behaviour, load_texts, response_ce
     from .report import export_report
     from .train import resumable, train_lora
 
@@ -198,9 +205,7 @@ def _run_one(
         out_dir=lora_dir,
         resume=not fresh,
         extra_metadata={
-            "dataset": str(built.out_dir.relative_to(REPO_ROOT))
-            if built.out_dir.is_relative_to(REPO_ROOT)
-            else str(built.out_dir),
+            "dataset": _rel(built.out_dir),
             "guideline": b.guideline,
             "detector": b.detector,
         },
@@ -208,9 +213,10 @@ def _run_one(
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    eval_rows = dataset_rows(ds, "eval")
-    if max_eval_prompts is not None:
-        eval_rows = eval_rows[:max_eval_prompts]
+    eval_rows = heldout_prompts()
+    if max_eval_prompts is not None:  # as many off-topic as in-topic prompts
+        ins = [r for r in eval_rows if r["in_topic"]][: (max_eval_prompts + 1) // 2]
+        eval_rows = ins + [r for r in eval_rows if not r["in_topic"]][: max_eval_prompts // 2]
     key = tuple(r["prompt"] for r in eval_rows)
     behaviour = evaluate_behaviour(
         mas,
@@ -220,6 +226,7 @@ def _run_one(
         mode=cfg.mode,
         max_new_tokens=EVAL_NEW_TOKENS,
         base=base.get(key),
+        progress=True,
     )
     if key not in base:
         base[key] = behaviour
@@ -237,6 +244,7 @@ def _run_one(
             "conditional_gap": behaviour.conditional_gap,
             "response_ce": ce_table,
             "max_new_tokens": EVAL_NEW_TOKENS,
+            "eval_prompts": str(HELDOUT_PROMPTS.relative_to(REPO_ROOT)),
             "samples": behaviour.samples.to_dict(orient="records"),
         },
     )
@@ -250,8 +258,8 @@ def _run_one(
         "name": b.name,
         "guideline": b.guideline,
         "detector": b.detector,
-        "lora_dir": str(lora_dir),
-        "report": str(report),
+        "lora_dir": _rel(lora_dir),
+        "report": _rel(Path(report)),
         "rates": rates,
         "effect": behaviour.effect,
         "conditional_gap": behaviour.conditional_gap,

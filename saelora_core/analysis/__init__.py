@@ -29,6 +29,7 @@ from .behaviour import (
     effect_retained,
     evaluate_behaviour,
     response_ce,
+    wilson_interval,
 )
 from .features import (
     latent_fire_freq,
@@ -65,6 +66,7 @@ __all__ = [
     "edit_logit_attribution",
     "edit_logit_diff",
     "effect_retained",
+    "wilson_interval",
     "evaluate_behaviour",
     "response_ce",
     "latent_activations",

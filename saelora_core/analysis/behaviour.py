@@ -47,7 +47,8 @@ DETECTORS: dict[str, Callable[[str], bool]] = {
 @dataclass
 class BehaviourResult:
     rates: pd.DataFrame
-    """condition ("base"/"adapter"), split ("in_topic"/"off_topic"), rate, n."""
+    """condition ("base"/"adapter"), split ("in_topic"/"off_topic"), rate, n, and the rate's
+    95 % Wilson interval (low, high)."""
     samples: pd.DataFrame
     """prompt, in_topic, base, adapter, base_hit, adapter_hit."""
     detector: str = "french"
@@ -150,15 +151,28 @@ def evaluate_behaviour(
     for cond in ("base", "adapter"):
         for split, want in (("in_topic", True), ("off_topic", False)):
             hits = samples.loc[samples["in_topic"] == want, f"{cond}_hit"]
+            low, high = wilson_interval(int(hits.sum()), len(hits))
             rates.append(
                 {
                     "condition": cond,
                     "split": split,
                     "rate": float(hits.mean()) if len(hits) else math.nan,
                     "n": int(len(hits)),
+                    "low": low,
+                    "high": high,
                 }
             )
     return BehaviourResult(pd.DataFrame(rates), samples, name)
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``hits / n`` (95 % by default; nan when n = 0)."""
+    if n == 0:
+        return math.nan, math.nan
+    p = hits / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def effect_retained(
