@@ -1,15 +1,24 @@
-"""Training tokens per second on the default model: naive against optimized, in one run.
+"""Training tokens per second on the default model: naive, per-example and batched, in one run.
 
-- naive: every step runs the whole model over the whole sequence and computes logits at every
-  position (the adapter hooked in with ``attach_lora``).
-- optimized (``precompute=True``): the hook-point residual is computed once per example and
-  reused every epoch; logits only at positions that predict assistant tokens.
+- naive: every step runs the whole model over the whole sequence (the adapter hooked in with
+  ``attach_lora``), one example at a time.
+- per-example (``precompute=True, micro_batch=1``, the optimized path before batching): the
+  hook-point residual is computed once per example and reused every epoch; logits only at
+  positions that predict assistant tokens; one example at a time.
+- batched (``micro_batch=8``): the same, 8 right-padded examples per forward and backward.
+
+Each is ``train_lora`` on the demo's rows and recipe (batch 8, max_len 128, the first 4 response
+tokens, bf16 logits; ``--full-responses`` trains on whole responses instead). The fraction of
+the GEMM peak divides the model FLOPs the work needs (forward of the blocks below the hook once
+per example, forward and input-gradient backward of the blocks above it, causal attention and
+the unembedding at the loss positions, forward and backward) by the time and by a fp32 GEMM's
+FLOP/s measured in the same run.
 
 Also measures the adapter's overhead against a plain forward and backward of the same model
 with no hook (gradient taken w.r.t. a zero bias at the same hook point, so the backward pass
 covers the same layers).
 
-Usage: python bench/train_throughput.py [--examples 16] [--epochs 3] [--tiny]
+Usage: python bench/train_throughput.py [--examples 64] [--epochs 2] [--tiny] [--full-responses]
 """
 
 from __future__ import annotations
@@ -17,87 +26,62 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from saelora_core import LoraTrainingConfig, load_model_and_sae, train_lora
-from saelora_core.chat import format_turn
-from saelora_core.data import load_behaviour_dataset
+from saelora_core.demo import FRENCH, build_demo_dataset
+from saelora_core.forward import tokenize_rows
 
 
 def rows(n: int) -> list[dict]:
-    try:
-        ds = load_behaviour_dataset("data/datasets/demo-math-french")["train"]
-        return [dict(r) for r in ds.select(range(min(n, len(ds))))]
-    except Exception:
-        from saelora_core.data import load_seed
-
-        return [{"prompt": r.prompt, "response": r.response} for r in load_seed().rows[:n]]
+    ds = build_demo_dataset(FRENCH).dataset["train"]  # offline, cached after the first build
+    return [dict(r) for r in ds.select(range(min(n, len(ds))))]
 
 
-def run(
-    mas,
-    data,
-    precompute: bool,
-    epochs: int,
-    logits_dtype: Literal["float32", "bfloat16"] = "float32",
-) -> tuple[float, int]:
-    cfg = LoraTrainingConfig(
-        logits_dtype=logits_dtype,
-        lr=1e-2,
-        batch_size=4,
-        epochs=epochs,
-        eval_fraction=0.0,
-        precompute=precompute,
-        sparsity="l1_normalized",
-        max_len=512,
+def gemm_peak() -> float:
+    """fp32 FLOP/s of a 2048² GEMM on this machine, best of 5."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - t))
+    return best
+
+
+def work_flops(mas, exs, epochs: int, precompute: bool) -> float:
+    """Model FLOPs of ``epochs`` over ``exs`` (see the module doc)."""
+    cfg = mas.model.cfg
+    per_block = sum(p.numel() for p in mas.model.blocks[0].parameters())
+    below, above = mas.layer + 1, cfg.n_layers - mas.layer - 1
+    tot = 0.0
+    for ex in exs:
+        t, r = len(ex.chat.tokens), int(ex.chat.assistant_mask[1:].sum())
+        block = 2 * per_block * t + 2 * t * t * cfg.n_heads * cfg.d_head
+        once = below * block  # the blocks below the hook: forward only, no gradient needed
+        tot += (once if precompute else once * epochs) + epochs * (
+            2 * above * block + 4 * cfg.d_model * cfg.d_vocab * r
+        )
+    return tot
+
+
+def run(mas, data, epochs: int, precompute: bool, micro: int, base: dict) -> tuple[float, int]:
+    cfg = LoraTrainingConfig.from_dict(
+        {**base, "epochs": epochs, "precompute": precompute, "micro_batch": micro}
     )
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         train_lora(mas, data, cfg, out_dir=d, progress=False)
-        dt = time.perf_counter() - t
-    n_tok = sum(
-        len(format_turn(mas.tokenizer, r["prompt"], r["response"], mas.chat_format).tokens)
-        for r in data
-    )
-    return dt, n_tok * epochs
-
-
-def plain_step_time(mas, data, with_adapter: bool) -> float:
-    from saelora_core import SaeLora, attach_lora
-
-    lora = SaeLora(mas.sae.cfg.d_sae, 1)
-    with torch.no_grad():
-        lora.s.fill_(1.0)
-    bias = torch.zeros(mas.model.cfg.d_model, requires_grad=True)
-    t = time.perf_counter()
-    for r in data:
-        c = format_turn(mas.tokenizer, r["prompt"], r["response"], mas.chat_format)
-        pos = torch.nonzero(c.assistant_mask[1:]).flatten()
-        if with_adapter:
-            with attach_lora(mas, lora):
-                logits = mas.model(c.tokens[None])[0, pos]
-        else:
-            logits = mas.model.run_with_hooks(
-                c.tokens[None], fwd_hooks=[(mas.hook_name, lambda a, hook: a + bias)]
-            )[0, pos]
-        F.cross_entropy(logits, c.tokens[1:][pos]).backward()
-    return time.perf_counter() - t
+        return time.perf_counter() - t, cfg.response_tokens
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--examples", type=int, default=16)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--examples", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="the tiny test model (no download)")
-    ap.add_argument(
-        "--logits-dtype",
-        default="float32",
-        choices=["float32", "bfloat16"],
-        help="unembedding dtype of the optimized path",
-    )
+    ap.add_argument("--full-responses", action="store_true", help="train on whole responses")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.tiny:
@@ -107,19 +91,32 @@ def main() -> None:
     else:
         mas = load_model_and_sae("gemma-3-270m", device="cpu")
     data = rows(args.examples)
+    base = {
+        **FRENCH.config.to_dict(),
+        "init": "random",  # the data inits cost the same on every path; time the steps
+        "eval_fraction": 0.0,
+        "response_tokens": 0 if args.full_responses else FRENCH.config.response_tokens,
+    }
+    exs, _ = tokenize_rows(mas, data, base["max_len"], base["response_tokens"] or None)
+    n_tok = sum(len(e.chat.tokens) for e in exs) * args.epochs
+    peak = gemm_peak()
     print(
-        f"model={mas.preset} examples={len(data)} epochs={args.epochs} threads={torch.get_num_threads()}"
+        f"model={mas.preset} examples={len(data)} epochs={args.epochs} "
+        f"tokens/example={n_tok / args.epochs / len(exs):.0f} threads={torch.get_num_threads()} "
+        f"fp32 GEMM peak {peak / 1e9:.0f} GFLOP/s (measured now)"
     )
-    naive_t, tok = run(mas, data, False, args.epochs)
-    opt_t, _ = run(mas, data, True, args.epochs, args.logits_dtype)
-    print(f"naive:     {tok / naive_t:8.1f} tokens/s ({naive_t:.1f} s)")
-    print(f"optimized ({args.logits_dtype} logits): {tok / opt_t:8.1f} tokens/s ({opt_t:.1f} s)")
-    print(f"speedup (optimized / naive): {naive_t / opt_t:.2f}x")
-    plain = plain_step_time(mas, data, with_adapter=False)
-    hooked = plain_step_time(mas, data, with_adapter=True)
+    results = {}
+    for name, pre, micro in (("naive", False, 1), ("per-example", True, 1), ("batched", True, 8)):
+        dt, _ = run(mas, data, args.epochs, pre, micro, base)
+        frac = work_flops(mas, exs, args.epochs, pre) / dt / peak
+        results[name] = dt
+        print(
+            f"{name:12s} (precompute={pre!s:5s} micro_batch={micro}): {n_tok / dt:8.1f} tokens/s "
+            f"({dt:.1f} s), {frac:5.1%} of the GEMM peak in model FLOPs"
+        )
     print(
-        f"plain fwd+bwd, no hook: {plain:.2f} s; same with adapter hook: {hooked:.2f} s; "
-        f"adapter overhead: {hooked / plain:.3f}x"
+        f"batched / per-example: {results['per-example'] / results['batched']:.2f}x; "
+        f"batched / naive: {results['naive'] / results['batched']:.2f}x"
     )
 
 

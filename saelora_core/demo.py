@@ -230,7 +230,14 @@ def _run_one(
     )
     if key not in base:
         base[key] = behaviour
-    ce = response_ce(mas, res.lora, list(ds["eval"]), mode=cfg.mode, max_len=cfg.max_len)
+    ce = response_ce(
+        mas,
+        res.lora,
+        list(ds["eval"]),
+        mode=cfg.mode,
+        max_len=cfg.max_len,
+        logits_dtype=cfg.logits_dtype,
+    )
     timings["evaluate_s"] = time.perf_counter() - t
     rates = behaviour.rates.to_dict(orient="records")
     ce_table = ce.table.to_dict(orient="records")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,14 @@ class Example:
     chat: ChatTokens
     resid: Tensor | None = None
     """Cached hook-point residual, (1, pos, d_model), when precomputing."""
+    on_device: tuple[Tensor, Tensor, Tensor] | None = field(default=None, repr=False)
+    """tokens, target positions and next tokens on the model's device, copied there once."""
+
+    def device_tensors(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        if self.on_device is None or self.on_device[0].device != device:
+            pos, nxt = targets(self.chat)
+            self.on_device = (self.chat.tokens.to(device), pos.to(device), nxt.to(device))
+        return self.on_device
 
 
 def tokenize_rows(
@@ -85,16 +93,17 @@ _LOW_WU: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def unembed(model, x: Tensor, logits_dtype: str = "float32") -> Tensor:
-    """``x @ W_U + b_U`` in float32. ``bfloat16``: the matmul in bf16 (a cached bf16 copy of
-    ``W_U``, made once per model), the result in float32."""
+    """``x @ W_U + b_U``, returned in float32 (the loss is always computed in float32).
+
+    ``bfloat16``, or a bfloat16 model: the matmul in bf16 (a float32 model keeps one cached
+    bf16 copy of ``W_U``; a bf16 model uses its own), accumulated and returned in float32."""
     u = model.unembed
     if logits_dtype == "float32" and u.W_U.dtype == torch.float32:
         return u(x)
-    w = _LOW_WU.get(u)
-    low = torch.bfloat16 if logits_dtype == "bfloat16" else torch.float32
-    if w is None or w.dtype != low or w.device != u.W_U.device:
-        w = _LOW_WU[u] = u.W_U.detach().to(low)
-    return (x.to(low) @ w).float() + u.b_U.float()
+    w = u.W_U if u.W_U.dtype == torch.bfloat16 else _LOW_WU.get(u)
+    if w is None or w.device != u.W_U.device:
+        w = _LOW_WU[u] = u.W_U.detach().to(torch.bfloat16)
+    return (x.to(torch.bfloat16) @ w).float() + u.b_U.float()
 
 
 def final_logits(model, x: Tensor, logits_dtype: str = "float32") -> Tensor:
@@ -127,34 +136,33 @@ class Batch:
 
 
 def make_batch(mas: ModelAndSae, examples: list[Example]) -> Batch:
+    """Right-pad ``examples`` into one batch, on the model's device. Each example's tensors are
+    copied to the device once and kept, so a training step makes no host-to-device copy."""
     if not examples:
         raise ValueError("an empty batch")
     dev = device_of(mas)
+    parts = [ex.device_tensors(dev) for ex in examples]
     lengths = [len(ex.chat.tokens) for ex in examples]
-    tokens = torch.zeros(len(examples), max(lengths), dtype=torch.long)
-    rows, cols, labels = [], [], []
-    for i, ex in enumerate(examples):
-        tokens[i, : lengths[i]] = ex.chat.tokens
-        pos, nxt = targets(ex.chat)
-        rows.append(torch.full_like(pos, i))
-        cols.append(pos)
-        labels.append(nxt)
+    tokens = torch.zeros(len(examples), max(lengths), dtype=torch.long, device=dev)
+    for i, (toks, _, _) in enumerate(parts):
+        tokens[i, : lengths[i]] = toks
+    rows = torch.cat([torch.full_like(pos, i) for i, (_, pos, _) in enumerate(parts)])
     return Batch(
         examples,
-        tokens.to(dev),
+        tokens,
         lengths,
-        torch.cat(rows).to(dev),
-        torch.cat(cols).to(dev),
-        torch.cat(labels).to(dev),
+        rows,
+        torch.cat([pos for _, pos, _ in parts]),
+        torch.cat([nxt for _, _, nxt in parts]),
     )
 
 
 @torch.no_grad()
 def hook_resids(mas: ModelAndSae, examples: list[Example], micro_batch: int = 8) -> None:
     """Compute and cache the clean hook-point residual of every example that lacks one, in
-    right-padded micro-batches."""
-    todo = [ex for ex in examples if ex.resid is None]
-    for part in chunks(todo, micro_batch):
+    right-padded micro-batches of similar lengths."""
+    todo = sorted((ex for ex in examples if ex.resid is None), key=lambda e: -len(e.chat.tokens))
+    for part in chunks(todo, micro_batch):  # longest first: a micro-batch pads little
         b = make_batch(mas, part)
         r = mas.model(b.tokens, stop_at_layer=mas.layer + 1)
         for i, ex in enumerate(part):
@@ -180,6 +188,22 @@ def padded_resid(mas: ModelAndSae, batch: Batch) -> Tensor:
     return out
 
 
+def edited_hidden(
+    mas: ModelAndSae, batch: Batch, resid: Tensor, z: Tensor, dz: Tensor, mode: str
+) -> Tensor:
+    """The residual after the last block (T, d_model) at ``batch``'s target positions when the
+    latents ``z`` of the hook residual ``resid`` (batch, n, d_model) get ``dz``; position 0 of
+    each example (its BOS) is left alone."""
+    if mode == "resid_add":
+        new = resid + (dz @ write_matrix(mas.sae).to(dz.dtype)).to(resid.dtype)
+    else:
+        new = mas.sae.decode(z + dz).to(resid.dtype)
+    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
+    model = mas.model
+    x = model(new, start_at_layer=mas.layer + 1, stop_at_layer=model.cfg.n_layers)
+    return x[batch.rows, batch.cols]
+
+
 def edited_logits(
     mas: ModelAndSae,
     batch: Batch,
@@ -189,17 +213,31 @@ def edited_logits(
     mode: str,
     logits_dtype: str = "float32",
 ) -> Tensor:
-    """Logits (T, vocab) at ``batch``'s target positions when the latents ``z`` of the hook
-    residual ``resid`` (batch, n, d_model) get ``dz``; position 0 of each example (its BOS) is
-    left alone."""
-    if mode == "resid_add":
-        new = resid + dz @ write_matrix(mas.sae).to(resid.dtype)
-    else:
-        new = mas.sae.decode(z + dz)
-    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
+    """Logits (T, vocab) of :func:`edited_hidden`."""
+    return final_logits(mas.model, edited_hidden(mas, batch, resid, z, dz, mode), logits_dtype)
+
+
+def response_hidden(
+    mas: ModelAndSae,
+    lora: SaeLora | None,
+    batch: Batch,
+    mode: str,
+    precompute: bool = True,
+) -> Tensor:
+    """The residual after the last block (T, d_model) at the positions that predict an
+    assistant token, with ``lora`` attached (None: the base model, or the bare SAE splice in
+    ``sae_replace``)."""
     model = mas.model
-    x = model(new, start_at_layer=mas.layer + 1, stop_at_layer=model.cfg.n_layers)
-    return final_logits(model, x[batch.rows, batch.cols], logits_dtype)
+    if not precompute:
+        with attach_lora(mas, lora, mode):
+            x = model(batch.tokens, stop_at_layer=model.cfg.n_layers)
+        return x[batch.rows, batch.cols]
+    resid = padded_resid(mas, batch)
+    if lora is None and mode == "resid_add":
+        x = model(resid, start_at_layer=mas.layer + 1, stop_at_layer=model.cfg.n_layers)
+        return x[batch.rows, batch.cols]
+    z = mas.sae.encode(resid)
+    return edited_hidden(mas, batch, resid, z, latent_delta(lora, z), mode)
 
 
 def response_logits(
@@ -210,18 +248,11 @@ def response_logits(
     precompute: bool = True,
     logits_dtype: str = "float32",
 ) -> Tensor:
-    """Logits (T, vocab) at the positions that predict an assistant token, with ``lora``
-    attached (None: the base model, or the bare SAE splice in ``sae_replace``)."""
-    if not precompute:
-        with attach_lora(mas, lora, mode):
-            x = mas.model(batch.tokens, stop_at_layer=mas.model.cfg.n_layers)
-        return final_logits(mas.model, x[batch.rows, batch.cols], logits_dtype)
-    resid = padded_resid(mas, batch)
-    if lora is None and mode == "resid_add":
-        x = mas.model(resid, start_at_layer=mas.layer + 1, stop_at_layer=mas.model.cfg.n_layers)
-        return final_logits(mas.model, x[batch.rows, batch.cols], logits_dtype)
-    z = mas.sae.encode(resid)
-    return edited_logits(mas, batch, resid, z, latent_delta(lora, z), mode, logits_dtype)
+    """Logits (T, vocab) of :func:`response_hidden` (the losses below never hold them all at
+    once: they unembed ``LOSS_CHUNK`` positions at a time)."""
+    return final_logits(
+        mas.model, response_hidden(mas, lora, batch, mode, precompute), logits_dtype
+    )
 
 
 def latent_delta(lora: SaeLora | None, z: Tensor) -> Tensor:
@@ -234,6 +265,13 @@ def latent_delta(lora: SaeLora | None, z: Tensor) -> Tensor:
     return lora.delta(z)
 
 
+LOSS_CHUNK = 128
+"""Loss positions unembedded at a time. With a 262k vocabulary one position's logits are 1 MB;
+on 2 CPU cores the cross-entropy backward of 768 positions in one tensor took 2.9 s against
+0.7 s in pieces of up to 192 (``bench/scale.py`` found batched training slower than
+per-example before this)."""
+
+
 def per_example_mean(values: Tensor, batch: Batch) -> Tensor:
     """The mean of ``values`` (T,) over each example's target positions: (batch,)."""
     sums = torch.zeros(len(batch.examples), dtype=values.dtype, device=values.device)
@@ -241,16 +279,25 @@ def per_example_mean(values: Tensor, batch: Batch) -> Tensor:
     return sums / batch.counts.clamp_min(1).to(values.dtype)
 
 
-def ce_losses(logits: Tensor, batch: Batch) -> Tensor:
-    """Each example's mean CE over its assistant tokens: (batch,)."""
-    return per_example_mean(F.cross_entropy(logits.float(), batch.labels, reduction="none"), batch)
+def token_ce(model, hidden: Tensor, labels: Tensor, logits_dtype: str = "float32") -> Tensor:
+    """CE (T,) of each position's next token from the last-block residual ``hidden``."""
+    out = [
+        F.cross_entropy(final_logits(model, h, logits_dtype).float(), y, reduction="none")
+        for h, y in zip(hidden.split(LOSS_CHUNK), labels.split(LOSS_CHUNK), strict=True)
+    ]
+    return torch.cat(out) if out else hidden.new_zeros(0)
 
 
-def kl_losses(student_logits: Tensor, teacher_logits: Tensor, batch: Batch) -> Tensor:
-    """Each example's mean KL(p_teacher ‖ p_student) over its assistant positions: (batch,)."""
-    t = F.log_softmax(teacher_logits.float(), -1)
-    s = F.log_softmax(student_logits.float(), -1)
-    return per_example_mean((t.exp() * (t - s)).sum(-1), batch)
+def token_kl(
+    model, hidden: Tensor, teacher_hidden: Tensor, logits_dtype: str = "float32"
+) -> Tensor:
+    """KL(p_teacher ‖ p_student) (T,) at each position, from both last-block residuals."""
+    out = []
+    for h, th in zip(hidden.split(LOSS_CHUNK), teacher_hidden.split(LOSS_CHUNK), strict=True):
+        t = F.log_softmax(final_logits(model, th, logits_dtype).float(), -1)
+        s = F.log_softmax(final_logits(model, h, logits_dtype).float(), -1)
+        out.append((t.exp() * (t - s)).sum(-1))
+    return torch.cat(out) if out else hidden.new_zeros(0)
 
 
 def batch_losses(
@@ -262,14 +309,14 @@ def batch_losses(
     logits_dtype: str = "float32",
     teacher: SaeLora | None = None,
 ) -> Tensor:
-    """One loss per example: the CE on its assistant tokens, or with ``teacher`` the KL from the
-    teacher's next-token distributions (the teacher's without gradient)."""
-    logits = response_logits(mas, lora, batch, mode, precompute, logits_dtype)
+    """One loss per example: the mean CE over its assistant tokens, or with ``teacher`` the mean
+    KL from the teacher's next-token distributions (the teacher's without gradient)."""
+    hidden = response_hidden(mas, lora, batch, mode, precompute)
     if teacher is None:
-        return ce_losses(logits, batch)
+        return per_example_mean(token_ce(mas.model, hidden, batch.labels, logits_dtype), batch)
     with torch.no_grad():
-        t = response_logits(mas, teacher, batch, mode, precompute, logits_dtype)
-    return kl_losses(logits, t, batch)
+        t = response_hidden(mas, teacher, batch, mode, precompute)
+    return per_example_mean(token_kl(mas.model, hidden, t, logits_dtype), batch)
 
 
 def example_loss(
@@ -298,17 +345,17 @@ def evaluate_ce(
     micro_batch: int = 8,
 ) -> float:
     """Token-weighted mean CE on the assistant tokens of ``examples`` (gates deterministic)."""
-    tot, n = 0.0, 0
+    tot, n = torch.zeros((), device=device_of(mas)), 0
     was = lora.training if lora is not None else False
     if lora is not None:
         lora.eval()
     try:
         for part in chunks(examples, micro_batch):
             b = make_batch(mas, part)
-            logits = response_logits(mas, lora, b, mode, precompute, logits_dtype)
-            tot += float(F.cross_entropy(logits.float(), b.labels, reduction="sum"))
+            hidden = response_hidden(mas, lora, b, mode, precompute)
+            tot += token_ce(mas.model, hidden, b.labels, logits_dtype).sum()
             n += len(b.labels)
     finally:
         if lora is not None:
             lora.train(was)
-    return tot / max(n, 1)
+    return float(tot) / max(n, 1)

@@ -36,13 +36,14 @@ from .chat import format_turn
 from .config import LoraTrainingConfig
 from .forward import (
     Example,
-    ce_losses,
     chunks,
-    edited_logits,
+    edited_hidden,
     hook_resid,
     hook_resids,
     make_batch,
     padded_resid,
+    per_example_mean,
+    token_ce,
 )
 from .lora import SaeLora
 from .models import ModelAndSae
@@ -82,10 +83,10 @@ def gradient_svd_init_(
             resid = padded_resid(mas, b)
             z = mas.sae.encode(resid)
         dz = torch.zeros_like(z, requires_grad=True)
-        logits = edited_logits(mas, b, resid, z, dz, mode, logits_dtype)
+        ce = token_ce(mas.model, edited_hidden(mas, b, resid, z, dz, mode), b.labels, logits_dtype)
         # Examples are independent, so the gradient of their summed losses w.r.t. dz holds
         # each example's own gradient in its rows.
-        (g,) = torch.autograd.grad(ce_losses(logits, b).sum(), dz)
+        (g,) = torch.autograd.grad(per_example_mean(ce, b).sum(), dz)
         for i, n in enumerate(b.lengths):
             grad += z[i, 1:n].float().T @ g[i, 1:n].float()
             fired |= (z[i, 1:n] > 0).any(0)

@@ -178,8 +178,8 @@ def train_lora(
     train, ev, skipped = split_dataset(mas, dataset, cfg)
     for s in skipped:
         logger.warning("skipped %s", s)
-    if cfg.precompute:  # every hook residual once, longest first so micro-batches pad little
-        hook_resids(mas, sorted(train + ev, key=lambda e: -len(e.chat.tokens)), cfg.micro_batch)
+    if cfg.precompute:  # every hook residual once, in batches
+        hook_resids(mas, train + ev, cfg.micro_batch)
 
     torch.manual_seed(cfg.seed)
     lora = SaeLora(
@@ -294,7 +294,7 @@ def train_lora(
             while step_in_epoch < steps_per_epoch:
                 batch = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
                 opt.zero_grad(set_to_none=True)
-                ce_sum = 0.0
+                ce = torch.zeros((), device=lora.s.device)
                 # Longest first, so a micro-batch pads little; the step's loss is the same sum.
                 ordered = sorted(batch, key=lambda i: -len(train[i].chat.tokens))
                 for part in chunks(ordered, cfg.micro_batch):
@@ -309,7 +309,7 @@ def train_lora(
                     )
                     loss = losses.sum() / len(batch)
                     loss.backward()
-                    ce_sum += loss.item()
+                    ce = ce + loss.detach()
                 pen = penalty(lora, cfg.sparsity)
                 if pen.requires_grad and cfg.l1_weight > 0:
                     (cfg.l1_weight * pen).backward()
@@ -320,16 +320,21 @@ def train_lora(
                         lora.a.mul_(support[0])
                         lora.b.mul_(support[1])
                 step_in_epoch += 1
+                # The step's one device-to-host transfer: what the progress bar and log show.
+                logged = torch.cat(
+                    [ce[None], pen.detach().reshape(1).to(ce), lora.s.detach().to(ce)]
+                ).tolist()
+                ce_sum, pen_v, s_v = logged[0], logged[1], logged[2:]
                 info = {
                     "epoch": epoch + step_in_epoch / steps_per_epoch,
                     "step": epoch * steps_per_epoch + step_in_epoch,
                     "train_ce": ce_sum,
-                    "penalty": pen.item(),
+                    "penalty": pen_v,
                     **({"expected_l0": lora.expected_l0().item()} if lora.gates else {}),
-                    "s": lora.s.detach().tolist(),
+                    "s": s_v,
                 }
                 bar.update(1)
-                bar.set_postfix(ce=f"{ce_sum:.3f}", pen=f"{pen.item():.3g}")
+                bar.set_postfix(ce=f"{ce_sum:.3f}", pen=f"{pen_v:.3g}")
                 if cfg.checkpoint_every and info["step"] % cfg.checkpoint_every == 0:
                     checkpoint(done=False)
                 if on_step is not None:

@@ -33,8 +33,10 @@ def test_evaluate_behaviour_tiny(tiny_mas):
         {"train": datasets.Dataset.from_list(ROWS[:1]), "eval": datasets.Dataset.from_list(ROWS)}
     )
     res = evaluate_behaviour(tiny_mas, lora, ds, detector="uppercase", max_new_tokens=6)
-    assert list(res.rates.columns) == ["condition", "split", "rate", "n"]
+    assert list(res.rates.columns) == ["condition", "split", "rate", "n", "low", "high"]
     assert res.rates["rate"].between(0, 1).all()
+    assert (res.rates["low"] <= res.rates["rate"]).all()
+    assert (res.rates["rate"] <= res.rates["high"]).all()
     assert res.rates.set_index(["condition", "split"])["n"].to_dict() == {
         ("base", "in_topic"): 2,
         ("base", "off_topic"): 1,
@@ -113,3 +115,14 @@ def test_effect_retained_ratio_and_paired_bootstrap_interval():
     assert lo < 6 / 8 < hi <= 1.0  # a subset can never beat the teacher on a resample
     with pytest.raises(ValueError, match="different in-topic prompts"):
         effect_retained(student.iloc[1:], teacher)
+
+
+def test_wilson_interval_known_values():
+    from saelora_core.analysis import wilson_interval
+
+    low, high = wilson_interval(43, 80)  # 0.5375, the demo teacher's in-topic rate
+    assert low == pytest.approx(0.4287, abs=1e-3) and high == pytest.approx(0.6431, abs=1e-3)
+    assert wilson_interval(0, 80)[0] == 0.0 and wilson_interval(0, 80)[1] == pytest.approx(
+        0.0458, abs=1e-3
+    )
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
