@@ -112,8 +112,17 @@ def format_turn(
     return ChatTokens(torch.tensor(ids, dtype=torch.long), torch.tensor(mask), len(head))
 
 
+TURN_END = ("<end_of_turn>", "<eos>", "\nQuestion:", "\n\n\n")
+"""Strings that end an assistant turn in a generated continuation."""
+
+
 def strip_response(text: str, fmt: ChatFormat) -> str:
     """Cut a generated continuation at the end of the assistant turn."""
-    for stop in ("<end_of_turn>", "<eos>", "\nQuestion:", "\n\n\n"):
+    for stop in TURN_END:
         text = text.split(stop)[0]
     return text.strip()
+
+
+def turn_ended(text: str) -> bool:
+    """Whether a continuation already holds the end of its turn (nothing after it is kept)."""
+    return any(stop in text for stop in TURN_END)

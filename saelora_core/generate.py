@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import TransformerLensKeyValueCache
 
-from .chat import prompt_tokens, strip_response
+from .chat import prompt_tokens, strip_response, turn_ended
 from .forward import final_logits
 from .hooks import hook_fn
 from .lora import SaeLora
@@ -80,14 +80,18 @@ def generate_tokens(
     mode: str = "resid_add",
     max_new_tokens: int = 64,
     logits_dtype: str = "float32",
+    stop_when: Callable[[list[int]], bool] | None = None,
 ) -> list[list[int]]:
     """Greedy continuations (token ids, cut after the first stop token) of tokenized prompts,
     run as one left-padded batch with a KV cache.
 
     Each prompt's first token (its BOS) is left unedited, as under ``attach_lora``. Only the
     last position's logits are computed (the prompt forward stops after the last block), and
-    tokens stay on the model's device until the end: the loop syncs with the host once every
-    ``SYNC_EVERY`` steps, to see whether every row has stopped.
+    tokens stay on the model's device: every ``SYNC_EVERY`` steps the loop looks at them once,
+    and drops the rows that have ended (a stop token, or ``stop_when(ids)`` true) from the batch
+    and its KV cache, since a decoding step costs about as much per row as the row's cache is
+    long. A dropped row's continuation is what it was when it ended; with ``stop_when`` it may
+    stop before ``max_new_tokens``, which is the point: nothing after the end is used.
     """
     model = mas.model
     tok: Any = mas.tokenizer
@@ -102,40 +106,73 @@ def generate_tokens(
     state = {"edit": edit}
     use_hook = not (lora is None and mode == "resid_add")
     hooks: list[Any] = [(mas.hook_name, masked_hook(mode, mas, lora, state))] if use_hook else []
-    stops = torch.tensor(sorted(stop_token_ids(tok)) or [-1], device=device)
+    stop_ids = stop_token_ids(tok)
+    stops = torch.tensor(sorted(stop_ids) or [-1], device=device)
     n_layers = model.cfg.n_layers
 
     def next_token(x: Tensor) -> Tensor:
         return final_logits(model, x[:, -1], logits_dtype).argmax(-1)
 
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(prompts))
+    results: list[list[int]] = [[] for _ in prompts]
+    rows = list(range(len(prompts)))  # the prompt index of each row still in the batch
     out = torch.full((len(prompts), max_new_tokens), -1, dtype=torch.long, device=device)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    ones = torch.ones((len(prompts), 1), dtype=torch.long, device=device)
+    since = 0  # the first column of ``out`` not yet copied to ``results``
     with model.hooks(fwd_hooks=hooks):
         nxt = next_token(
             model(tokens, attention_mask=attn, past_kv_cache=cache, stop_at_layer=n_layers)
         )
-        state["edit"] = ones.bool()
         for step in range(max_new_tokens):
             out[:, step] = torch.where(done, -1, nxt)
             done |= torch.isin(nxt, stops)
             last = step == max_new_tokens - 1
-            if last or ((step + 1) % SYNC_EVERY == 0 and bool(done.all())):
-                break
+            if last or (step + 1) % SYNC_EVERY == 0:
+                for i, new in enumerate(out[:, since : step + 1].tolist()):
+                    results[rows[i]] += [t for t in new if t >= 0]
+                since = step + 1
+                ended = done.tolist()
+                if stop_when is not None:
+                    ended = [e or stop_when(results[r]) for e, r in zip(ended, rows, strict=True)]
+                keep = [i for i, e in enumerate(ended) if not e]
+                if last or not keep:
+                    break
+                if len(keep) < len(rows):
+                    idx = torch.tensor(keep, device=device)
+                    _keep_rows(cache, idx)
+                    rows = [rows[i] for i in keep]
+                    out, done, nxt = out[idx], done[idx], nxt[idx]
+            ones = torch.ones((len(rows), 1), dtype=torch.long, device=device)
+            state["edit"] = ones.bool()
             x = model(
                 nxt[:, None], attention_mask=ones, past_kv_cache=cache, stop_at_layer=n_layers
             )
             nxt = next_token(x)
-    return [[t for t in row if t >= 0] for row in out.tolist()]
+    return [_cut_after_stop(r, stop_ids) for r in results]
+
+
+def _cut_after_stop(ids: list[int], stops: set[int]) -> list[int]:
+    for i, t in enumerate(ids):
+        if t in stops:
+            return ids[: i + 1]
+    return ids
+
+
+def _keep_rows(cache: TransformerLensKeyValueCache, idx: Tensor) -> None:
+    """Keep only the batch rows ``idx`` of a TransformerLens KV cache (its entries' keys and
+    values and its attention mask)."""
+    for entry in cache.entries:
+        entry.past_keys = entry.past_keys[idx]
+        entry.past_values = entry.past_values[idx]
+    cache.previous_attention_mask = cache.previous_attention_mask[idx]
 
 
 GENERATE_BATCH = 40
 """Default prompts per generation batch. A decoding step reads every weight once whatever the
 batch, so larger batches are cheaper per token (``bench/generate_throughput.py``: on 2 CPU
-cores about 3x more tokens/s at 40 than at 8); the demo's 40 eval prompts run as one batch."""
-SYNC_EVERY = 8
-"""Decoding steps between checks that every row has stopped (each check waits for the device)."""
+cores about 2.6x more tokens/s at 40 than at 8); the demo's prompts run 40 at a time."""
+SYNC_EVERY = 4
+"""Decoding steps between looks at the generated tokens (each waits for the device)."""
 
 
 def generate(
@@ -174,6 +211,7 @@ def generate(
                 mode=mode,
                 max_new_tokens=max_new_tokens,
                 logits_dtype=logits_dtype,
+                stop_when=lambda a: turn_ended(tok.decode(a)),
             )
             for i, a in zip(idx, answers, strict=True):
                 if a and a[-1] in stops:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from saelora_core import SaeLora, attach_lora
-from saelora_core.chat import prompt_tokens
-from saelora_core.generate import generate, generate_tokens
+from saelora_core.chat import prompt_tokens, strip_response
+from saelora_core.generate import generate, generate_tokens, stop_token_ids
 
 PROMPTS = ["What is 2+2?", "hi", "Tell me about French cooking"]
 N_NEW = 10
@@ -53,3 +53,35 @@ def test_zero_scale_equals_no_adapter(tiny_mas):
     assert generate(
         tiny_mas, PROMPTS[:2], lora, mode="sae_replace", max_new_tokens=N_NEW
     ) == generate(tiny_mas, PROMPTS[:2], None, mode="sae_replace", max_new_tokens=N_NEW)
+
+
+def test_rows_that_end_leave_the_batch_without_changing_the_others(tiny_mas):
+    from saelora_core.generate import SYNC_EVERY
+
+    lora = _adapter(3.0)
+    toks = [prompt_tokens(tiny_mas.tokenizer, p, "qa") for p in PROMPTS]
+    full = generate_tokens(tiny_mas, toks, lora, max_new_tokens=3 * SYNC_EVERY)
+    # End the first prompt's row early; the other rows must decode exactly as before.
+    target = full[0][:2]
+    early = generate_tokens(
+        tiny_mas,
+        toks,
+        lora,
+        max_new_tokens=3 * SYNC_EVERY,
+        stop_when=lambda ids: ids[:2] == target and len(ids) >= 2,
+    )
+    ended = [i for i, f in enumerate(full) if f[:2] == target]
+    for i, (e, f) in enumerate(zip(early, full, strict=True)):
+        if i in ended:
+            assert len(e) == SYNC_EVERY and e == f[: len(e)]  # dropped at the first look
+        else:
+            assert e == f
+    # generate() stops rows at the end of their turn; the answers are what they were without.
+    assert generate(tiny_mas, PROMPTS, lora, max_new_tokens=12) == [
+        strip_response(tiny_mas.tokenizer.decode(f[:-1] if f and f[-1] in stops else f), "qa")
+        for f, stops in zip(
+            generate_tokens(tiny_mas, toks, lora, max_new_tokens=12),
+            [stop_token_ids(tiny_mas.tokenizer)] * len(PROMPTS),
+            strict=True,
+        )
+    ]
