@@ -15,7 +15,7 @@ For each:
 3. Generate on the 80 in-topic and 80 off-topic fresh prompts of ``data/heldout/prompts.jsonl``
    (in no dataset split) with and without the adapter, and score the answers with the
    behaviour's detector (py3langid for French), each rate with its 95 % Wilson interval; also
-   the CE of the eval split's target responses with and without the adapter
+   the CE of the first 32 tokens of the eval split's target responses with and without the adapter
    (``analysis.response_ce``), a continuous measure that moves before greedy answers flip. The
    base model's answers are generated once and shared by both behaviours.
 4. Write the HTML report with all plots.
@@ -237,6 +237,7 @@ def _run_one(
         mode=cfg.mode,
         max_len=cfg.max_len,
         logits_dtype=cfg.logits_dtype,
+        response_tokens=EVAL_NEW_TOKENS,  # the span the greedy answers cover
     )
     timings["evaluate_s"] = time.perf_counter() - t
     rates = behaviour.rates.to_dict(orient="records")

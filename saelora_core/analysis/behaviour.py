@@ -226,6 +226,7 @@ def response_ce(
     max_len: int = 256,
     logits_dtype: str = "float32",
     base: ResponseCe | None = None,
+    response_tokens: int | None = None,
 ) -> ResponseCe:
     """A continuous behaviour measure, no generation needed: the token-weighted CE of each eval
     row's *target* response (for in-topic rows, the rewritten one) under the base model and with
@@ -234,14 +235,17 @@ def response_ce(
 
     It is ~10x cheaper than :func:`evaluate_behaviour` and never saturates at a rate of 0, so it
     measures progress (and what pruning keeps) before greedy answers flip. ``base``: an earlier
-    result on the same rows whose base CE is reused.
+    result on the same rows whose base CE is reused. ``response_tokens``: score only the first
+    that many tokens of each target (e.g. as many as the greedy evaluation generates).
     """
     from ..forward import evaluate_ce, tokenize_rows
 
     rows = dataset_rows(eval_rows)
     out = []
     for split, want in (("in_topic", True), ("off_topic", False)):
-        exs, _ = tokenize_rows(mas, [r for r in rows if bool(r.get("in_topic")) == want], max_len)
+        exs, _ = tokenize_rows(
+            mas, [r for r in rows if bool(r.get("in_topic")) == want], max_len, response_tokens
+        )
         if not exs:
             continue
         out.append(
