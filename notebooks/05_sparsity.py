@@ -133,9 +133,9 @@ def _(
         mo.md(
             "Press **Run pruning sweep**: every k evaluates two adapters (top-k and control), each "
             "generating `max prompts` answers with it; the base model's answers are generated "
-            "once. On 2 CPU cores generation runs at about 90 tokens/s in batches of 40 "
+            "once. On 2 CPU cores generation runs at about 110 tokens/s in batches of 40 "
             "(`bench/generate_throughput.py`), so each adapter takes about "
-            "`max prompts × max new tokens / 90` seconds."
+            "`max prompts × max new tokens / 110` seconds."
         ),
     )
     mo.stop(

@@ -64,7 +64,9 @@ def _():
     mo.stop(
         not records,
         mo.callout(
-            mo.md(f"No study results in `{RESULTS}/records/`: run `python scripts/repair_study.py`."),
+            mo.md(
+                f"No study results in `{RESULTS}/records/`: run `python scripts/repair_study.py`."
+            ),
             kind="warn",
         ),
     )

@@ -170,7 +170,7 @@ def _keep_rows(cache: TransformerLensKeyValueCache, idx: Tensor) -> None:
 GENERATE_BATCH = 40
 """Default prompts per generation batch. A decoding step reads every weight once whatever the
 batch, so larger batches are cheaper per token (``bench/generate_throughput.py``: on 2 CPU
-cores about 2.6x more tokens/s at 40 than at 8); the demo's prompts run 40 at a time."""
+cores about 2.8x more tokens/s at 40 than at 8); the demo's prompts run 40 at a time."""
 SYNC_EVERY = 4
 """Decoding steps between looks at the generated tokens (each waits for the device)."""
 
