@@ -200,7 +200,7 @@ def measure_peak_flops(device: str, dtype: torch.dtype) -> float:
     for _ in range(5):
         sync(device)
         t = time.perf_counter()
-        a @ b
+        _ = a @ b
         sync(device)
         best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return best
@@ -266,7 +266,7 @@ def weights_gb(config: str, dtype: torch.dtype) -> float:
     per_block = (
         2 * cfg.d_model * cfg.n_heads * cfg.d_head
         + 2 * cfg.d_model * (cfg.n_key_value_heads or cfg.n_heads) * cfg.d_head
-        + 3 * cfg.d_model * cfg.d_mlp
+        + 3 * cfg.d_model * (cfg.d_mlp or 4 * cfg.d_model)
     )
     n = cfg.n_layers * per_block + 2 * cfg.d_model * cfg.d_vocab
     size = torch.finfo(dtype).bits // 8
