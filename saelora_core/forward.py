@@ -335,9 +335,8 @@ def example_loss(
     teacher: SaeLora | None = None,
 ) -> Tensor:
     """:func:`batch_losses` of one example (a scalar)."""
-    return batch_losses(mas, lora, make_batch(mas, [ex]), mode, precompute, logits_dtype, teacher)[
-        0
-    ]
+    batch = make_batch(mas, [ex])
+    return batch_losses(mas, lora, batch, mode, precompute, logits_dtype, teacher)[0]
 
 
 @torch.no_grad()

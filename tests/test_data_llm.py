@@ -160,3 +160,24 @@ def test_retry_after_header_forms():
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "reason"),
+    [
+        (b"Expecting value", "application/json", "HTTP 200 reply that is not JSON"),
+        (b"<html><body>502 Bad Gateway</body></html>", "text/html", "not a chat completion"),
+    ],
+)
+def test_a_bad_http_200_body_is_retried_then_recorded_not_raised(raw, content_type, reason):
+    def script(call):
+        if call.attempt <= 2:
+            return Reply(raw_body=raw, content_type=content_type)
+        return answer_json({"topic_match": True})
+
+    with running_server(script) as server:  # two bad bodies, then a good answer
+        result, _ = ask(server, max_retries=3, invalid_retries=2)
+    assert result.ok and result.value is True and result.attempts == 3
+    with running_server(lambda call: Reply(raw_body=raw, content_type=content_type)) as server:
+        result, _ = ask(server, max_retries=2, invalid_retries=1)  # never a good one
+    assert not result.ok and reason in result.reason

@@ -54,6 +54,10 @@ class Reply:
     """Seconds to wait before answering (on top of the server's own latency)."""
     prompt_tokens: int = 20
     completion_tokens: int = 5
+    raw_body: bytes | None = None
+    """Send these bytes as the whole HTTP-200 body instead of a chat completion (a broken
+    server or proxy: a body that is not JSON, or an HTML page), with ``content_type``."""
+    content_type: str = "application/json"
 
 
 Script = Callable[[ChatCall], Reply]
@@ -177,6 +181,9 @@ class FakeChatServer:
                     error = {"error": {"message": reply.content or "error", "code": reply.status}}
                     self._send(reply.status, error, reply.headers)
                     return
+                if reply.raw_body is not None:
+                    self._send(200, None, reply.headers, reply.raw_body, reply.content_type)
+                    return
                 self._send(200, self._completion(body, reply), reply.headers)
 
             def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
@@ -199,11 +206,18 @@ class FakeChatServer:
                     },
                 }
 
-            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None):
-                data = json.dumps(payload).encode()
+            def _send(
+                self,
+                status: int,
+                payload: Any,
+                headers: dict[str, str] | None = None,
+                raw: bytes | None = None,
+                content_type: str = "application/json",
+            ):
+                data = raw if raw is not None else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for name, value in (headers or {}).items():
                         self.send_header(name, value)

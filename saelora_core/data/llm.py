@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import os
 import random
@@ -225,7 +226,20 @@ class LlmClient:
                 reason = "timeout"
             except openai.APIConnectionError as err:
                 reason = f"connection error ({type(err.__cause__).__name__})"
+            except json.JSONDecodeError as err:  # an HTTP 200 whose JSON body does not parse
+                reason = f"an HTTP 200 reply that is not JSON ({type(err).__name__})"
             else:
+                if not hasattr(completion, "choices"):
+                    # e.g. a text/html 200 from a proxy: the SDK hands back the body as a str
+                    invalid += 1
+                    self.usage.invalid_answers += 1
+                    if invalid > self.invalid_retries:
+                        result.reason = (
+                            f"invalid answer after {invalid} attempts: an HTTP 200 reply that "
+                            f"is not a chat completion ({type(completion).__name__})"
+                        )
+                        return result
+                    continue
                 usage = getattr(completion, "usage", None)
                 tokens_in = getattr(usage, "prompt_tokens", 0) or 0
                 tokens_out = getattr(usage, "completion_tokens", 0) or 0
