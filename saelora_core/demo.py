@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from .checkpoint import atomic_write_json
 from .config import LoraTrainingConfig
-from .models import REPO_ROOT
+from .models import REPO_ROOT, repo_relative
 
 if TYPE_CHECKING:
     from .analysis import BehaviourResult
@@ -163,12 +163,6 @@ def run_demo(
     }
 
 
-def _rel(path: Path) -> str:
-    """``path`` relative to the repository when it is inside it (no machine path is stored)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
-
-
 def _run_one(
     mas, b: DemoBehaviour, *, quick, out, max_eval_prompts, base: dict[tuple, BehaviourResult]
 ) -> dict:
@@ -205,7 +199,7 @@ def _run_one(
         out_dir=lora_dir,
         resume=not fresh,
         extra_metadata={
-            "dataset": _rel(built.out_dir),
+            "dataset": repo_relative(built.out_dir),
             "guideline": b.guideline,
             "detector": b.detector,
         },
@@ -252,7 +246,7 @@ def _run_one(
             "conditional_gap": behaviour.conditional_gap,
             "response_ce": ce_table,
             "max_new_tokens": EVAL_NEW_TOKENS,
-            "eval_prompts": str(HELDOUT_PROMPTS.relative_to(REPO_ROOT)),
+            "eval_prompts": repo_relative(HELDOUT_PROMPTS),
             "samples": behaviour.samples.to_dict(orient="records"),
         },
     )
@@ -266,8 +260,8 @@ def _run_one(
         "name": b.name,
         "guideline": b.guideline,
         "detector": b.detector,
-        "lora_dir": _rel(lora_dir),
-        "report": _rel(Path(report)),
+        "lora_dir": repo_relative(lora_dir),
+        "report": repo_relative(report),
         "rates": rates,
         "effect": behaviour.effect,
         "conditional_gap": behaviour.conditional_gap,

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformer_lens import TransformerLensKeyValueCache
 
 from .chat import prompt_tokens, strip_response, turn_ended
-from .forward import final_logits
+from .forward import device_of, final_logits
 from .hooks import hook_fn
 from .lora import SaeLora
 from .models import ModelAndSae
@@ -97,7 +97,7 @@ def generate_tokens(
     tok: Any = mas.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     tokens, attn = left_pad(prompts, pad_id)
-    device = model.W_U.device
+    device = device_of(mas)
     tokens, attn = tokens.to(device), attn.to(device)
     lora = lora_on(lora, device)
     first = attn.argmax(dim=1)  # index of each row's first real token (its BOS)

@@ -143,10 +143,16 @@ def sae_identity(
     if release:
         ident.update(release=release, sae_id=sae_id)
     if path:
-        with contextlib.suppress(ValueError):
-            path = str(Path(path).resolve().relative_to(REPO_ROOT))
-        ident["path"] = path
+        ident["path"] = repo_relative(path)
     return ident
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it, else as given: what
+    files written for others to read (metadata, summaries, configs) store, never a machine
+    path into a checkout."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
 
 
 def _freeze(module: torch.nn.Module) -> None:

@@ -154,6 +154,7 @@ def train_sae(
         runner_cfg, override_dataset=dataset, override_model=model
     )
     runner.run()
+    portable_runner_config(out)
     if cfg.save_dtype != "float32":
         recast_saved_weights(out, cfg.save_dtype)
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -165,6 +166,29 @@ def train_sae(
         )
         (out / "metrics.json").write_text(json.dumps(asdict(m), indent=1))
     return out
+
+
+def portable_runner_config(out_dir: str | Path) -> None:
+    """Rewrite the ``runner_cfg.json`` sae_lens saves next to an SAE so that it holds no machine
+    path: ``output_path`` becomes where the SAE now is (repository-relative) and
+    ``checkpoint_path`` the checkpoint folder beside it, as sae_lens lays them out."""
+    from .checkpoint import atomic_write_json
+    from .models import repo_relative
+
+    out = Path(out_dir)
+    path = out / "runner_cfg.json"
+    if not path.exists():
+        return
+    rc = json.loads(path.read_text())
+    old_out = Path(rc.get("output_path") or out)
+    if rc.get("checkpoint_path"):
+        ckpt = Path(rc["checkpoint_path"])
+        beside = (
+            ckpt.relative_to(old_out.parent) if ckpt.is_relative_to(old_out.parent) else ckpt.name
+        )
+        rc["checkpoint_path"] = repo_relative(out.parent / beside)
+    rc["output_path"] = repo_relative(out)
+    atomic_write_json(path, rc)
 
 
 def finalize_checkpoint(

@@ -126,3 +126,26 @@ def test_shipped_sae_loads_with_recorded_shapes_and_quality():
     # Three short sentences are a noisy sample of the held-out set: generous tolerance.
     assert m.explained_variance > metrics["explained_variance"] - 0.15
     assert m.mean_l0 == pytest.approx(cfg["k"])
+
+
+def test_runner_config_keeps_no_machine_path(tmp_path, monkeypatch):
+    import json
+
+    from saelora_core import models
+    from saelora_core.sae_train import portable_runner_config
+
+    monkeypatch.setattr(models, "REPO_ROOT", tmp_path)
+    out = tmp_path / "data" / "saes" / "x"
+    out.mkdir(parents=True)
+    (out / "runner_cfg.json").write_text(
+        json.dumps(
+            {"output_path": "/tmp/run/x", "checkpoint_path": "/tmp/run/.x-ckpt/ab12", "lr": 4e-4}
+        )
+    )
+    portable_runner_config(out)
+    rc = json.loads((out / "runner_cfg.json").read_text())
+    assert rc == {
+        "output_path": "data/saes/x",
+        "checkpoint_path": "data/saes/.x-ckpt/ab12",
+        "lr": 4e-4,
+    }
