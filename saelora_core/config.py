@@ -8,7 +8,9 @@ from typing import Any, Literal
 from .data.config import DatasetConfig
 
 HookMode = Literal["resid_add", "sae_replace"]
-Sparsity = Literal["none", "l1_raw", "l1_normalized", "proximal_l1", "topk", "hard_concrete"]
+Sparsity = Literal[
+    "none", "l1_raw", "l1_normalized", "proximal_l1", "topk", "group_topk", "hard_concrete"
+]
 Init = Literal["random", "uniform_small", "gradient_svd", "contrastive"]
 
 __all__ = ["DatasetConfig", "HookMode", "Init", "LoraTrainingConfig", "Sparsity"]
@@ -49,13 +51,16 @@ class LoraTrainingConfig:
     sparsity: Sparsity = "l1_raw"
     """``l1_raw`` is the seed's penalty on the raw a/b (scale-degenerate, kept as a baseline);
     ``l1_normalized`` penalizes the unit vectors; ``proximal_l1`` soft-thresholds the unit
-    vectors after each step (exact zeros); ``topk`` keeps the ``topk`` largest entries;
+    vectors after each step (exact zeros); ``topk`` keeps the ``topk`` largest entries of each
+    vector; ``group_topk`` keeps the ``topk`` latents with the largest norm over all components,
+    so the adapter reads and writes at most ``topk`` distinct latents in all (``lora.project_``);
     ``hard_concrete`` learns an L0 gate per entry and penalizes the expected L0 (λ then weighs
     a count, so it wants values ~100x smaller than the L1 methods)."""
     topk: int = 16
-    """Entries kept per read/write vector for ``sparsity="topk"``."""
+    """Entries kept per read/write vector for ``sparsity="topk"``; distinct latents kept over all
+    components for ``sparsity="group_topk"``."""
     topk_schedule: list[int] = field(default_factory=list)
-    """``sparsity="topk"`` only: the k of each epoch in turn (e.g. ``[512, 256, 128, 64, 32]``),
+    """``sparsity="topk"``/``"group_topk"`` only: the k of each epoch in turn (e.g. ``[512, 256, 128, 64, 32]``),
     then ``topk`` for the remaining epochs. Cutting the support gradually lets the kept latents
     take over the work of the dropped ones a few at a time; cutting a dense adapter to 16 at
     once loses most of its effect (``bench/sparsity_sweep.py``)."""
@@ -100,7 +105,9 @@ class LoraTrainingConfig:
     positions (the layers below the hook are frozen, so this is exact)."""
     logits_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the unembedding matmul in the precomputed path. With a 262k vocabulary it is most
-    of a training step; bfloat16 is ~4x faster on CPUs with AVX512-BF16 (loss stays float32)."""
+    of a training step; bfloat16 is ~4x faster on CPUs with AVX512-BF16 or AMX (loss stays float32); a CPU without them
+    emulates bf16 at a fraction of float32 speed, so there it computes in float32
+    (``forward.cpu_has_native_bf16``)."""
     name: str = "lora"
 
     def __post_init__(self) -> None:

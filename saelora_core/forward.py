@@ -19,6 +19,7 @@ model with the adapter hooked in by :func:`hooks.attach_lora`; the two agree (te
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -93,13 +94,31 @@ _LOW_WU: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ZERO_BIAS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX). Without it PyTorch
+    emulates bf16 GEMMs: on a 2-core AMD EPYC (AVX2) a (32 × 640) @ (640 × 32k) bf16 matmul took
+    0.18 s forward and 2.4 s backward against 0.08 s and 0.05 s in float32, so ``unembed``
+    computes in float32 there whatever ``logits_dtype`` asks."""
+    checks = [
+        getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
+    try:
+        return any(bool(f()) for f in checks if f is not None)
+    except Exception:  # a private probe that moved: assume emulation (float32 is always safe)
+        return False
+
+
 def unembed(model, x: Tensor, logits_dtype: str = "float32") -> Tensor:
     """``x @ W_U + b_U``, returned in float32 (the loss is always computed in float32).
 
-    ``bfloat16``, or a bfloat16 model: the matmul in bf16 (a float32 model keeps one cached
+    ``bfloat16`` (on a CPU only where it is native, :func:`cpu_has_native_bf16`), or a bfloat16
+    model: the matmul in bf16 (a float32 model keeps one cached
     bf16 copy of ``W_U``; a bf16 model uses its own), accumulated and returned in float32. A bias
     that is all zeros (Gemma's) is not added: a pass over every logit saved."""
     u = model.unembed
+    if logits_dtype == "bfloat16" and u.W_U.device.type == "cpu" and not cpu_has_native_bf16():
+        logits_dtype = "float32"  # emulated bf16 GEMMs are far slower than float32 ones
     if logits_dtype == "float32" and u.W_U.dtype == torch.float32:
         return u(x)
     w = u.W_U if u.W_U.dtype == torch.bfloat16 else _LOW_WU.get(u)

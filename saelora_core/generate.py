@@ -33,7 +33,7 @@ from .models import ModelAndSae
 def lora_on(lora: SaeLora | None, device) -> SaeLora | None:
     """``lora`` itself when its weights are on ``device``, else a moved copy (the caller's
     module is never moved in place)."""
-    if lora is None or lora.s.device == torch.device(device):
+    if lora is None or next(lora.parameters()).device == torch.device(device):
         return lora
     return copy.deepcopy(lora).to(device)
 

@@ -84,10 +84,18 @@ def sae_replace_hook(
     return _skip_bos(new, resid, skip_bos)
 
 
+def resid_steer_hook(resid: Tensor, *, hook, steer, skip_bos: bool = True) -> Tensor:
+    """``resid + steer.delta_resid(resid)``: a residual-space adapter (``steer.ResidSteer``,
+    the dense baseline), the same at every position in either mode; it never touches the SAE."""
+    return _skip_bos(resid + steer.delta_resid(resid), resid, skip_bos)
+
+
 HOOKS = {"resid_add": lora_resid_add_hook, "sae_replace": sae_replace_hook}
 
 
 def hook_fn(mode: str, sae: SAE, lora: SaeLora | None, skip_bos: bool = True):
+    if hasattr(lora, "delta_resid"):  # duck-typed: steer.py imports this module
+        return partial(resid_steer_hook, steer=lora, skip_bos=skip_bos)
     if mode not in HOOKS:
         raise ValueError(f"unknown hook mode {mode!r}; use one of {sorted(HOOKS)}")
     if lora is None and mode == "resid_add":

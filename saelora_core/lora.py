@@ -124,6 +124,16 @@ class SaeLora(nn.Module):
     def forward(self, z: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_sae"]:
         return self.delta(z)
 
+    def distinct_latents(self) -> tuple[list[int], list[int]]:
+        """The latents the adapter reads and writes over all its components: the nonzero rows of
+        ``a`` and the nonzero columns of ``b`` (gates folded in). Their counts are the length of
+        the adapter's description ("reads X, Y; writes Z"), whatever its rank."""
+        lora = self.folded() if self.gates else self
+        return (
+            torch.nonzero(lora.a.detach().ne(0).any(1)).flatten().tolist(),
+            torch.nonzero(lora.b.detach().ne(0).any(0)).flatten().tolist(),
+        )
+
     def l0(self) -> tuple[list[int], list[int]]:
         """Exact nonzero counts of each read vector and each write vector (with gates: under
         the deterministic test-time gates)."""
@@ -169,15 +179,28 @@ def project_(lora: SaeLora, kind: str, *, tau: float = 0.0, k: int = 16) -> None
       ``tau·‖·‖₁``), then store them back as unit vectors. Entries below ``tau`` become exact
       zeros; the largest entry always survives, so a vector never vanishes.
     - ``topk``: keep the ``k`` largest-magnitude entries of each unit vector, zero the rest.
+    - ``group_topk``: keep the ``k`` *latents* with the largest norm over all components (rows
+      of Â, columns of B̂; the group norm ``√Σ_j Â[i, j]²``) and zero every other latent in
+      every component: at most ``k`` distinct read and ``k`` distinct write latents in all,
+      whatever the rank. For rank 1 it is ``topk``. A rank-r adapter on a shared support of k
+      latents is a rank-r map between k read and k write latents.
 
     ``s`` is untouched: it keeps carrying the magnitude. The raw vectors keep their norm (only
     their direction is sparsified), so the optimizer's step size relative to the entries does
     not jump when the projection first applies.
     """
-    if kind not in {"proximal_l1", "topk"}:
+    if kind not in {"proximal_l1", "topk", "group_topk"}:
         return
     for param, unit, dim in ((lora.a, lora.read_dirs(), 0), (lora.b, lora.write_dirs(), 1)):
-        if kind == "proximal_l1":
+        if kind == "group_topk":
+            # dim is the latent axis of a (0) and the component axis of b (1): the latent
+            # axis of b is 1, its component axis 0.
+            norms = unit.norm(dim=1 - dim)
+            keep = torch.zeros_like(norms, dtype=torch.bool)
+            keep[norms.topk(min(k, norms.numel())).indices] = True
+            keep &= norms > 0
+            new = unit * (keep[:, None] if dim == 0 else keep[None, :])
+        elif kind == "proximal_l1":
             new = _soft_threshold(unit, tau)
             dead = new.abs().sum(dim, keepdim=True) == 0
             new = torch.where(dead, _keep_largest(unit, 1, dim), new)
@@ -231,6 +254,44 @@ def split_rank(lora: SaeLora, rank: int, read_parts: int | None = None) -> SaeLo
             out.a[:, c] = ra / na * root
             out.b[c] = wb / nb * root
             out.s[c] = src.s[j] * na * nb
+    return out
+
+
+@torch.no_grad()
+def restrict_latents(
+    lora: SaeLora,
+    read: list[int] | None = None,
+    write: list[int] | None = None,
+    *,
+    drop: bool = False,
+) -> SaeLora:
+    """The part of ``lora`` that goes through the given latents, exactly.
+
+    Keeps (``drop=True``: removes) the read entries ``read`` of every Â column and the write
+    entries ``write`` of every B̂ row (None: that side untouched), without renormalizing: the
+    norm each vector loses moves into ``s``, so
+
+        Δz' = ((z @ Â·M_r) * s) @ (M_w·B̂)
+
+    with M the 0/1 masks. Kept + dropped parts of one side sum to the original's Δz. This is
+    the sufficiency (keep the described latents) and necessity (drop them) intervention of
+    ``analysis.faithfulness``, unlike :func:`prune_topk`, which renormalizes what it keeps.
+    """
+    src = lora.folded()
+    a, b = src.read_dirs().clone(), src.write_dirs().clone()
+    for vec, idx, dim in ((a, read, 0), (b, write, 1)):
+        if idx is None:
+            continue
+        mask = torch.zeros(lora.d_sae, dtype=torch.bool, device=vec.device)
+        mask[torch.as_tensor(idx, dtype=torch.long, device=vec.device)] = True
+        if drop:
+            mask = ~mask
+        vec.mul_(mask[:, None] if dim == 0 else mask[None, :])
+    out = SaeLora(lora.d_sae, lora.rank, init="zeros").to(lora.s.device)
+    na, nb = a.norm(dim=0), b.norm(dim=1)
+    out.a.copy_(a / na.clamp_min(EPS))
+    out.b.copy_(b / nb[:, None].clamp_min(EPS))
+    out.s.copy_(src.s * na * nb)
     return out
 
 

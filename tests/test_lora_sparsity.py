@@ -120,3 +120,51 @@ def test_split_rank_preserves_the_function_and_deals_entries_round_robin():
         split_rank(SaeLora(64, 2), 3)
     with pytest.raises(ValueError, match="does not divide"):
         split_rank(lora, 4, read_parts=3)
+
+
+def test_group_topk_keeps_k_distinct_latents_over_all_components():
+    torch.manual_seed(0)
+    lora = SaeLora(40, rank=4)
+    a_hat, b_hat = lora.read_dirs().detach().clone(), lora.write_dirs().detach().clone()
+    want_read = set(a_hat.norm(dim=1).topk(5).indices.tolist())
+    want_write = set(b_hat.norm(dim=0).topk(5).indices.tolist())
+    project_(lora, "group_topk", k=5)
+    read, write = lora.distinct_latents()
+    assert set(read) == want_read and set(write) == want_write
+    # Within the kept support each unit vector keeps its direction.
+    for j in range(4):
+        idx = sorted(want_read)
+        kept = a_hat[idx, j] / a_hat[idx, j].norm()
+        assert torch.allclose(lora.read_dirs()[idx, j], kept, atol=1e-6)
+    assert lora.l0() == ([5] * 4, [5] * 4)
+
+
+def test_group_topk_at_rank_1_is_topk():
+    torch.manual_seed(1)
+    x, y = SaeLora(50, rank=1), SaeLora(50, rank=1)
+    y.load_state_dict(x.state_dict())
+    project_(x, "topk", k=7)
+    project_(y, "group_topk", k=7)
+    assert torch.equal(x.a, y.a) and torch.equal(x.b, y.b)
+    assert [len(v) for v in x.distinct_latents()] == [7, 7]
+
+
+def test_restrict_latents_keeps_exactly_the_contribution_of_the_given_latents():
+    from saelora_core.lora import restrict_latents
+
+    torch.manual_seed(2)
+    lora = SaeLora(30, rank=3)
+    lora.s.data = torch.tensor([0.5, -1.0, 2.0])
+    z = torch.rand(5, 30)
+    read, write = [1, 4, 7, 20], [0, 3, 29]
+    kept = restrict_latents(lora, read, write)
+    m_r = torch.zeros(30)
+    m_r[read] = 1
+    m_w = torch.zeros(30)
+    m_w[write] = 1
+    want = (((z * m_r) @ lora.read_dirs()) * lora.s) @ lora.write_dirs() * m_w
+    assert torch.allclose(kept.delta(z), want, atol=1e-5)
+    assert kept.distinct_latents() == (read, write)
+    # Kept and dropped parts of one side add up to the whole.
+    r_keep, r_drop = restrict_latents(lora, read), restrict_latents(lora, read, drop=True)
+    assert torch.allclose(r_keep.delta(z) + r_drop.delta(z), lora.delta(z), atol=1e-5)

@@ -57,6 +57,27 @@ class BehaviourResult:
         r = self.rates[(self.rates["condition"] == condition) & (self.rates["split"] == split)]
         return float(r["rate"].iloc[0]) if len(r) else math.nan
 
+    @classmethod
+    def from_samples(cls, samples: pd.DataFrame, detector: str = "french") -> BehaviourResult:
+        """The result whose answers are ``samples`` (e.g. read back from a CSV): the rates and
+        their intervals are recomputed from the hit columns."""
+        rates = []
+        for cond in ("base", "adapter"):
+            for split, want in (("in_topic", True), ("off_topic", False)):
+                hits = samples.loc[samples["in_topic"].astype(bool) == want, f"{cond}_hit"]
+                low, high = wilson_interval(int(hits.sum()), len(hits))
+                rates.append(
+                    {
+                        "condition": cond,
+                        "split": split,
+                        "rate": float(hits.mean()) if len(hits) else math.nan,
+                        "n": int(len(hits)),
+                        "low": low,
+                        "high": high,
+                    }
+                )
+        return cls(pd.DataFrame(rates), samples, detector)
+
     @property
     def effect(self) -> float:
         """Adapter in-topic rate − base in-topic rate."""
@@ -147,22 +168,7 @@ def evaluate_behaviour(
             "adapter_hit": [bool(fn(t)) for t in gen["adapter"]],
         }
     )
-    rates = []
-    for cond in ("base", "adapter"):
-        for split, want in (("in_topic", True), ("off_topic", False)):
-            hits = samples.loc[samples["in_topic"] == want, f"{cond}_hit"]
-            low, high = wilson_interval(int(hits.sum()), len(hits))
-            rates.append(
-                {
-                    "condition": cond,
-                    "split": split,
-                    "rate": float(hits.mean()) if len(hits) else math.nan,
-                    "n": int(len(hits)),
-                    "low": low,
-                    "high": high,
-                }
-            )
-    return BehaviourResult(pd.DataFrame(rates), samples, name)
+    return BehaviourResult.from_samples(samples, name)
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -1,0 +1,280 @@
+"""How few latents can describe a finetune? Effect retained against the number of *distinct*
+latents, for both demo behaviours, by iterative prune-and-distil at a distinct-latent budget.
+
+A rank-r adapter with ``sparsity="group_topk"`` reads and writes at most k distinct latents over
+all its components (``lora.project_``). Starting from the dense demo adapter (the teacher, split
+into ``RANK`` components), each stage cuts the budget (``STAGES``: k and epochs) and distils the
+teacher's next-token distribution into the smaller support (``distill_from``), starting from the
+previous stage. Each stage is one cached, resumable ``train_lora`` run under
+``<out>/runs/<behaviour>-r<RANK>-k<k>``.
+
+A sparse student may carry the teacher's direction with less magnitude, so each stage also picks
+a gain g for ``s`` (``GAINS``) on the *dataset's* eval split (20 in-topic + 20 off-topic
+prompts): the largest in-topic rate whose off-topic rate is at most the teacher's there (ties:
+the smaller g). Then the gained student is scored on the 80 + 80 fresh prompts of
+``data/heldout/prompts.jsonl`` (in no dataset split), next to the base model and the teacher:
+effect = in-topic rate − base rate, retained = effect / teacher's effect with a 95 % paired
+bootstrap interval over the in-topic prompts. The gain-1 student's in-topic rate is recorded too.
+
+The student of the ``SHIP_K`` stage (gain folded into ``s``) is copied to
+``loras/<behaviour>-k16`` with ``--ship``.
+
+Writes ``<out>/curve.csv`` (one row per behaviour and stage), ``curve.png``/``curve.html`` and
+the per-adapter answers (``<out>/evals/*.samples.csv``). The committed run is in
+``results/distinct_budget/``.
+
+Usage: python bench/distinct_budget.py [--behaviours french upper] [--quick] [--ship]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import torch
+
+from saelora_core import LoraTrainingConfig, SaeLora, load_lora, load_model_and_sae, train_lora
+from saelora_core.analysis import BehaviourResult, effect_retained, evaluate_behaviour
+from saelora_core.checkpoint import atomic_write_json, build_metadata, save_lora
+from saelora_core.demo import (
+    EVAL_NEW_TOKENS,
+    FRENCH,
+    UPPERCASE,
+    build_demo_dataset,
+    heldout_prompts,
+)
+from saelora_core.plots import save_figure
+
+RANK = 4
+STAGES = [  # (distinct-latent budget k, epochs, top-k schedule within the stage)
+    (128, 3, [512, 256]),
+    (64, 1, []),
+    (32, 1, []),
+    (16, 3, []),
+    (8, 2, []),
+    (4, 2, []),
+    (2, 2, []),
+    (1, 2, []),
+]
+GAINS = (1.0, 1.5, 2.0, 3.0)
+SHIP_K = 16
+S_LR = 0.05
+BEHAVIOURS = {"french": FRENCH, "upper": UPPERCASE}
+
+
+def scaled(lora: SaeLora, gain: float) -> SaeLora:
+    out = SaeLora(lora.d_sae, lora.rank, init="zeros")
+    out.load_state_dict(lora.state_dict())
+    with torch.no_grad():
+        out.s.mul_(gain)
+    return out
+
+
+class Evaluator:
+    """Greedy behaviour rates, cached per (adapter, prompts) as a samples CSV."""
+
+    def __init__(self, mas, out: Path, detector: str):
+        self.mas, self.out, self.detector = mas, out / "evals", detector
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.base: dict[str, BehaviourResult] = {}
+
+    def __call__(self, key: str, lora: SaeLora | None, rows: list[dict], split: str):
+        path = self.out / f"{key}.{split}.samples.csv"
+        if path.exists():
+            return BehaviourResult.from_samples(pd.read_csv(path), self.detector)
+        if split not in self.base:
+            bpath = self.out / f"base-{self.detector}.{split}.samples.csv"
+            self.base[split] = (
+                BehaviourResult.from_samples(pd.read_csv(bpath), self.detector)
+                if bpath.exists()
+                else evaluate_behaviour(
+                    self.mas,
+                    None,
+                    rows,
+                    detector=self.detector,
+                    max_new_tokens=EVAL_NEW_TOKENS,
+                )
+            )
+            self.base[split].samples.to_csv(bpath, index=False)
+        r = evaluate_behaviour(
+            self.mas,
+            lora,
+            rows,
+            detector=self.detector,
+            max_new_tokens=EVAL_NEW_TOKENS,
+            base=self.base[split] if lora is not None else None,
+        )
+        r.samples.to_csv(path, index=False)
+        return r
+
+
+def pick_gain(ev: Evaluator, key: str, lora: SaeLora, rows: list[dict], off_cap: float):
+    best = None
+    for g in GAINS:
+        r = ev(f"{key}-g{g:g}", scaled(lora, g), rows, "dataset_eval")
+        rate_in, rate_off = r.rate("adapter", "in_topic"), r.rate("adapter", "off_topic")
+        if rate_off <= off_cap + 1e-9 and (best is None or rate_in > best[1] + 1e-9):
+            best = (g, rate_in, rate_off)
+    return best or (1.0, float("nan"), float("nan"))
+
+
+def run_behaviour(mas, tag: str, args, out: Path) -> list[dict]:
+    b = BEHAVIOURS[tag]
+    teacher_dir = Path("loras") / b.name
+    teacher = load_lora(teacher_dir, sae_identity=mas.sae_identity).lora
+    ds = build_demo_dataset(b).dataset
+    data = {"train": ds["train"], "eval": ds["eval"]}
+    dataset_eval = list(ds["eval"])
+    held = heldout_prompts()
+    if args.quick:
+        data = {"train": ds["train"].shuffle(seed=0).select(range(16)), "eval": ds["eval"]}
+        dataset_eval = [r for r in dataset_eval if r["in_topic"]][:2] + [
+            r for r in dataset_eval if not r["in_topic"]
+        ][:2]
+        held = [r for r in held if r["in_topic"]][:3] + [r for r in held if not r["in_topic"]][:3]
+    ev = Evaluator(mas, out, b.detector)
+    t_eval = ev(f"{tag}-teacher", teacher, dataset_eval, "dataset_eval")
+    t_held = ev(f"{tag}-teacher", teacher, held, "heldout")
+    rows = []
+    teacher_row = {
+        "behaviour": tag,
+        "adapter": "teacher (dense)",
+        "k": None,
+        "read": len(teacher.distinct_latents()[0]),
+        "write": len(teacher.distinct_latents()[1]),
+        "gain": 1.0,
+        "in_topic": t_held.rate("adapter", "in_topic"),
+        "off_topic": t_held.rate("adapter", "off_topic"),
+        "base_in_topic": t_held.rate("base", "in_topic"),
+        "effect": t_held.effect,
+        "retained": 1.0,
+        "ci_low": 1.0,
+        "ci_high": 1.0,
+    }
+    rows.append(teacher_row)
+    prev = teacher_dir
+    for k, epochs, schedule in STAGES:
+        name = f"{tag}-r{RANK}-k{k}"
+        run_dir = out / "runs" / name
+        cfg = LoraTrainingConfig.from_dict(
+            b.config.to_dict()
+            | {
+                "name": name,
+                "rank": RANK,
+                "epochs": len(schedule) + epochs,
+                "sparsity": "group_topk",
+                "topk": k,
+                "topk_schedule": schedule,
+                "l1_weight": 0.0,
+                "s_lr": S_LR,
+                "init_from": str(prev),
+                "distill_from": str(teacher_dir),
+            }
+        )
+        t = time.perf_counter()
+        lora = train_lora(mas, data, cfg, out_dir=run_dir, progress=not args.quick).lora
+        train_s = time.perf_counter() - t
+        read, write = lora.distinct_latents()
+        g, g_in, g_off = pick_gain(
+            ev, name, lora, dataset_eval, t_eval.rate("adapter", "off_topic")
+        )
+        r1 = ev(f"{name}-g1", lora, [r for r in held if r["in_topic"]], "heldout_in")
+        rg = ev(f"{name}-g{g:g}", scaled(lora, g), held, "heldout")
+        ratio, lo, hi = effect_retained(rg.samples, t_held.samples)
+        row = {
+            "behaviour": tag,
+            "adapter": name,
+            "k": k,
+            "read": len(read),
+            "write": len(write),
+            "gain": g,
+            "in_topic": rg.rate("adapter", "in_topic"),
+            "off_topic": rg.rate("adapter", "off_topic"),
+            "base_in_topic": rg.rate("base", "in_topic"),
+            "effect": rg.effect,
+            "retained": ratio,
+            "ci_low": lo,
+            "ci_high": hi,
+            "in_topic_gain1": r1.rate("adapter", "in_topic"),
+            "dataset_eval_in_topic": g_in,
+            "dataset_eval_off_topic": g_off,
+            "train_s": round(train_s, 1),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.ship and k == SHIP_K:
+            ship(mas, lora, g, run_dir, Path("loras") / f"{b.name}-k{k}", row)
+        prev = run_dir
+    return rows
+
+
+def ship(mas, lora: SaeLora, gain: float, run_dir: Path, dest: Path, row: dict) -> None:
+    """The stage's student with its gain folded into ``s``, as a plain adapter directory."""
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    meta["distinct_budget"] = {
+        "gain": gain,
+        "source": str(run_dir),
+        "heldout": {k: row[k] for k in ("in_topic", "off_topic", "effect", "retained")},
+        "command": "python bench/distinct_budget.py --ship",
+    }
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    out_meta = build_metadata(
+        scaled(lora, gain),
+        config=meta["config"],
+        preset=mas.preset,
+        sae_identity=mas.sae_identity,
+        layer=mas.layer,
+        mode=meta["mode"],
+        history=meta["history"],
+        extra={k: v for k, v in meta.items() if k in ("n_train", "n_eval", "distinct_budget")}
+        | {"complete": True},
+    )
+    save_lora(scaled(lora, gain), tmp, out_meta)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--behaviours", nargs="*", default=list(BEHAVIOURS), choices=BEHAVIOURS)
+    ap.add_argument("--quick", action="store_true", help="16 train rows, a few prompts")
+    ap.add_argument("--ship", action="store_true", help=f"copy the k={SHIP_K} students to loras/")
+    ap.add_argument("--out", default="exports/distinct_budget")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    mas = load_model_and_sae("gemma-3-270m")
+    rows = []
+    for tag in args.behaviours:
+        rows += run_behaviour(mas, tag, args, out)
+        df = pd.DataFrame(rows)
+        df.to_csv(out / "curve.csv", index=False)
+    df = pd.DataFrame(rows)
+    cur = df[df["k"].notna()].copy()
+    cur["k"] = cur["k"].astype(int)
+    fig = px.line(
+        cur,
+        x="k",
+        y="retained",
+        color="behaviour",
+        markers=True,
+        error_y=cur["ci_high"] - cur["retained"],
+        error_y_minus=cur["retained"] - cur["ci_low"],
+        log_x=True,
+        title="Effect retained against distinct latents (k read = k write), 80 fresh prompts",
+    )
+    fig.add_hline(y=0.9, line_dash="dash", annotation_text="90 %")
+    save_figure(fig, out, "curve", formats=("html", "png"))
+    atomic_write_json(out / "timing.json", {"total_s": round(time.perf_counter() - t0, 1)})
+    print(df.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Is an adapter's description faithful? Interventions on the latents a card lists.
+
+A card lists read latents R and write latents W. Each check edits an adapter with
+:func:`lora.restrict_latents` (exact: the kept part of Δz is the original's, nothing
+renormalized) and measures the behaviour effect (in-topic rate − base rate, greedy answers) on
+the same prompts:
+
+- **sufficiency**: keep only R and W. Of the described adapter; and, when the card describes a
+  compression of a dense ``reference`` adapter (e.g. a sparse student of the dense demo
+  adapter), of the reference too: does the dense finetune's effect go through these latents?
+- **necessity** (with a reference): drop R and W from the reference; the share of its effect
+  lost.
+- **random same-count control**: the adapter's own weights moved onto as many random latents
+  (:func:`random_latents_control`). If it keeps the effect, the particular latents did not
+  matter.
+- **per latent**: drop each listed latent alone from the adapter; the change in effect. This
+  is one generation pass per latent, so it runs on ``per_latent_prompts`` in-topic prompts and
+  ``per_latent_tokens`` new tokens, next to the full adapter measured the same way.
+
+``retained`` is the effect over the effect it is compared with (the adapter's, or the
+reference's), with a 95 % paired bootstrap interval over the in-topic prompts
+(:func:`behaviour.effect_retained`). The description **carries the effect** when the listed
+latents alone keep at least ``CARRIES_AT`` of the described effect (the reference's when there
+is one) and the random control keeps less than half of what they keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..lora import SaeLora, restrict_latents
+from ..models import ModelAndSae
+from .behaviour import BehaviourResult, effect_retained, evaluate_behaviour
+
+CARRIES_AT = 0.75
+
+
+@torch.no_grad()
+def random_latents_control(lora: SaeLora, generator: torch.Generator | None = None) -> SaeLora:
+    """``lora`` with its read latents and its write latents each moved to as many distinct
+    random latents (a random injection per side), every weight and ``s`` kept."""
+    src = lora.folded()
+    out = SaeLora(lora.d_sae, lora.rank, init="zeros").to(src.s.device)
+    out.s.copy_(src.s)
+    read, write = src.distinct_latents()
+    for idx, take, put in (
+        (read, lambda i: src.a[i], lambda i, v: out.a.__setitem__(i, v)),
+        (write, lambda i: src.b[:, i], lambda i, v: out.b.__setitem__((slice(None), i), v)),
+    ):
+        new = torch.randperm(lora.d_sae, generator=generator)[: len(idx)].tolist()
+        for old_i, new_i in zip(idx, new, strict=True):
+            put(new_i, take(old_i))
+    return out
+
+
+@dataclass
+class Faithfulness:
+    table: pd.DataFrame
+    """check, adapter, read, write (latent counts), in_topic, off_topic, effect, compared_to,
+    retained, ci_low, ci_high."""
+    per_latent: pd.DataFrame
+    """side, latent, in_topic_without, effect_change (its removal's change in effect, − =
+    the effect drops), share (of the full adapter's effect on the same prompts)."""
+    carries: bool
+    headline: str
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table.to_dict(orient="records"),
+            "per_latent": self.per_latent.to_dict(orient="records"),
+            "carries": self.carries,
+            "headline": self.headline,
+            "settings": self.settings,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Faithfulness:
+        return cls(
+            pd.DataFrame(d["table"]),
+            pd.DataFrame(d["per_latent"]),
+            bool(d["carries"]),
+            d["headline"],
+            d["settings"],
+        )
+
+
+def check_faithfulness(
+    mas: ModelAndSae,
+    adapter: SaeLora,
+    rows: list[dict],
+    *,
+    read: list[int],
+    write: list[int],
+    detector: str | Callable[[str], bool] = "french",
+    reference: SaeLora | None = None,
+    mode: str = "resid_add",
+    max_new_tokens: int = 32,
+    per_latent_prompts: int = 40,
+    per_latent_tokens: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> Faithfulness:
+    """The checks in the module doc on ``rows`` (``prompt``, ``in_topic``; fresh prompts).
+
+    ``read``/``write``: the latents the card lists. ``reference``: the dense adapter the
+    described one compresses (None: the adapter is the finetune itself).
+    """
+    gen = {"detector": detector, "mode": mode, "max_new_tokens": max_new_tokens}
+    in_rows = [r for r in rows if r.get("in_topic")]
+    if not in_rows:
+        raise ValueError("faithfulness needs in-topic prompts (rows with in_topic=True)")
+    bar = _Steps(progress, 5 + (reference is not None) * 3 + len(read) + len(write))
+    base = bar(evaluate_behaviour(mas, None, rows, **gen))
+
+    def run(lora: SaeLora) -> BehaviourResult:
+        return bar(evaluate_behaviour(mas, lora, rows, base=base, **gen))
+
+    full = run(adapter)
+    results = [("adapter", "described adapter", adapter, full)]
+    if (read, write) != tuple(adapter.distinct_latents()):
+        kept = restrict_latents(adapter, read, write)
+        results.append(("sufficiency", "listed latents only", kept, run(kept)))
+    gen_rng = torch.Generator().manual_seed(seed)
+    ctrl = random_latents_control(restrict_latents(adapter, read, write), gen_rng)
+    results.append(("random control", "same count, random latents", ctrl, run(ctrl)))
+    compared = full
+    if reference is not None:
+        ref = run(reference)
+        compared = ref
+        suff = restrict_latents(reference, read, write)
+        nec = restrict_latents(reference, read, write, drop=True)
+        results += [
+            ("reference", "dense reference", reference, ref),
+            ("sufficiency (reference)", "reference, listed latents only", suff, run(suff)),
+            ("necessity (reference)", "reference without listed latents", nec, run(nec)),
+        ]
+    table = []
+    for check, what, lora, r in results:
+        ratio, lo, hi = effect_retained(r.samples, compared.samples)
+        nr, nw = (len(x) for x in lora.distinct_latents())
+        table.append(
+            {
+                "check": check,
+                "adapter": what,
+                "read": nr,
+                "write": nw,
+                "in_topic": r.rate("adapter", "in_topic"),
+                "off_topic": r.rate("adapter", "off_topic"),
+                "effect": r.effect,
+                "compared_to": "reference" if reference is not None else "adapter",
+                "retained": ratio,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
+    table = pd.DataFrame(table)
+
+    # Per latent, on fewer prompts and tokens (one generation pass each).
+    few = in_rows[:per_latent_prompts]
+    pl_gen = gen | {"max_new_tokens": per_latent_tokens}
+    pl_base = bar(evaluate_behaviour(mas, None, few, **pl_gen))
+    pl_full = evaluate_behaviour(mas, adapter, few, base=pl_base, **pl_gen)
+    per = []
+    for side, latents in (("read", read), ("write", write)):
+        for lat in latents:
+            cut = (
+                restrict_latents(adapter, [lat], None, drop=True)
+                if side == "read"
+                else restrict_latents(adapter, None, [lat], drop=True)
+            )
+            r = bar(evaluate_behaviour(mas, cut, few, base=pl_base, **pl_gen))
+            change = r.effect - pl_full.effect
+            per.append(
+                {
+                    "side": side,
+                    "latent": lat,
+                    "in_topic_without": r.rate("adapter", "in_topic"),
+                    "effect_change": change,
+                    "share": -change / pl_full.effect if pl_full.effect else float("nan"),
+                }
+            )
+    bar.close()
+    per_latent = pd.DataFrame(
+        per, columns=["side", "latent", "in_topic_without", "effect_change", "share"]
+    )
+    carries, headline = _verdict(table, reference is not None, len(read), len(write))
+    settings = {
+        "prompts_in_topic": len(in_rows),
+        "prompts_off_topic": len(rows) - len(in_rows),
+        "max_new_tokens": max_new_tokens,
+        "per_latent_prompts": len(few),
+        "per_latent_tokens": per_latent_tokens,
+        "per_latent_full_effect": pl_full.effect,
+        "mode": mode,
+        "seed": seed,
+    }
+    return Faithfulness(table, per_latent, carries, headline, settings)
+
+
+def _verdict(table: pd.DataFrame, has_ref: bool, n_read: int, n_write: int) -> tuple[bool, str]:
+    t = table.set_index("check")
+    own = "sufficiency" if "sufficiency" in t.index else "adapter"
+    keep = float(t.loc[own, "retained"])
+    ctrl = float(t.loc["random control", "retained"])
+    what = "the dense reference's" if has_ref else "the adapter's"
+    carries = keep >= CARRIES_AT and not ctrl >= 0.5 * keep
+    n = f"{n_read} read + {n_write} write latents listed"
+    if carries:
+        return True, (
+            f"Faithful: the {n} carry {keep:.0%} of {what} effect "
+            f"(random latents of the same count: {ctrl:.0%})."
+        )
+    why = (
+        f"they keep only {keep:.0%} of {what} effect"
+        if keep < CARRIES_AT
+        else f"random latents of the same count keep {ctrl:.0%} (the listed ones {keep:.0%})"
+    )
+    return False, f"NOT FAITHFUL: the {n} do not carry this behaviour: {why}."
+
+
+class _Steps:
+    """A tqdm bar over the generation passes (disabled without ``progress``)."""
+
+    def __init__(self, progress: bool, total: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="faithfulness", disable=not progress)
+
+    def __call__(self, r: BehaviourResult) -> BehaviourResult:
+        self.bar.update(1)
+        return r
+
+    def close(self) -> None:
+        self.bar.close()
