@@ -287,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.verbose:
+        # With OPENAI_LOG set, the openai SDK calls basicConfig when it is imported, which makes
+        # the call above a no-op; set the level anyway so that -v still shows retries.
+        logging.getLogger().setLevel(logging.INFO)
     from .data import DatasetError
     from .models import PresetUnavailableError
 
