@@ -302,13 +302,13 @@ async def answer_all(
             backend.model, request.task, request.param, sha256_text(backend.fingerprint(request))
         )
         hit = cache.get(key)
-        if hit is not None and hit.ok and request.problem(hit.value) is not None:
+        problem = request.problem(hit.value) if hit is not None and hit.ok else None
+        if hit is not None and problem is not None:
             # A cached answer that a stricter check now rejects (a lower max_rewrite_ratio)
             # counts as a cached failure.
             hit = CachedAnswer(
-                False, None, str(request.problem(hit.value)), hit.prompt_tokens,
-                hit.completion_tokens, hit.row_id,
-            )  # fmt: skip
+                False, None, problem, hit.prompt_tokens, hit.completion_tokens, hit.row_id
+            )
         if hit is not None and (hit.ok or not retry_failed):
             outcome = TaskOutcome(
                 hit.ok, hit.value, hit.reason, True, hit.prompt_tokens, hit.completion_tokens
