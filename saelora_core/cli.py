@@ -233,7 +233,7 @@ def cmd_sae_corpus(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    summary = run_demo(quick=args.quick)
+    summary = run_demo(quick=args.quick, out=args.out)
     _out(summary)
     for b in summary["behaviours"]:
         r = {(x["condition"], x["split"]): x for x in b["rates"]}
@@ -335,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the offline pipeline: dataset, train, evaluate, report")
     p.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="parent directory of the demo's adapters and reports (default: the repository's "
+        "runs/demo, which git ignores; --out loras refreshes the shipped loras/demo-*)",
+    )
     p.set_defaults(func=cmd_demo)
 
     from .repair import METHODS, RepairConfig
