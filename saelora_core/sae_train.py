@@ -25,6 +25,8 @@ from typing import Literal
 import torch
 from sae_lens import SAE, HookedSAETransformer
 
+from .models import quiet_sae_kwargs_hint
+
 logger = logging.getLogger(__name__)
 
 
@@ -159,7 +161,8 @@ def train_sae(
         recast_saved_weights(out, cfg.save_dtype)
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     if corpus_heldout is not None:
-        sae = SAE.load_from_disk(out, device=device).to(torch.float32)
+        with quiet_sae_kwargs_hint():  # `model` is already loaded without processing
+            sae = SAE.load_from_disk(out, device=device).to(torch.float32)
         texts = [json.loads(line)["text"] for line in Path(corpus_heldout).read_text().splitlines()]
         m = evaluate_sae(
             model, sae, cfg.layer, texts, max_tokens=cfg.eval_tokens, context_size=cfg.context_size

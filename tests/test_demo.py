@@ -1,6 +1,8 @@
 """The offline pipeline end to end on the real default model, with a tiny budget."""
 
 import json
+import shutil
+import subprocess
 
 import pytest
 
@@ -55,3 +57,20 @@ def test_heldout_prompts_are_balanced_and_unseen():
     }
     prompts = [r["prompt"].strip().lower() for r in rows]
     assert len(set(prompts)) == 160 and not seed & set(prompts)
+
+
+def test_the_demo_writes_where_git_does_not_track_by_default():
+    from saelora_core.cli import build_parser
+    from saelora_core.demo import DEFAULT_DEMO_OUT, REPO_ROOT
+
+    assert DEFAULT_DEMO_OUT == REPO_ROOT / "runs" / "demo"
+    assert build_parser().parse_args(["demo"]).out is None  # run_demo's default
+    assert build_parser().parse_args(["demo", "--out", "loras"]).out == "loras"
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    outputs = [f"runs/demo/demo-math-french/{name}" for name in ("params.pt", "metadata.json")]
+    outputs += ["runs/demo/demo-math-upper/demo_summary.json"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", *outputs], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.split()
+    assert ignored == outputs

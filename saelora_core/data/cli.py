@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -16,6 +17,11 @@ from .build import build_dataset
 from .config import BACKENDS, DatasetConfig, DatasetError
 
 logger = logging.getLogger(__name__)
+
+
+def _ratio(text: str) -> float | None:
+    return None if text.strip().lower() in {"none", "off"} else float(text)
+
 
 # (flag, DatasetConfig field, type, help); defaults come from DatasetConfig so they live in one place.
 _OPTIONS: list[tuple[str, str, Any, str]] = [
@@ -44,7 +50,9 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--invalid-retries", "invalid_retries", int, "retries after malformed/off-schema answers"),
     ("--backoff-base", "backoff_base", float, "first backoff delay in seconds"),
     ("--temperature", "temperature", float, "sampling temperature"),
-]
+    ("--max-rewrite-ratio", "max_rewrite_ratio", _ratio, "reject rewrites longer than this "
+     "many times the original (always allowing 200 characters) as malformed; 'none': no limit"),
+]  # fmt: skip
 
 
 def add_dataset_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -87,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
     """Run `dataset make`; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # The HTTP client logs every request at INFO; the progress bar already shows them.
-    for name in ("httpx", "httpx2", "openai"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # The HTTP client logs every request at INFO; the progress bar already shows them. A user who
+    # sets OPENAI_LOG asked for the SDK's own logs, so they stay as the SDK configured them.
+    if not os.environ.get("OPENAI_LOG"):
+        for name in ("httpx", "httpx2", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         cfg = config_from_args(args)
         result = build_dataset(cfg)

@@ -40,6 +40,14 @@ class BackendError(DatasetError):
     """The backend cannot serve this run (unsupported guideline, unknown model, ...)."""
 
 
+class RequestsFailedError(BackendError):
+    """Every request so far failed (server down, wrong URL, rejected requests, ...)."""
+
+
+class OutputLockedError(DatasetError):
+    """Another run is writing the same dataset directory."""
+
+
 def default_seed_dir() -> Path:
     """The repository's offline seed set, `data/seed/`, found relative to this file."""
     return Path(__file__).resolve().parents[2] / "data" / "seed"
@@ -110,6 +118,9 @@ class DatasetConfig:
     """Largest backoff delay in seconds."""
     temperature: float = 0.0
     """Sampling temperature of the LLM."""
+    max_rewrite_ratio: float | None = 5.0
+    """Reject a rewrite longer than this many times its original (but always allow 200
+    characters) as a malformed answer: it is asked again, then recorded as failed. None: no limit."""
     json_mode: bool = True
     """Send `response_format={"type": "json_object"}` (turn off for servers that reject it)."""
     retry_failed: bool = True
@@ -135,6 +146,8 @@ class DatasetConfig:
             raise ValueError(f"timeout must be > 0, got {self.timeout}")
         if self.max_retries < 0 or self.invalid_retries < 0:
             raise ValueError("max_retries and invalid_retries must be >= 0")
+        if self.max_rewrite_ratio is not None and self.max_rewrite_ratio <= 0:
+            raise ValueError(f"max_rewrite_ratio must be > 0 or None, got {self.max_rewrite_ratio}")
         if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
             raise ValueError("need 0 <= backoff_base <= backoff_max")
         if not re.match(r"^https?://", self.base_url):

@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import openai
@@ -50,12 +50,14 @@ class UsageStats:
     """Requests repeated after 429/5xx/timeout/connection errors."""
     invalid_answers: int = 0
     """Answers that were malformed or off-schema."""
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+    """`retries` by cause: "HTTP 429", "HTTP 503", "timeout", "connection error", ..."""
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "total_tokens": self.total_tokens}
 
 
@@ -107,6 +109,25 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     return max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
+def connection_error_detail(err: openai.APIConnectionError) -> str:
+    """A short cause of a connection error, e.g. "connection refused" or "ConnectError: name or
+    service not known": the innermost OS error when there is one, else the exception's text."""
+    cause: BaseException | None = err.__cause__
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    inner = err.__cause__
+    if inner is None:
+        return type(err).__name__
+    text = str(inner).strip()
+    if "connection refused" in text.lower():
+        return "connection refused"
+    return f"{type(inner).__name__}: {text[:120]}" if text else type(inner).__name__
+
+
 class LlmClient:
     """Asks an OpenAI-compatible chat API for JSON answers, at most `concurrency` at a time."""
 
@@ -137,6 +158,8 @@ class LlmClient:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._in_flight = 0
         self.usage = UsageStats()
+        self.on_retry: Callable[[str], None] | None = None
+        """Called with the cause each time a request is retried (the progress bar counts them)."""
 
     @classmethod
     def from_config(cls, cfg: DatasetConfig) -> LlmClient:
@@ -225,7 +248,7 @@ class LlmClient:
             except openai.APITimeoutError:
                 reason = "timeout"
             except openai.APIConnectionError as err:
-                reason = f"connection error ({type(err.__cause__).__name__})"
+                reason = f"connection error ({connection_error_detail(err)})"
             except json.JSONDecodeError as err:  # an HTTP 200 whose JSON body does not parse
                 reason = f"an HTTP 200 reply that is not JSON ({type(err).__name__})"
             else:
@@ -266,7 +289,15 @@ class LlmClient:
             delay = self._backoff(retries, headers)
             retries += 1
             self.usage.retries += 1
-            logger.debug("retrying in %.2fs after %s", delay, reason)
+            cause = reason.split(" (", 1)[0]
+            self.usage.retry_reasons[cause] = self.usage.retry_reasons.get(cause, 0) + 1
+            # INFO, so `saelora -v` shows every 429, 5xx, timeout and connection error.
+            logger.info(
+                "retry %d/%d in %.2f s after %s from %s", retries, self.max_retries, delay,
+                reason, self.base_url,
+            )  # fmt: skip
+            if self.on_retry is not None:
+                self.on_retry(cause)
             await asyncio.sleep(delay)
 
     async def aclose(self) -> None:

@@ -89,6 +89,31 @@ def parse_rewrite(answer: Any) -> str:
 
 PARSERS = {"classify": parse_classification, "rewrite": parse_rewrite}
 
+#: A rewrite may always be this many characters long, however short the original (a one-word
+#: answer rewritten in another language or style can grow many times over).
+REWRITE_MIN_LIMIT = 200
+
+
+def rewrite_length_limit(original: str, max_ratio: float | None) -> int | None:
+    """The longest rewrite accepted for `original`: `max(max_ratio * len(original),
+    REWRITE_MIN_LIMIT)` characters; None (no limit) when `max_ratio` is None."""
+    if max_ratio is None:
+        return None
+    return max(int(max_ratio * len(original)), REWRITE_MIN_LIMIT)
+
+
+def check_rewrite_length(rewritten: str, original: str, max_ratio: float | None) -> str:
+    """`rewritten` if it is at most `rewrite_length_limit(original, max_ratio)` characters long,
+    else `SchemaError`: a rewrite far longer than its original is a malformed answer (a model
+    that looped, or padded the answer), not a rewrite."""
+    limit = rewrite_length_limit(original, max_ratio)
+    if limit is not None and len(rewritten) > limit:
+        raise SchemaError(
+            f"rewrite of {len(rewritten)} characters is longer than the limit of {limit} "
+            f"({max_ratio:g} x the original's {len(original)}; see max_rewrite_ratio)"
+        )
+    return rewritten
+
 
 def _short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, ensure_ascii=False)
