@@ -51,17 +51,13 @@ from saelora_core.demo import (
 from saelora_core.plots import save_figure
 
 RANK = 4
-STAGES = [  # (distinct-latent budget k, epochs, top-k schedule within the stage)
-    (128, 3, [512, 256]),
-    (64, 1, []),
-    (32, 1, []),
+STAGES = [  # (distinct-latent budget k, epochs at k, top-k schedule within the stage)
+    (64, 1, [256]),
     (16, 3, []),
-    (8, 2, []),
-    (4, 2, []),
-    (2, 2, []),
-    (1, 2, []),
+    (4, 1, []),
+    (1, 1, []),
 ]
-GAINS = (1.0, 1.5, 2.0, 3.0)
+GAINS = (1.0, 2.0)
 SHIP_K = 16
 S_LR = 0.05
 BEHAVIOURS = {"french": FRENCH, "upper": UPPERCASE}
@@ -183,8 +179,12 @@ def run_behaviour(mas, tag: str, args, out: Path) -> list[dict]:
         g, g_in, g_off = pick_gain(
             ev, name, lora, dataset_eval, t_eval.rate("adapter", "off_topic")
         )
-        r1 = ev(f"{name}-g1", lora, [r for r in held if r["in_topic"]], "heldout_in")
         rg = ev(f"{name}-g{g:g}", scaled(lora, g), held, "heldout")
+        r1 = (
+            rg
+            if g == 1.0
+            else ev(f"{name}-g1", lora, [r for r in held if r["in_topic"]], "heldout_in")
+        )
         ratio, lo, hi = effect_retained(rg.samples, t_held.samples)
         row = {
             "behaviour": tag,

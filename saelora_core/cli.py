@@ -146,6 +146,25 @@ def _info_text(path: Path, info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_describe(args: argparse.Namespace) -> int:
+    from .describe import describe
+
+    res = describe(
+        args.lora_dir,
+        out=args.out,
+        reference=args.reference,
+        detector=args.detector,
+        max_latents=args.max_latents,
+        max_prompts=args.max_prompts,
+        per_latent_prompts=args.per_latent_prompts,
+        per_latent_tokens=args.per_latent_tokens,
+        faithfulness=not args.no_faithfulness,
+    )
+    sys.stderr.write(f"{res.first_line}\n{res.summary}\n")
+    _out({"card": [str(p) for p in res.files]})
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .analysis.features import top_entries
     from .checkpoint import load_lora
@@ -318,6 +337,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="latents to list per read/write vector")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "describe",
+        help="write an adapter's card (Markdown + HTML), checked on fresh prompts",
+        description="The adapter described in its latents: weights, shares, firing rates, top "
+        "snippets, promoted tokens and labels (by rule, or by an LLM when SAELORA_LABEL_MODEL "
+        "is set), and the faithfulness checks (sufficiency, necessity, a same-count "
+        "random-latent control, per-latent effects) on the fresh prompts. Writes "
+        "LORA_DIR/card/card.{md,html,json}.",
+    )
+    p.add_argument("lora_dir")
+    p.add_argument("--out", default=None, help="output dir (default LORA_DIR/card)")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="the dense adapter it compresses (default: its distill_from; 'none': no reference)",
+    )
+    p.add_argument("--detector", default=None, help="behaviour detector (default: from metadata)")
+    p.add_argument("--max-latents", type=int, default=16, help="latents listed per side")
+    p.add_argument("--max-prompts", type=int, default=None, help="fresh prompts per side")
+    p.add_argument("--per-latent-prompts", type=int, default=40)
+    p.add_argument("--per-latent-tokens", type=int, default=16)
+    p.add_argument(
+        "--no-faithfulness", action="store_true", help="skip the checks (the card says so)"
+    )
+    p.set_defaults(func=cmd_describe)
 
     sae = sub.add_parser("sae", help="train SAEs").add_subparsers(dest="sae_command", required=True)
     p = sae.add_parser("train", help="train a TopK SAE with sae_lens on a local corpus")

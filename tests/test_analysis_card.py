@@ -141,3 +141,34 @@ def test_random_latents_control_moves_every_latent_and_keeps_the_weights():
         sorted(lora.a[lora.a.ne(0).any(1)].abs().flatten().tolist())
     )
     assert torch.equal(ctrl.s, lora.s)
+
+
+def test_describe_writes_the_card_and_reuses_its_faithfulness(tiny_mas, tmp_path, monkeypatch):
+    from saelora_core.cli import build_parser
+    from saelora_core.describe import describe
+    from saelora_core.testing import save_planted_adapter
+
+    monkeypatch.delenv("SAELORA_LABEL_MODEL", raising=False)
+    save_planted_adapter(tiny_mas, tmp_path / "ad")
+    kw = dict(
+        mas=tiny_mas,
+        detector="uppercase",
+        max_prompts=2,
+        per_latent_prompts=2,
+        per_latent_tokens=2,
+        progress=False,
+    )
+    res = describe(tmp_path / "ad", **kw)
+    assert sorted(p.name for p in res.files) == ["card.html", "card.json", "card.md"]
+    assert res.out_dir == tmp_path / "ad" / "card"
+    md = (res.out_dir / "card.md").read_text()
+    assert md.startswith(f"**{res.first_line}**") and "**2 read, 2 write**" in md
+    assert "## Faithfulness" in md and res.summary in md
+    cached = (res.out_dir / "faithfulness.json").stat().st_mtime_ns
+    again = describe(tmp_path / "ad", **kw)
+    assert again.first_line == res.first_line
+    assert (res.out_dir / "faithfulness.json").stat().st_mtime_ns == cached  # not re-run
+    with pytest.raises(ValueError, match="detector"):
+        describe(tmp_path / "ad", **(kw | {"detector": None}))
+    args = build_parser().parse_args(["describe", "x", "--max-prompts", "3"])
+    assert args.func.__name__ == "cmd_describe" and args.max_prompts == 3
