@@ -23,7 +23,13 @@ Writes ``<out>/curve.csv`` (one row per behaviour and stage), ``curve.png``/``cu
 the per-adapter answers (``<out>/evals/*.samples.csv``). The committed run is in
 ``results/distinct_budget/``.
 
+With ``--baselines`` each behaviour also gets, on the same fresh prompts: the prompt baseline
+(the base model with "If this question is about mathematics, <guideline>." appended to every
+prompt) and a dense residual-space steer with a rank-1 latent adapter's parameter budget
+(``steer.py``, NodiReFT-style with a ReLU gate, trained on the same CE and data).
+
 Usage: python bench/distinct_budget.py [--behaviours french upper] [--quick] [--ship]
+       [--baselines]
 """
 
 from __future__ import annotations
@@ -39,7 +45,12 @@ import plotly.express as px
 import torch
 
 from saelora_core import LoraTrainingConfig, SaeLora, load_lora, load_model_and_sae, train_lora
-from saelora_core.analysis import BehaviourResult, effect_retained, evaluate_behaviour
+from saelora_core.analysis import (
+    DETECTORS,
+    BehaviourResult,
+    effect_retained,
+    evaluate_behaviour,
+)
 from saelora_core.checkpoint import atomic_write_json, build_metadata, save_lora
 from saelora_core.demo import (
     EVAL_NEW_TOKENS,
@@ -58,6 +69,8 @@ STAGES = [  # (distinct-latent budget k, epochs at k, top-k schedule within the 
     (1, 1, []),
 ]
 GAINS = (1.0, 2.0)
+GAIN_FROM_K = 16
+"""Stages with a budget above this keep gain 1 (no selection: it costs two generation passes)."""
 SHIP_K = 16
 S_LR = 0.05
 BEHAVIOURS = {"french": FRENCH, "upper": UPPERCASE}
@@ -82,11 +95,22 @@ class Evaluator:
     def __call__(self, key: str, lora: SaeLora | None, rows: list[dict], split: str):
         path = self.out / f"{key}.{split}.samples.csv"
         if path.exists():
-            return BehaviourResult.from_samples(pd.read_csv(path), self.detector)
+            return BehaviourResult.from_samples(
+                pd.read_csv(path, keep_default_na=False), self.detector
+            )
         if split not in self.base:
             bpath = self.out / f"base-{self.detector}.{split}.samples.csv"
+            other = sorted(self.out.glob(f"base-*.{split}.samples.csv"))
+            if not bpath.exists() and other:  # the same answers, scored by this detector
+                s = pd.read_csv(other[0], keep_default_na=False)
+                if s["prompt"].tolist() == [r["prompt"] for r in rows]:
+                    fn = DETECTORS[self.detector]
+                    s["adapter_hit"] = s["base_hit"] = [bool(fn(t)) for t in s["base"]]
+                    s.to_csv(bpath, index=False)
             self.base[split] = (
-                BehaviourResult.from_samples(pd.read_csv(bpath), self.detector)
+                BehaviourResult.from_samples(
+                    pd.read_csv(bpath, keep_default_na=False), self.detector
+                )
                 if bpath.exists()
                 else evaluate_behaviour(
                     self.mas,
@@ -173,11 +197,20 @@ def run_behaviour(mas, tag: str, args, out: Path) -> list[dict]:
             }
         )
         t = time.perf_counter()
-        lora = train_lora(mas, data, cfg, out_dir=run_dir, progress=not args.quick).lora
+        done = (run_dir / "metadata.json").exists() and json.loads(
+            (run_dir / "metadata.json").read_text()
+        ).get("complete")
+        lora = (
+            load_lora(run_dir, sae_identity=mas.sae_identity).lora
+            if done and (run_dir / "train_state.pt").exists()
+            else train_lora(mas, data, cfg, out_dir=run_dir, progress=not args.quick).lora
+        )
         train_s = time.perf_counter() - t
         read, write = lora.distinct_latents()
-        g, g_in, g_off = pick_gain(
-            ev, name, lora, dataset_eval, t_eval.rate("adapter", "off_topic")
+        g, g_in, g_off = (
+            pick_gain(ev, name, lora, dataset_eval, t_eval.rate("adapter", "off_topic"))
+            if k <= GAIN_FROM_K
+            else (1.0, float("nan"), float("nan"))
         )
         rg = ev(f"{name}-g{g:g}", scaled(lora, g), held, "heldout")
         r1 = (
@@ -210,7 +243,64 @@ def run_behaviour(mas, tag: str, args, out: Path) -> list[dict]:
         if args.ship and k == SHIP_K:
             ship(mas, lora, g, run_dir, Path("loras") / f"{b.name}-k{k}", row)
         prev = run_dir
+    if args.baselines:
+        rows += baselines(mas, tag, b, data, held, ev, t_held, teacher, rows, out)
     return rows
+
+
+PROMPT_INSTRUCTION = "If this question is about mathematics, {guideline}."
+
+
+def baselines(mas, tag, b, data, held, ev, t_held, teacher, rows, out: Path) -> list[dict]:
+    """The prompt baseline (the instruction appended to every prompt, base model) and the dense
+    residual-space steer with a rank-1 latent adapter's parameter budget, on the same prompts."""
+    from saelora_core.steer import SteerConfig, rank_for_params, train_steer
+
+    guideline = b.guideline
+    instr = PROMPT_INSTRUCTION.format(guideline=guideline)
+    prompted = [r | {"prompt": f"{r['prompt']}\n\n{instr}"} for r in held]
+    # The base answers to the instructed prompts are the prompt baseline's answers; score them
+    # against the base model's answers to the plain prompts.
+    pr = ev(f"{tag}-prompt-baseline", None, prompted, "heldout")
+    s = t_held.samples.copy()
+    s["adapter"] = pr.samples["adapter"].to_numpy()
+    s["adapter_hit"] = pr.samples["adapter_hit"].to_numpy()
+    prompt_res = BehaviourResult.from_samples(s, b.detector)
+    budget = 2 * mas.sae.cfg.d_sae + 1
+    cfg = SteerConfig(rank=rank_for_params(mas.model.cfg.d_model, budget))
+    steer = train_steer(mas, data, cfg, out_dir=out / "runs" / f"{tag}-steer-r{cfg.rank}")
+    st = ev(f"{tag}-steer-r{cfg.rank}", steer, held, "heldout")  # type: ignore[arg-type]
+    out_rows = []
+    for name, res, params, lat in (
+        (f"prompt baseline: '{instr}'", prompt_res, 0, ("–", "–")),
+        (
+            f"dense residual steer (NodiReFT-style, ReLU-gated, rank {cfg.rank})",
+            st,
+            steer.n_params(),
+            ("–", "–"),
+        ),
+    ):
+        ratio, lo, hi = effect_retained(res.samples, t_held.samples)
+        out_rows.append(
+            {
+                "behaviour": tag,
+                "adapter": name,
+                "k": None,
+                "read": lat[0],
+                "write": lat[1],
+                "params": params,
+                "gain": None,
+                "in_topic": res.rate("adapter", "in_topic"),
+                "off_topic": res.rate("adapter", "off_topic"),
+                "base_in_topic": res.rate("base", "in_topic"),
+                "effect": res.effect,
+                "retained": ratio,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
+        print(json.dumps(out_rows[-1]), flush=True)
+    return out_rows
 
 
 def ship(mas, lora: SaeLora, gain: float, run_dir: Path, dest: Path, row: dict) -> None:
@@ -245,6 +335,11 @@ def main() -> None:
     ap.add_argument("--behaviours", nargs="*", default=list(BEHAVIOURS), choices=BEHAVIOURS)
     ap.add_argument("--quick", action="store_true", help="16 train rows, a few prompts")
     ap.add_argument("--ship", action="store_true", help=f"copy the k={SHIP_K} students to loras/")
+    ap.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also the prompt baseline and the dense residual steer (one table with the rest)",
+    )
     ap.add_argument("--out", default="exports/distinct_budget")
     args = ap.parse_args()
     out = Path(args.out)

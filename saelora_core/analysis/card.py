@@ -212,8 +212,8 @@ def _pct(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
 
 
-def _num(x: float, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+def _rate(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
 def _tok(t: str) -> str:
@@ -287,7 +287,7 @@ def card_markdown(card: AdapterCard) -> str:
         for r in f.table.itertuples():
             lines.append(
                 f"| {r.check} | {r.adapter} | {r.read} / {r.write} | {r.in_topic:.2f} | "
-                f"{r.off_topic:.2f} | {r.effect:+.2f} | {_pct(r.retained)} "  # type: ignore[arg-type]
+                f"{_rate(r.off_topic)} | {r.effect:+.2f} | {_pct(r.retained)} "  # type: ignore[arg-type]
                 f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}] |"  # type: ignore[arg-type]
             )
         lines += [
@@ -366,7 +366,7 @@ def card_html(card: AdapterCard) -> str:
             parts.append(
                 f"<tr><td>{e(str(r.check))}</td><td>{e(str(r.adapter))}</td>"
                 f"<td>{r.read} / {r.write}</td><td>{r.in_topic:.2f}</td>"  # type: ignore[arg-type]
-                f"<td>{r.off_topic:.2f}</td><td>{r.effect:+.2f}</td>"  # type: ignore[arg-type]
+                f"<td>{_rate(r.off_topic)}</td><td>{r.effect:+.2f}</td>"  # type: ignore[arg-type]
                 f"<td>{_pct(r.retained)} [{_pct(r.ci_low)}, {_pct(r.ci_high)}]</td></tr>"  # type: ignore[arg-type]
             )
         parts.append(

@@ -61,8 +61,9 @@ def random_latents_control(lora: SaeLora, generator: torch.Generator | None = No
 @dataclass
 class Faithfulness:
     table: pd.DataFrame
-    """check, adapter, read, write (latent counts), in_topic, off_topic, effect, compared_to,
-    retained, ci_low, ci_high."""
+    """check, adapter, read, write (latent counts), in_topic, off_topic (only for the described
+    adapter and the reference; nan for the ablations, which run on the in-topic prompts only),
+    effect, compared_to, retained, ci_low, ci_high."""
     per_latent: pd.DataFrame
     """side, latent, in_topic_without, effect_change (its removal's change in effect, − =
     the effect drops), share (of the full adapter's effect on the same prompts)."""
@@ -118,10 +119,18 @@ def check_faithfulness(
     bar = _Steps(progress, 5 + (reference is not None) * 3 + len(read) + len(write))
     base = bar(evaluate_behaviour(mas, None, rows, **gen))
 
-    def run(lora: SaeLora) -> BehaviourResult:
-        return bar(evaluate_behaviour(mas, lora, rows, base=base, **gen))
+    base_in = BehaviourResult.from_samples(
+        base.samples[base.samples["in_topic"]].reset_index(drop=True), base.detector
+    )
 
-    full = run(adapter)
+    def run(lora: SaeLora, both: bool = False) -> BehaviourResult:
+        """Off-topic prompts only where ``both``: the effect is in-topic, and the off-topic
+        rate matters for the adapters themselves, not for their ablations."""
+        if both:
+            return bar(evaluate_behaviour(mas, lora, rows, base=base, **gen))
+        return bar(evaluate_behaviour(mas, lora, in_rows, base=base_in, **gen))
+
+    full = run(adapter, both=True)
     results = [("adapter", "described adapter", adapter, full)]
     if (read, write) != tuple(adapter.distinct_latents()):
         kept = restrict_latents(adapter, read, write)
@@ -131,7 +140,7 @@ def check_faithfulness(
     results.append(("random control", "same count, random latents", ctrl, run(ctrl)))
     compared = full
     if reference is not None:
-        ref = run(reference)
+        ref = run(reference, both=True)
         compared = ref
         suff = restrict_latents(reference, read, write)
         nec = restrict_latents(reference, read, write, drop=True)
