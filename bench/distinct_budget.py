@@ -303,6 +303,46 @@ def baselines(mas, tag, b, data, held, ev, t_held, teacher, rows, out: Path) -> 
     return out_rows
 
 
+@torch.no_grad()
+def write_cosines(mas, out: Path, tags: list[str]) -> dict:
+    """How far from one latent is the dense write? The residual-space write each adapter adds
+    on average over the fresh in-topic prompts' tokens, ``(z̄ @ M) @ W_dec``, its cosine to the
+    dense teacher's, and the best single SAE decoder direction's cosine to the teacher's."""
+    from saelora_core.analysis.card import latent_map, mean_prompt_latents
+    from saelora_core.hooks import write_matrix
+
+    w_dec = write_matrix(mas.sae).double().cpu()
+    ins = [r["prompt"] for r in heldout_prompts() if r["in_topic"]]
+    zbar = mean_prompt_latents(mas, ins)
+    res = {}
+    for tag in tags:
+        b = BEHAVIOURS[tag]
+
+        def direction(lora: SaeLora) -> torch.Tensor:
+            read, write, m = latent_map(lora)
+            return (zbar[read] @ m) @ w_dec[write]
+
+        dense = direction(load_lora(Path("loras") / b.name).lora)
+        unit = dense / dense.norm()
+        cos_all = (w_dec @ unit) / w_dec.norm(dim=1)
+        best = int(cos_all.abs().argmax())
+        row = {
+            "dense_write_norm": float(dense.norm()),
+            "best_single_latent": best,
+            "best_single_latent_cosine": float(cos_all[best]),
+        }
+        for k, _, _ in STAGES:
+            d = out / "runs" / f"{tag}-r{RANK}-k{k}"
+            if (d / "params.pt").exists():
+                v = direction(load_lora(d).lora)
+                row[f"k{k}_cosine"] = float(v @ unit / v.norm().clamp_min(1e-12))
+                row[f"k{k}_norm_ratio"] = float(v.norm() / dense.norm())
+        res[tag] = row
+    atomic_write_json(out / "write_cosines.json", res)
+    print(json.dumps(res, indent=1))
+    return res
+
+
 def ship(mas, lora: SaeLora, gain: float, run_dir: Path, dest: Path, row: dict) -> None:
     """The stage's student with its gain folded into ``s``, as a plain adapter directory."""
     meta = json.loads((run_dir / "metadata.json").read_text())
@@ -341,11 +381,17 @@ def main() -> None:
         help="also the prompt baseline and the dense residual steer (one table with the rest)",
     )
     ap.add_argument("--out", default="exports/distinct_budget")
+    ap.add_argument(
+        "--cosines-only", action="store_true", help="only write_cosines.json (no generation)"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     mas = load_model_and_sae("gemma-3-270m")
+    if args.cosines_only:
+        write_cosines(mas, out, args.behaviours)
+        return
     rows = []
     for tag in args.behaviours:
         rows += run_behaviour(mas, tag, args, out)
@@ -367,6 +413,7 @@ def main() -> None:
     )
     fig.add_hline(y=0.9, line_dash="dash", annotation_text="90 %")
     save_figure(fig, out, "curve", formats=("html", "png"))
+    write_cosines(mas, out, args.behaviours)
     atomic_write_json(out / "timing.json", {"total_s": round(time.perf_counter() - t0, 1)})
     print(df.to_string(index=False))
 
