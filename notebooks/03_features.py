@@ -18,6 +18,7 @@ with app.setup:
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
+        show_table,
     )
 
     ENV = notebook_env("03_features")
@@ -114,7 +115,7 @@ def _(k, lora, mas, texts_dataset):
             neuronpedia_id=analysis.neuronpedia_id_for(mas),
         )
     feats_fig = plots.fig_top_feats(feats)
-    mo.vstack([feats_fig, mo.ui.table(feats, selection=None, page_size=20)])
+    mo.vstack([feats_fig, show_table(feats, page_size=20)])
     return feats, feats_fig
 
 
@@ -148,8 +149,8 @@ def _(latent_picker, mas, texts):
                             "activation histogram (plotly)": d.histogram,
                             "promoted / suppressed tokens": mo.hstack(
                                 [
-                                    mo.ui.table(d.top_logits, selection=None),
-                                    mo.ui.table(d.bottom_logits, selection=None),
+                                    show_table(d.top_logits),
+                                    show_table(d.bottom_logits),
                                 ],
                                 widths="equal",
                             ),
@@ -185,7 +186,7 @@ def _(lora, mas, prompt_box, response_box):
         lora, mas, prompt_box.value, response=response_box.value.strip() or None
     )
     per_token_fig = plots.fig_per_token(per_token)
-    mo.vstack([per_token_fig, mo.ui.table(per_token, selection=None, page_size=20)])
+    mo.vstack([per_token_fig, show_table(per_token, page_size=20)])
     return per_token, per_token_fig
 
 

@@ -22,6 +22,7 @@ with app.setup:
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
+        show_table,
     )
 
     ENV = notebook_env("05_sparsity")
@@ -80,7 +81,7 @@ def _(adapter_picker, mas):
 def _(lora):
     sparsity_table = analysis.adapter_sparsity(lora)
     weights_fig = plots.fig_sorted_weights(analysis.sorted_weight_curves(lora))
-    mo.vstack([mo.ui.table(sparsity_table, selection=None), weights_fig])
+    mo.vstack([show_table(sparsity_table), weights_fig])
     return sparsity_table, weights_fig
 
 
@@ -184,7 +185,7 @@ def _(
                 "in-topic hit rate with the adapter − without)."
             ),
             prune_fig,
-            mo.ui.table(prune_df, selection=None),
+            show_table(prune_df),
         ]
     )
     return prune_df, prune_fig

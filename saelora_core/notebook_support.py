@@ -123,3 +123,33 @@ def load_adapter_or_stop(path: Path, mas: ModelAndSae) -> LoadedLora:
             ),
         )
         raise
+
+
+def format_value(v, digits: int = 4) -> str:
+    """A table cell as a person reads it: floats to ``digits`` significant digits (lists of
+    floats too), everything else as ``str``."""
+    import numbers
+
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, numbers.Integral):
+        return str(v)
+    if isinstance(v, numbers.Real):
+        return f"{float(v):.{digits}g}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(format_value(x, digits) for x in v) + "]"
+    return str(v)
+
+
+def show_table(df, *, digits: int = 4, selection=None, **kw):
+    """``mo.ui.table`` of ``df`` with its float columns (and lists of floats) shown to ``digits``
+    significant digits; the data itself stays unrounded."""
+    import marimo as mo
+    import pandas as pd
+
+    fmt = {
+        str(c): (lambda v, d=digits: format_value(v, d))
+        for c in df.columns
+        if pd.api.types.is_float_dtype(df[c]) or df[c].dtype == object
+    }
+    return mo.ui.table(df, selection=selection, format_mapping=fmt, **kw)

@@ -148,9 +148,23 @@ def fig_sorted_weights(
     return fig
 
 
-def fig_loss_curve(history: list[dict[str, Any]]) -> go.Figure:
-    """Eval CE and last-step train CE over optimizer steps (training ``history``)."""
+def fig_loss_curve(
+    history: list[dict[str, Any]], steps: Sequence[dict[str, Any]] = ()
+) -> go.Figure:
+    """Eval CE and last-step train CE over optimizer steps (training ``history``), and with
+    ``steps`` (``train_lora``'s ``on_step`` records) the train CE of every step, which is all
+    there is while a run is still going."""
     fig = go.Figure()
+    if steps:
+        fig.add_trace(
+            go.Scatter(
+                x=[s["step"] for s in steps],
+                y=[s["train_ce"] for s in steps],
+                mode="lines",
+                name="train CE (each step)",
+                line={"width": 1},
+            )
+        )
     for key, name in (("eval_ce", "eval CE"), ("train_ce_last", "train CE (last step)")):
         pts = [(h["step"], h[key]) for h in history if h.get(key) is not None and "step" in h]
         if pts:

@@ -89,9 +89,7 @@ def _measure(mas: ModelAndSae, sample, cfg: LoraTrainingConfig) -> tuple[float, 
     with torch.no_grad():
         lora.s.fill_(0.1)  # nonzero, so the backward runs through the whole edit
     teacher = (
-        SaeLora(d_sae, 1, generator=gen).requires_grad_(False).to(dev)
-        if cfg.distill_from
-        else None
+        SaeLora(d_sae, 1, generator=gen).requires_grad_(False).to(dev) if cfg.distill_from else None
     )
     t0 = time.perf_counter()
     if cfg.precompute:
@@ -100,7 +98,9 @@ def _measure(mas: ModelAndSae, sample, cfg: LoraTrainingConfig) -> tuple[float, 
     batch = make_batch(mas, sample)
 
     def step() -> None:
-        batch_losses(mas, lora, batch, cfg.mode, cfg.precompute, cfg.logits_dtype, teacher).sum().backward()
+        batch_losses(
+            mas, lora, batch, cfg.mode, cfg.precompute, cfg.logits_dtype, teacher
+        ).sum().backward()
 
     step()  # the first call allocates; time the second
     t0 = time.perf_counter()

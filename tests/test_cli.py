@@ -70,7 +70,9 @@ def test_train_recipe_defaults_to_recommended_and_flags_override_it(tmp_path):
 
     cfg = train_config(build_parser().parse_args(["train", "--dataset", "d"]))
     assert cfg == recipe("recommended") and cfg.response_tokens == 4 and cfg.s_lr == 0.2
-    seed = train_config(build_parser().parse_args(["train", "--dataset", "d", "--recipe", "seed (baseline)"]))
+    seed = train_config(
+        build_parser().parse_args(["train", "--dataset", "d", "--recipe", "seed (baseline)"])
+    )
     assert seed == LoraTrainingConfig()  # the seed's method is the dataclass defaults
     (tmp_path / "c.json").write_text(json.dumps({"epochs": 2, "lr": 0.1}))
     over = train_config(
