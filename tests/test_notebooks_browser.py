@@ -230,3 +230,31 @@ def test_edit_mode_runs_the_cells_on_open(tiny_env: dict[str, str], browser):
             assert not _problems(page, texts=False), _problems(page, texts=False)
         finally:
             page.close()
+
+
+def test_exported_html_is_self_contained(tiny_mas, tiny_env: dict[str, str], browser, tmp_path):
+    """A figure's HTML export and an adapter's HTML report open with nothing but themselves:
+    plotly.js inline, no MathJax or other CDN."""
+    from saelora_core import plots
+    from saelora_core.report import export_report
+
+    fig = plots.fig_loss_curve([{"step": 0, "eval_ce": 3.0}, {"step": 2, "eval_ce": 2.5}])
+    fig.update_layout(title="CE in nats: $\\log p$ and λ")
+    (figure,) = plots.save_figure(fig, tmp_path, "loss", formats=("html",))
+    report = export_report(tiny_env["SAELORA_LORA"], tmp_path / "report.html", mas=tiny_mas)
+    for path in (figure, report):
+        page = browser.new_page()
+        outside: list[str] = []
+        page.on(
+            "request",
+            lambda r, outside=outside: (
+                outside.append(r.url) if not r.url.startswith(("file:", "data:", "blob:")) else None
+            ),
+        )
+        try:
+            page.goto(path.as_uri())
+            page.locator(".plotly, .js-plotly-plot").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+            assert not outside, f"{path.name} fetched {outside[:5]}"
+        finally:
+            page.close()
