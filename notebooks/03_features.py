@@ -15,6 +15,7 @@ with app.setup:
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.notebook_support import (
         adapter_picker_or_stop,
+        adapter_summary,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
@@ -65,11 +66,7 @@ def _():
 def _(adapter_picker, mas):
     loaded = load_adapter_or_stop(adapter_picker.value, mas)
     lora = loaded.lora
-    mo.md(
-        f"Adapter **{adapter_picker.selected_key}**: rank {lora.rank}, "
-        f"s = {[round(v, 3) for v in lora.s.tolist()]}, L0 {loaded.metadata.get('l0')}, "
-        f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`."
-    )
+    mo.md(f"Adapter **{adapter_picker.selected_key}**: {adapter_summary(loaded)}.")
     return loaded, lora
 
 

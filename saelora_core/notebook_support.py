@@ -153,3 +153,64 @@ def show_table(df, *, digits: int = 4, selection=None, **kw):
         if pd.api.types.is_float_dtype(df[c]) or df[c].dtype == object
     }
     return mo.ui.table(df, selection=selection, format_mapping=fmt, **kw)
+
+
+DATASET_FORM_DEFAULTS = {
+    "source": "seed",
+    "topic": "math",
+    "guideline": "respond in French",
+    "n": 100,
+    "eval_n": 20,
+    "seed": 0,
+    "backend": "offline",
+    "model": "gpt-4o-mini",
+    "base_url": "https://openrouter.ai/api/v1",
+    "api_key_env": "OPENROUTER_API_KEY",
+}
+
+
+def dataset_form_defaults(datasets: Path, name: str) -> dict:
+    """The dataset form's starting values: the build settings of dataset ``name`` (the one the
+    notebook shows first) when it exists, so the form matches the table under it."""
+    manifest = datasets / name / "manifest.json"
+    if not manifest.exists():
+        return dict(DATASET_FORM_DEFAULTS)
+    import json
+
+    cfg = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+    out = {k: cfg.get(k) if cfg.get(k) is not None else v for k, v in DATASET_FORM_DEFAULTS.items()}
+    if out["source"] not in ("seed", "helpsteer"):
+        out["source"] = "local path"  # the form's third choice; the path goes in its text box
+    return out
+
+
+def dataset_names(datasets: Path) -> list[str]:
+    """Built datasets (folders with a manifest), oldest first."""
+    found = sorted(datasets.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    return [p.parent.name for p in found]
+
+
+def counts_summary(counts: dict) -> str:
+    """A manifest's ``counts`` as a sentence: ``train 200 rows (100 modified, 100 in-topic) ·
+    eval 40 rows (20 modified, 20 in-topic)``."""
+    parts = []
+    for split in ("train", "eval"):
+        c = counts.get(split)
+        if c:
+            parts.append(
+                f"{split} {c.get('total', 0)} rows ({c.get('modified', 0)} modified, "
+                f"{c.get('in_topic', 0)} in-topic)"
+            )
+    return " · ".join(parts)
+
+
+def adapter_summary(loaded: LoadedLora) -> str:
+    """``rank 1, s = [0.873], L0 read 682 · write 1303 of 4096, sparsity `proximal_l1` ``."""
+    lora = loaded.lora
+    read, write = lora.l0()
+    fmt = ", ".join
+    return (
+        f"rank {lora.rank}, s = [{fmt(f'{v:.3g}' for v in lora.s.tolist())}], "
+        f"L0 read {fmt(map(str, read))} · write {fmt(map(str, write))} of {lora.d_sae} per vector, "
+        f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`"
+    )
