@@ -214,3 +214,23 @@ def adapter_summary(loaded: LoadedLora) -> str:
         f"L0 read {fmt(map(str, read))} · write {fmt(map(str, write))} of {lora.d_sae} per vector, "
         f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`"
     )
+
+
+SWEEP_SECONDS_PER_ADAPTER = 73.0
+"""Measured: 05's default pruning sweep (9 adapters, 8 prompts, 32 new tokens) took about 11
+minutes on the default model on 2 CPU cores (greedy generation in small batches, in and
+off topic)."""
+
+
+def prune_sweep_cost(n_ks: int, max_prompts: int, max_new_tokens: int, preset: str) -> str:
+    """What 05's pruning sweep will cost, said before it runs: each k evaluates a top-k adapter
+    and a random control, plus the unpruned adapter; the time scales with prompts × tokens."""
+    n = 1 + 2 * n_ks
+    if preset == "tiny":
+        return f"{n} adapters to evaluate (the tiny test model: seconds)"
+    per = SWEEP_SECONDS_PER_ADAPTER * (max_prompts / 8) * (max_new_tokens / 32)
+    total = n * per
+    return (
+        f"{n} adapters to evaluate, about {per:.0f} s each on 2 CPU cores with these settings: "
+        f"**about {total / 60:.0f} minutes** in all"
+    )
