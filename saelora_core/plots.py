@@ -35,7 +35,15 @@ class BrowserNotFoundError(RuntimeError):
 
 
 def _tok_label(t: str) -> str:
-    return repr(t)[1:-1] if t.strip() == t and t else repr(t)
+    """A token as an axis label: quoted (repr) when it has surrounding whitespace. A token in a
+    right-to-left script is wrapped in a bidi isolate (U+2068 … U+2069), so the quotes and
+    neighbouring text do not reorder around it."""
+    import unicodedata
+
+    label = repr(t)[1:-1] if t.strip() == t and t else repr(t)
+    if any(unicodedata.bidirectional(c) in ("R", "AL") for c in t):
+        return "\u2066" + label.replace(t.strip(), "\u2068" + t.strip() + "\u2069") + "\u2069"
+    return label
 
 
 def _unique_labels(sub: pd.DataFrame) -> list[str]:
