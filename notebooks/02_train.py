@@ -14,6 +14,7 @@ with app.setup:
         load_model_or_stop,
         notebook_env,
         show_table,
+        training_metadata,
     )
     from saelora_core.train_controls import (
         config_from_controls,
@@ -155,7 +156,7 @@ def _(cfg, dataset, dataset_picker, estimate, mas, out_dir, resume, train_button
                 resume=resume.value,
                 progress=False,
                 on_step=live.on_step,
-                extra_metadata={"dataset": str(DATASETS / dataset_picker.value)},
+                extra_metadata=training_metadata(DATASETS / dataset_picker.value),
             )
     except ValueError as err:  # e.g. resuming a checkpoint trained with another config
         mo.stop(True, mo.callout(mo.md(f"**Training refused:** {err}"), kind="danger"))

@@ -234,3 +234,21 @@ def prune_sweep_cost(n_ks: int, max_prompts: int, max_new_tokens: int, preset: s
         f"{n} adapters to evaluate, about {per:.0f} s each on 2 CPU cores with these settings: "
         f"**about {total / 60:.0f} minutes** in all"
     )
+
+
+def training_metadata(dataset_dir: Path) -> dict:
+    """What 02 records beside a trained adapter, as ``make demo`` does: the dataset, its
+    guideline and the behaviour detector that matches it (so 05 evaluates with the right one)."""
+    import json
+
+    from .analysis import DETECTORS
+
+    out: dict = {"dataset": str(dataset_dir)}
+    manifest = dataset_dir / "manifest.json"
+    if manifest.exists():
+        guideline = json.loads(manifest.read_text(encoding="utf-8")).get("guideline") or ""
+        out["guideline"] = guideline
+        found = [d for d in DETECTORS if d in guideline.lower()]
+        if found:
+            out["detector"] = found[0]
+    return out
