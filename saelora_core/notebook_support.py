@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import CheckpointError, LoadedLora, load_lora
 from .models import REPO_ROOT, ModelAndSae, PresetUnavailableError, load_model_and_sae
@@ -147,8 +149,11 @@ def show_table(df, *, digits: int = 4, selection=None, **kw):
     import marimo as mo
     import pandas as pd
 
-    fmt = {
-        str(c): (lambda v, d=digits: format_value(v, d))
+    def cell(v: Any) -> str:
+        return format_value(v, digits)
+
+    fmt: dict[str, str | Callable[..., Any]] = {
+        str(c): cell
         for c in df.columns
         if pd.api.types.is_float_dtype(df[c]) or df[c].dtype == object
     }
