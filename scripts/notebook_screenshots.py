@@ -12,6 +12,7 @@ takes several minutes on 2 CPU cores (the model loads once, the feature tables r
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,14 +27,15 @@ from saelora_core.plots import find_browser
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "notebooks"
 MARIMO = Path(sys.executable).with_name("marimo")
-# Text each notebook shows once its cheap cells have run.
+# Text each notebook shows once its cheap cells have run (case-sensitive), and an element that
+# must be there too (plotly figures are <marimo-plotly>, latent dashboards .saelora-dashboard).
 READY = {
-    "01_dataset": "Training target",
-    "02_train": "Estimated time",
-    "03_features": "Reads and writes per token",
-    "04_logit_attribution": "Press Run attribution",
-    "05_sparsity": "Press Run pruning sweep",
-    "06_sae_repair": "Run repair",
+    "01_dataset": ("Training target", "marimo-table"),
+    "02_train": ("Estimated time:", "marimo-json-output, .markdown"),
+    "03_features": ("Reads and writes per token", ".saelora-dashboard"),
+    "04_logit_attribution": ("Press Run attribution", "marimo-plotly"),
+    "05_sparsity": ("Press Run pruning sweep", "marimo-plotly"),
+    "06_sae_repair": ("Run repair", "marimo-plotly"),
 }
 TIMEOUT_MS = 600_000
 
@@ -64,7 +66,9 @@ def main(names: list[str]) -> None:
                 t0 = time.monotonic()
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.goto(f"{url}/?file={name}.py")
-                page.get_by_text(READY[name]).first.wait_for(timeout=TIMEOUT_MS)
+                text, selector = READY[name]
+                page.get_by_text(re.compile(re.escape(text))).first.wait_for(timeout=TIMEOUT_MS)
+                page.locator(selector).first.wait_for(state="attached", timeout=TIMEOUT_MS)
                 page.wait_for_timeout(3000)  # figures finish drawing
                 errors = page.locator(".marimo-cell.has-error").count()
                 path = OUT / f"{name}.png"
