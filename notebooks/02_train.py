@@ -22,7 +22,7 @@ with app.setup:
         live_training,
         training_controls,
     )
-    from saelora_core.train_estimate import estimate_training
+    from saelora_core.train_estimate import estimate_training, format_duration
 
     ENV = notebook_env("02_train")
     ROOT = ENV.root  # loras/, data/, exports/
@@ -143,7 +143,7 @@ def _(cfg, dataset, dataset_picker, estimate, mas, out_dir, resume, train_button
         not train_button.value,
         mo.md(
             f"Press **Train** to start (or resume) training: about "
-            f"{estimate.describe().removeprefix('about ').split(':')[0]}."
+            f"{format_duration(estimate.seconds)}."
         ),
     )
     try:

@@ -71,6 +71,14 @@ def main(names: list[str]) -> None:
                 page.locator(selector).first.wait_for(state="attached", timeout=TIMEOUT_MS)
                 page.wait_for_timeout(3000)  # figures finish drawing
                 errors = page.locator(".marimo-cell.has-error").count()
+                # marimo scrolls inside a container, so "full page" is the viewport: grow the
+                # viewport to the content's height instead.
+                height = page.evaluate(
+                    "() => Math.max(...[...document.querySelectorAll('*')]"
+                    ".map(e => e.scrollHeight))"
+                )
+                page.set_viewport_size({"width": 1280, "height": min(int(height) + 40, 30000)})
+                page.wait_for_timeout(2000)
                 path = OUT / f"{name}.png"
                 page.screenshot(path=str(path), full_page=True)
                 print(
