@@ -22,7 +22,11 @@ with app.setup:
         live_training,
         training_controls,
     )
-    from saelora_core.train_estimate import estimate_training, format_duration
+    from saelora_core.train_estimate import (
+        estimate_training,
+        format_duration,
+        machine_overrides,
+    )
 
     ENV = notebook_env("02_train")
     ROOT = ENV.root  # loras/, data/, exports/
@@ -74,13 +78,21 @@ def _():
 
 @app.cell
 def _(recipe_picker):
-    controls = training_controls(recipe(recipe_picker.value))
+    _recipe = recipe(recipe_picker.value)
+    _speed = machine_overrides(_recipe)  # e.g. float32 logits on a CPU without native bf16
+    controls = training_controls(recipe(recipe_picker.value, **_speed))
     name = mo.ui.text(value="lora", label="name (saved to loras/NAME/)")
     resume = mo.ui.checkbox(value=True, label="resume from loras/NAME/ if it holds a checkpoint")
     train_button = mo.ui.run_button(label="Train", kind="success")
     mo.vstack(
         [
             controls_layout(controls),
+            mo.md(
+                "This machine has no native bfloat16 matmul, so `logits_dtype` starts at "
+                "`float32` (bfloat16 would be far slower here)."
+            )
+            if _speed
+            else mo.md(""),
             mo.hstack([name, resume], justify="start"),
             train_button,
         ]

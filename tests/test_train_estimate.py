@@ -58,3 +58,11 @@ def test_recipes_are_valid_and_the_default_is_the_demos():
     assert recipe("recommended", lr=0.1).lr == 0.1
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe("nope")
+
+
+def test_machine_overrides_only_change_what_this_machine_runs_badly():
+    from saelora_core.train_estimate import bf16_is_fast, machine_overrides
+
+    assert machine_overrides(recipe("seed (baseline)")) == {}  # float32 already
+    want = {} if bf16_is_fast() else {"logits_dtype": "float32"}
+    assert machine_overrides(recipe()) == want
