@@ -20,6 +20,12 @@ chromium:
 	  { echo "installing Debian chromium for static figure export"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	    echo "warning: could not install chromium; PNG/SVG/PDF export will be unavailable"; }
+	@# Gemma's vocabulary spans many scripts; with only DejaVu/Liberation, Chromium (the browser
+	@# tests, PNG/SVG export) draws their tokens as tofu boxes.
+	@fc-list 2>/dev/null | grep -q "Noto Sans CJK" || \
+	  { echo "installing Noto fonts for token labels in figures"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-core fonts-noto-cjk >/dev/null) || \
+	    echo "warning: could not install Noto fonts; some tokens will draw as boxes"; }
 
 setup: $(STAMP) chromium
 

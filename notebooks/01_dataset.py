@@ -16,6 +16,10 @@ with app.setup:
         load_manifest,
     )
     from saelora_core.notebook_support import (
+        counts_summary,
+        dataset_form_defaults,
+        dataset_names,
+        default_choice,
         notebook_env,
     )
 
@@ -23,6 +27,7 @@ with app.setup:
     ROOT = ENV.root  # loras/, data/, exports/
     DATASETS = ENV.datasets
     EXPORTS = ENV.exports
+    FORM = dataset_form_defaults(DATASETS, ENV.default_dataset)  # the shown dataset's settings
 
 
 @app.cell
@@ -44,21 +49,23 @@ def _():
 
 @app.cell
 def _():
-    source = mo.ui.dropdown(["seed", "helpsteer", "local path"], value="seed", label="source")
+    source = mo.ui.dropdown(
+        ["seed", "helpsteer", "local path"], value=FORM["source"], label="source"
+    )
     local_path = mo.ui.text(
         placeholder="path/to/rows.jsonl | .csv | saved datasets dir",
         label="local path",
         full_width=True,
     )
-    topic = mo.ui.text(value="mathematics", label="topic")
-    guideline = mo.ui.text(value="respond in French", label="guideline", full_width=True)
-    backend = mo.ui.radio(["offline", "llm"], value="offline", label="backend", inline=True)
-    base_url = mo.ui.text(value="https://openrouter.ai/api/v1", label="base_url", full_width=True)
-    model = mo.ui.text(value="gpt-4o-mini", label="model")
-    api_key_env = mo.ui.text(value="OPENROUTER_API_KEY", label="API key env var")
-    n = mo.ui.number(start=1, stop=100_000, value=100, label="n (train rows per side)")
-    eval_n = mo.ui.number(start=0, stop=10_000, value=20, label="eval_n (per side)")
-    seed = mo.ui.number(start=0, stop=2**31 - 1, value=0, label="seed")
+    topic = mo.ui.text(value=FORM["topic"], label="topic")
+    guideline = mo.ui.text(value=FORM["guideline"], label="guideline", full_width=True)
+    backend = mo.ui.radio(["offline", "llm"], value=FORM["backend"], label="backend", inline=True)
+    base_url = mo.ui.text(value=FORM["base_url"], label="base_url", full_width=True)
+    model = mo.ui.text(value=FORM["model"], label="model")
+    api_key_env = mo.ui.text(value=FORM["api_key_env"], label="API key env var")
+    n = mo.ui.number(start=1, stop=100_000, value=FORM["n"], label="n (train rows per side)")
+    eval_n = mo.ui.number(start=0, stop=10_000, value=FORM["eval_n"], label="eval_n (per side)")
+    seed = mo.ui.number(start=0, stop=2**31 - 1, value=FORM["seed"], label="seed")
     name = mo.ui.text(placeholder="derived from source-topic-guideline", label="name")
     build_button = mo.ui.run_button(label="Build dataset", kind="success")
     mo.vstack(
@@ -146,8 +153,8 @@ def _(build_button, dataset_cfg):
         mo.stop(True, mo.callout(mo.md(f"**Build failed:** {err}"), kind="danger"))
     mo.callout(
         mo.md(
-            f"Built **{built.out_dir.name}**: train {built.manifest['counts']['train']}, "
-            f"eval {built.manifest['counts']['eval']}; {len(built.failed)} failed rows, "
+            f"Built **{built.out_dir.name}**: {counts_summary(built.manifest['counts'])}; "
+            f"{len(built.failed)} failed rows, "
             f"{built.usage.total_tokens} tokens this run. It is selected below."
         ),
         kind="success",
@@ -159,12 +166,14 @@ def _(build_button, dataset_cfg):
 def _(build_button):
     # Reads build_button so the list is rescanned after a build: both cells run on a click, and
     # marimo runs the build cell first (it is registered earlier).
-    _ = build_button.value
-    _manifests = sorted(DATASETS.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
-    mo.stop(not _manifests, mo.md(f"No dataset in `{DATASETS}` yet: build one above."))
+    _names = dataset_names(DATASETS)  # oldest first
+    mo.stop(not _names, mo.md(f"No dataset in `{DATASETS}` yet: build one above."))
     picker = mo.ui.dropdown(
-        sorted(p.parent.name for p in _manifests),
-        value=_manifests[-1].parent.name,  # the newest: the one just built
+        sorted(_names),
+        # After a build the newest (the one just built); on open the one the form describes.
+        value=_names[-1]
+        if build_button.value
+        else default_choice(dict.fromkeys(reversed(_names)), ENV.default_dataset),
         label="dataset",
     )
     split = mo.ui.radio(["train", "eval"], value="train", label="split", inline=True)

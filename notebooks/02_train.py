@@ -4,22 +4,28 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="saelora · 02 train")
 
 with app.setup:
-    import math
-    from typing import get_args
-
     import marimo as mo
     import pandas as pd
 
-    from saelora_core import (
-        LoraTrainingConfig,
-        plots,
-        train_lora,
-    )
-    from saelora_core.config import HookMode, Init, Sparsity
+    from saelora_core import plots, train_lora
+    from saelora_core.config import DEFAULT_RECIPE, RECIPES, recipe
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.notebook_support import (
         load_model_or_stop,
         notebook_env,
+        show_table,
+        training_metadata,
+    )
+    from saelora_core.train_controls import (
+        config_from_controls,
+        controls_layout,
+        live_training,
+        training_controls,
+    )
+    from saelora_core.train_estimate import (
+        estimate_training,
+        format_duration,
+        machine_overrides,
     )
 
     ENV = notebook_env("02_train")
@@ -29,7 +35,6 @@ with app.setup:
     DEFAULT_DATASET = ENV.default_dataset
     LORAS = ENV.loras
     EXPORTS = ENV.exports
-    DEFAULTS = LoraTrainingConfig()
 
 
 @app.cell
@@ -39,12 +44,16 @@ def _():
 
     Trains `Δz = ((z @ Â) * s) @ B̂` at the hook point with the model and SAE frozen:
     `loss = CE(assistant tokens) + l1_weight · penalty(Â, B̂)`. The checkpoint goes to
-    `loras/<name>/` (`params.pt`, `metadata.json`, `train_state.pt`).
+    `loras/NAME/` (`params.pt`, `metadata.json`, `train_state.pt`).
 
-    Pressing **Train** again with *resume* checked continues the checkpoint in `loras/<name>/`
-    (same config only); unchecked, it starts over and overwrites it. `l1_raw` is the seed's
-    penalty, kept as a baseline: it cannot select a support because Â, B̂ are normalized. Use
-    `proximal_l1` or `topk` for exact zeros.
+    Start from a **recipe**; every field it sets stays editable below. `recommended` is the
+    demo's recipe (`make demo`): about a minute on 2 CPU cores for the 100-row demo datasets,
+    and it learns the behaviour (notebook 05 evaluates it). `seed (baseline)` is the seed
+    experiment's method (lr 1e-4, `l1_raw`, random init): it learns nothing in a CPU budget
+    and is kept as the baseline. The estimated time shows before you press **Train**.
+
+    Pressing **Train** again with *resume* checked continues the checkpoint in `loras/NAME/`
+    (same config only); unchecked, it starts over and overwrites it.
     """)
     return
 
@@ -57,64 +66,46 @@ def _():
         value=DEFAULT_DATASET if DEFAULT_DATASET in _names else (_names[0] if _names else None),
         label="dataset (data/datasets/)",
     )
-    lr = mo.ui.number(start=1e-6, stop=1.0, step=1e-6, value=DEFAULTS.lr, label="lr")
-    l1_weight = mo.ui.number(
-        start=0.0, stop=100.0, step=1e-3, value=DEFAULTS.l1_weight, label="l1_weight (λ)"
-    )
-    batch_size = mo.ui.number(start=1, stop=1024, value=DEFAULTS.batch_size, label="batch_size")
-    rank = mo.ui.number(start=1, stop=64, value=DEFAULTS.rank, label="rank")
-    epochs = mo.ui.number(start=1, stop=100, value=DEFAULTS.epochs, label="epochs")
-    mode = mo.ui.dropdown(list(get_args(HookMode)), value=DEFAULTS.mode, label="mode")
-    sparsity = mo.ui.dropdown(list(get_args(Sparsity)), value=DEFAULTS.sparsity, label="sparsity")
-    topk = mo.ui.number(start=1, stop=100_000, value=DEFAULTS.topk, label="topk (sparsity=topk)")
-    init = mo.ui.dropdown(list(get_args(Init)), value=DEFAULTS.init, label="init")
-    seed = mo.ui.number(start=0, stop=2**31 - 1, value=DEFAULTS.seed, label="seed")
-    name = mo.ui.text(value=DEFAULTS.name, label="name (→ loras/<name>/)")
-    resume = mo.ui.checkbox(value=True, label="resume from loras/<name>/ if it holds a checkpoint")
-    train_button = mo.ui.run_button(label="Train", kind="success")
+    recipe_picker = mo.ui.dropdown(list(RECIPES), value=DEFAULT_RECIPE, label="recipe")
     mo.vstack(
         [
             mo.md(f"Preset **{PRESET}** (set `SAELORA_PRESET` to change it)."),
-            dataset_picker,
-            mo.hstack([lr, l1_weight, batch_size, rank, epochs], justify="start", wrap=True),
-            mo.hstack([mode, sparsity, topk, init, seed], justify="start", wrap=True),
+            mo.hstack([dataset_picker, recipe_picker], justify="start"),
+        ]
+    )
+    return dataset_picker, recipe_picker
+
+
+@app.cell
+def _(recipe_picker):
+    _recipe = recipe(recipe_picker.value)
+    _speed = machine_overrides(_recipe)  # e.g. float32 logits on a CPU without native bf16
+    controls = training_controls(recipe(recipe_picker.value, **_speed))
+    name = mo.ui.text(value="lora", label="name (saved to loras/NAME/)")
+    resume = mo.ui.checkbox(value=True, label="resume from loras/NAME/ if it holds a checkpoint")
+    train_button = mo.ui.run_button(label="Train", kind="success")
+    mo.vstack(
+        [
+            controls_layout(controls),
+            mo.md(
+                "This machine has no native bfloat16 matmul, so `logits_dtype` starts at "
+                "`float32` (bfloat16 would be far slower here)."
+            )
+            if _speed
+            else mo.md(""),
             mo.hstack([name, resume], justify="start"),
             train_button,
         ]
     )
-    return (
-        batch_size,
-        dataset_picker,
-        epochs,
-        init,
-        l1_weight,
-        lr,
-        mode,
-        name,
-        rank,
-        resume,
-        seed,
-        sparsity,
-        topk,
-        train_button,
-    )
+    return controls, name, resume, train_button
 
 
 @app.cell
-def _(batch_size, epochs, init, l1_weight, lr, mode, name, rank, seed, sparsity, topk):
-    cfg = LoraTrainingConfig(
-        lr=float(lr.value),
-        l1_weight=float(l1_weight.value),
-        batch_size=int(batch_size.value),
-        rank=int(rank.value),
-        epochs=int(epochs.value),
-        mode=mode.value,
-        sparsity=sparsity.value,
-        topk=int(topk.value),
-        init=init.value,
-        seed=int(seed.value),
-        name=name.value.strip() or DEFAULTS.name,
-    )
+def _(controls, name):
+    try:
+        cfg = config_from_controls(controls.value, name=name.value, root=ROOT)
+    except ValueError as _err:
+        mo.stop(True, mo.callout(mo.md(f"**Invalid settings:** {_err}"), kind="danger"))
     out_dir = LORAS / cfg.name
     mo.accordion({f"LoraTrainingConfig → `{out_dir.relative_to(ROOT)}/`": mo.json(cfg.to_dict())})
     return cfg, out_dir
@@ -148,24 +139,27 @@ def _(dataset_picker):
 
 
 @app.cell
-def _(cfg, dataset, dataset_picker, mas, out_dir, resume, train_button):
-    mo.stop(not train_button.value, mo.md("Press **Train** to start (or resume) training."))
-    steps = []
+def _(cfg, dataset, mas):
+    with mo.status.spinner(title="Estimating the training time", subtitle="timing one micro-batch"):
+        estimate = estimate_training(mas, dataset, cfg)
+    mo.callout(
+        mo.md(f"**Estimated time:** {estimate.describe()}."),
+        kind="warn" if estimate.seconds > 600 else "info",
+    )
+    return (estimate,)
+
+
+@app.cell
+def _(cfg, dataset, dataset_picker, estimate, mas, out_dir, resume, train_button):
+    mo.stop(
+        not train_button.value,
+        mo.md(
+            f"Press **Train** to start (or resume) training: about "
+            f"{format_duration(estimate.seconds)}."
+        ),
+    )
     try:
-        with mo.status.progress_bar(
-            total=cfg.epochs * math.ceil(len(dataset["train"]) / cfg.batch_size),
-            title=f"Training {cfg.name}",
-            completion_title=f"Trained {cfg.name}",
-        ) as bar:
-
-            def on_step(info: dict) -> None:
-                steps.append(info)
-                # ``step`` counts from the start of the run, so a resumed run jumps ahead.
-                bar.update(
-                    increment=info["step"] - bar.current,
-                    subtitle=f"epoch {info['epoch']:.2f} · train CE {info['train_ce']:.3f}",
-                )
-
+        with live_training(cfg, estimate.steps) as live:
             result = train_lora(
                 mas,
                 dataset,
@@ -173,33 +167,35 @@ def _(cfg, dataset, dataset_picker, mas, out_dir, resume, train_button):
                 out_dir=out_dir,
                 resume=resume.value,
                 progress=False,
-                on_step=on_step,
-                extra_metadata={"dataset": str(DATASETS / dataset_picker.value)},
+                on_step=live.on_step,
+                extra_metadata=training_metadata(DATASETS / dataset_picker.value),
             )
     except ValueError as err:  # e.g. resuming a checkpoint trained with another config
         mo.stop(True, mo.callout(mo.md(f"**Training refused:** {err}"), kind="danger"))
+    steps = live.steps
     return result, steps
 
 
 @app.cell
 def _(result, steps):
-    loss_fig = plots.fig_loss_curve(result.history)
+    loss_fig = plots.fig_loss_curve(result.history, steps)
     history_df = pd.DataFrame(result.history)
     steps_df = pd.DataFrame(steps)
+    _l0 = result.lora.l0()
     mo.vstack(
         [
             mo.callout(
                 mo.md(
-                    f"Saved to `{result.out_dir}` · L0 {result.metadata['l0']} · "
-                    f"{len(steps)} steps this run"
+                    f"Saved to `{result.out_dir}` · L0 read {_l0[0]}, write {_l0[1]} "
+                    f"(of {result.lora.d_sae} per vector) · {len(steps)} steps this run"
                 ),
                 kind="success",
             ),
             loss_fig,
             mo.ui.tabs(
                 {
-                    "per-epoch history": mo.ui.table(history_df, selection=None),
-                    "steps this run": mo.ui.table(steps_df, selection=None),
+                    "per-epoch history": show_table(history_df),
+                    "steps this run": show_table(steps_df),
                 }
             ),
         ]

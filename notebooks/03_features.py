@@ -15,9 +15,11 @@ with app.setup:
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.notebook_support import (
         adapter_picker_or_stop,
+        adapter_summary,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
+        show_table,
     )
 
     ENV = notebook_env("03_features")
@@ -64,11 +66,7 @@ def _():
 def _(adapter_picker, mas):
     loaded = load_adapter_or_stop(adapter_picker.value, mas)
     lora = loaded.lora
-    mo.md(
-        f"Adapter **{adapter_picker.selected_key}**: rank {lora.rank}, "
-        f"s = {[round(v, 3) for v in lora.s.tolist()]}, L0 {loaded.metadata.get('l0')}, "
-        f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`."
-    )
+    mo.md(f"Adapter **{adapter_picker.selected_key}**: {adapter_summary(loaded)}.")
     return loaded, lora
 
 
@@ -114,7 +112,7 @@ def _(k, lora, mas, texts_dataset):
             neuronpedia_id=analysis.neuronpedia_id_for(mas),
         )
     feats_fig = plots.fig_top_feats(feats)
-    mo.vstack([feats_fig, mo.ui.table(feats, selection=None, page_size=20)])
+    mo.vstack([feats_fig, show_table(feats, page_size=20)])
     return feats, feats_fig
 
 
@@ -148,8 +146,8 @@ def _(latent_picker, mas, texts):
                             "activation histogram (plotly)": d.histogram,
                             "promoted / suppressed tokens": mo.hstack(
                                 [
-                                    mo.ui.table(d.top_logits, selection=None),
-                                    mo.ui.table(d.bottom_logits, selection=None),
+                                    show_table(d.top_logits),
+                                    show_table(d.bottom_logits),
                                 ],
                                 widths="equal",
                             ),
@@ -185,7 +183,7 @@ def _(lora, mas, prompt_box, response_box):
         lora, mas, prompt_box.value, response=response_box.value.strip() or None
     )
     per_token_fig = plots.fig_per_token(per_token)
-    mo.vstack([per_token_fig, mo.ui.table(per_token, selection=None, page_size=20)])
+    mo.vstack([per_token_fig, show_table(per_token, page_size=20)])
     return per_token, per_token_fig
 
 

@@ -15,6 +15,7 @@ with app.setup:
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
+        show_table,
     )
 
     ENV = notebook_env("04_logit_attribution")
@@ -74,7 +75,7 @@ def _(adapter_picker, mas):
 def _(k_latents, k_tokens, lora, mas):
     toks = analysis.top_toks_table(lora, mas, k_latents=k_latents.value, k_tokens=k_tokens.value)
     toks_fig = plots.fig_top_toks(toks)
-    mo.vstack([toks_fig, mo.ui.table(toks, selection=None, page_size=20)])
+    mo.vstack([toks_fig, show_table(toks, page_size=20)])
     return toks, toks_fig
 
 
@@ -114,7 +115,7 @@ def _(attr_button, attr_direction, attr_k, attr_mode, lora, mas, prompts_box):
             k_tokens=attr_k.value,
             direction=attr_direction.value,
         )
-    mo.ui.table(attribution, selection=None, page_size=20)
+    show_table(attribution, page_size=20)
     return (attribution,)
 
 

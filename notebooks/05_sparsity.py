@@ -22,6 +22,8 @@ with app.setup:
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
+        prune_sweep_cost,
+        show_table,
     )
 
     ENV = notebook_env("05_sparsity")
@@ -80,7 +82,7 @@ def _(adapter_picker, mas):
 def _(lora):
     sparsity_table = analysis.adapter_sparsity(lora)
     weights_fig = plots.fig_sorted_weights(analysis.sorted_weight_curves(lora))
-    mo.vstack([mo.ui.table(sparsity_table, selection=None), weights_fig])
+    mo.vstack([show_table(sparsity_table), weights_fig])
     return sparsity_table, weights_fig
 
 
@@ -131,11 +133,13 @@ def _(
     mo.stop(
         not prune_button.value,
         mo.md(
-            "Press **Run pruning sweep**: every k evaluates two adapters (top-k and control), each "
-            "generating `max prompts` answers with it; the base model's answers are generated "
-            "once. On 2 CPU cores generation runs at about 110 tokens/s in batches of 40 "
-            "(`bench/generate_throughput.py`), so each adapter takes about "
-            "`max prompts × max new tokens / 110` seconds."
+            "Press **Run pruning sweep**: "
+            + prune_sweep_cost(
+                len(ks.value), int(max_prompts.value), int(max_new_tokens.value), PRESET
+            )
+            + ". Every k evaluates two adapters (top-k and a random control), each generating "
+            "answers to `max prompts` in-topic and off-topic prompts; the base model's answers "
+            "are generated once. Fewer k values, prompts or new tokens make it faster."
         ),
     )
     mo.stop(
@@ -184,7 +188,7 @@ def _(
                 "in-topic hit rate with the adapter − without)."
             ),
             prune_fig,
-            mo.ui.table(prune_df, selection=None),
+            show_table(prune_df),
         ]
     )
     return prune_df, prune_fig

@@ -10,7 +10,7 @@ with app.setup:
 
     from saelora_core import analysis
     from saelora_core.checkpoint import CheckpointError, load_lora
-    from saelora_core.notebook_support import load_model_or_stop, notebook_env
+    from saelora_core.notebook_support import load_model_or_stop, notebook_env, show_table
     from saelora_core.plots import save_figure, save_table
     from saelora_core.repair import METHODS, RepairConfig, read_texts, run_repair
     from saelora_core.repair.data import GENERAL_TEXT
@@ -95,7 +95,7 @@ def _():
     mo.vstack(
         [
             gap_fig,
-            mo.ui.table(table[_cols].round(4), selection=None, page_size=20),
+            show_table(table[_cols].round(4), page_size=20),
             curves_fig,
             loss_fig,
             pareto_fig,
@@ -132,7 +132,7 @@ def _(mas):
                 f"### The latents the best latent adapter uses\n\n`{LATENT_DIR.relative_to(ROOT)}`: "
                 f"rank {latent.rank}, mass shares summed over components (weighted by |s|)."
             ),
-            mo.ui.table(usage.round(4), selection=None),
+            show_table(usage.round(4)),
         ]
     )
     return latent, usage
@@ -204,7 +204,7 @@ def _(eval_tokens, lr, method, repair_button, train_tokens):
     mo.vstack(
         [
             mo.md(f"Saved to `{run.out_dir}`."),
-            mo.ui.table(comparison_table({method.value: run.record}).round(4), selection=None),
+            show_table(comparison_table({method.value: run.record}).round(4)),
         ]
     )
     return

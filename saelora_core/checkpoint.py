@@ -27,10 +27,28 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupted, or does not fit the SAE it is loaded onto."""
 
 
+def _umask() -> int:
+    """The process's umask; read from /proc where it can be (setting it to read it, the
+    fallback, races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place. The file
+    gets the mode a plain ``open(path, "w")`` would (0666 less the umask), not mkstemp's 0600:
+    exports and adapters are files people share."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .config import LoraTrainingConfig
+from .config import DEFAULT_RECIPE, RECIPES, LoraTrainingConfig
 from .data.cli import add_dataset_parser
 
 logger = logging.getLogger("saelora")
@@ -66,13 +66,21 @@ def _config_from_args(cls, args: argparse.Namespace, base: dict | None = None):
     return cls.from_dict(d)
 
 
+def train_config(args: argparse.Namespace) -> LoraTrainingConfig:
+    """The config ``saelora train`` runs: the ``--recipe``'s fields, over them the ``--config``
+    file's, over those the flags."""
+    base = {**RECIPES[args.recipe]}
+    if args.config:
+        base.update(json.loads(Path(args.config).read_text()))
+    return _config_from_args(LoraTrainingConfig, args, base)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_behaviour_dataset
     from .models import load_model_and_sae
     from .train import train_lora
 
-    base = json.loads(Path(args.config).read_text()) if args.config else {}
-    cfg = _config_from_args(LoraTrainingConfig, args, base)
+    cfg = train_config(args)
     dataset = load_behaviour_dataset(args.dataset)
     mas = load_model_and_sae(args.preset, sae_path=args.sae_path)
     out = Path(args.out) / cfg.name
@@ -321,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="gemma-3-270m")
     p.add_argument("--sae-path", default=None, help="override the preset's SAE directory")
     p.add_argument("--out", default="loras", help="parent directory; the adapter goes to OUT/NAME")
+    p.add_argument(
+        "--recipe",
+        default=DEFAULT_RECIPE,
+        choices=list(RECIPES),
+        help=f"named settings (config.RECIPES) under --config and the flags; default "
+        f"{DEFAULT_RECIPE!r} (the demo's). 'seed (baseline)' is the seed's method, which "
+        "learns nothing in a CPU budget",
+    )
     p.add_argument("--config", default=None, help="JSON file of LoraTrainingConfig fields")
     p.add_argument(
         "--no-resume", action="store_true", help="start over even if OUT/NAME has a checkpoint"

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .checkpoint import atomic_write_json
-from .config import LoraTrainingConfig
+from .config import LoraTrainingConfig, recipe
 from .models import REPO_ROOT, repo_relative
 
 if TYPE_CHECKING:
@@ -56,26 +56,8 @@ DEFAULT_DEMO_OUT = REPO_ROOT / "runs" / "demo"
 
 
 def _demo_config(name: str, **overrides) -> LoraTrainingConfig:
-    return LoraTrainingConfig(
-        **{
-            "name": name,
-            "lr": 0.3,
-            "s_lr": 0.2,
-            "l1_weight": 0.002,
-            "batch_size": 8,
-            "rank": 1,
-            "epochs": 4,
-            "max_len": 128,
-            "response_tokens": 4,
-            "sparsity": "proximal_l1",
-            "init": "contrastive",
-            "init_examples": 32,
-            "mode": "resid_add",
-            "seed": 0,
-            "logits_dtype": "bfloat16",
-            **overrides,
-        }
-    )
+    """The ``recommended`` recipe (config.RECIPES) under ``name``."""
+    return recipe("recommended", name=name, **overrides)
 
 
 @dataclass(frozen=True)

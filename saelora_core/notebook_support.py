@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import CheckpointError, LoadedLora, load_lora
 from .models import REPO_ROOT, ModelAndSae, PresetUnavailableError, load_model_and_sae
@@ -123,3 +125,135 @@ def load_adapter_or_stop(path: Path, mas: ModelAndSae) -> LoadedLora:
             ),
         )
         raise
+
+
+def format_value(v, digits: int = 4) -> str:
+    """A table cell as a person reads it: floats to ``digits`` significant digits (lists of
+    floats too), everything else as ``str``."""
+    import numbers
+
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, numbers.Integral):
+        return str(v)
+    if isinstance(v, numbers.Real):
+        return f"{float(v):.{digits}g}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(format_value(x, digits) for x in v) + "]"
+    return str(v)
+
+
+def show_table(df, *, digits: int = 4, selection=None, **kw):
+    """``mo.ui.table`` of ``df`` with its float columns (and lists of floats) shown to ``digits``
+    significant digits; the data itself stays unrounded."""
+    import marimo as mo
+    import pandas as pd
+
+    def cell(v: Any) -> str:
+        return format_value(v, digits)
+
+    fmt: dict[str, str | Callable[..., Any]] = {
+        str(c): cell
+        for c in df.columns
+        if pd.api.types.is_float_dtype(df[c]) or df[c].dtype == object
+    }
+    return mo.ui.table(df, selection=selection, format_mapping=fmt, **kw)
+
+
+DATASET_FORM_DEFAULTS = {
+    "source": "seed",
+    "topic": "math",
+    "guideline": "respond in French",
+    "n": 100,
+    "eval_n": 20,
+    "seed": 0,
+    "backend": "offline",
+    "model": "gpt-4o-mini",
+    "base_url": "https://openrouter.ai/api/v1",
+    "api_key_env": "OPENROUTER_API_KEY",
+}
+
+
+def dataset_form_defaults(datasets: Path, name: str) -> dict:
+    """The dataset form's starting values: the build settings of dataset ``name`` (the one the
+    notebook shows first) when it exists, so the form matches the table under it."""
+    manifest = datasets / name / "manifest.json"
+    if not manifest.exists():
+        return dict(DATASET_FORM_DEFAULTS)
+    import json
+
+    cfg = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+    out = {k: cfg.get(k) if cfg.get(k) is not None else v for k, v in DATASET_FORM_DEFAULTS.items()}
+    if out["source"] not in ("seed", "helpsteer"):
+        out["source"] = "local path"  # the form's third choice; the path goes in its text box
+    return out
+
+
+def dataset_names(datasets: Path) -> list[str]:
+    """Built datasets (folders with a manifest), oldest first."""
+    found = sorted(datasets.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    return [p.parent.name for p in found]
+
+
+def counts_summary(counts: dict) -> str:
+    """A manifest's ``counts`` as a sentence: ``train 200 rows (100 modified, 100 in-topic) ·
+    eval 40 rows (20 modified, 20 in-topic)``."""
+    parts = []
+    for split in ("train", "eval"):
+        c = counts.get(split)
+        if c:
+            parts.append(
+                f"{split} {c.get('total', 0)} rows ({c.get('modified', 0)} modified, "
+                f"{c.get('in_topic', 0)} in-topic)"
+            )
+    return " · ".join(parts)
+
+
+def adapter_summary(loaded: LoadedLora) -> str:
+    """``rank 1, s = [0.873], L0 read 682 · write 1303 of 4096, sparsity `proximal_l1` ``."""
+    lora = loaded.lora
+    read, write = lora.l0()
+    fmt = ", ".join
+    return (
+        f"rank {lora.rank}, s = [{fmt(f'{v:.3g}' for v in lora.s.tolist())}], "
+        f"L0 read {fmt(map(str, read))} · write {fmt(map(str, write))} of {lora.d_sae} per vector, "
+        f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`"
+    )
+
+
+SWEEP_SECONDS_PER_ADAPTER = 73.0
+"""Measured: 05's default pruning sweep (9 adapters, 8 prompts, 32 new tokens) took about 11
+minutes on the default model on 2 CPU cores (greedy generation in small batches, in and
+off topic)."""
+
+
+def prune_sweep_cost(n_ks: int, max_prompts: int, max_new_tokens: int, preset: str) -> str:
+    """What 05's pruning sweep will cost, said before it runs: each k evaluates a top-k adapter
+    and a random control, plus the unpruned adapter; the time scales with prompts × tokens."""
+    n = 1 + 2 * n_ks
+    if preset == "tiny":
+        return f"{n} adapters to evaluate (the tiny test model: seconds)"
+    per = SWEEP_SECONDS_PER_ADAPTER * (max_prompts / 8) * (max_new_tokens / 32)
+    total = n * per
+    return (
+        f"{n} adapters to evaluate, about {per:.0f} s each on 2 CPU cores with these settings: "
+        f"**about {total / 60:.0f} minutes** in all"
+    )
+
+
+def training_metadata(dataset_dir: Path) -> dict:
+    """What 02 records beside a trained adapter, as ``make demo`` does: the dataset, its
+    guideline and the behaviour detector that matches it (so 05 evaluates with the right one)."""
+    import json
+
+    from .analysis import DETECTORS
+
+    out: dict = {"dataset": str(dataset_dir)}
+    manifest = dataset_dir / "manifest.json"
+    if manifest.exists():
+        guideline = json.loads(manifest.read_text(encoding="utf-8")).get("guideline") or ""
+        out["guideline"] = guideline
+        found = [d for d in DETECTORS if d in guideline.lower()]
+        if found:
+            out["detector"] = found[0]
+    return out

@@ -35,7 +35,15 @@ class BrowserNotFoundError(RuntimeError):
 
 
 def _tok_label(t: str) -> str:
-    return repr(t)[1:-1] if t.strip() == t and t else repr(t)
+    """A token as an axis label: quoted (repr) when it has surrounding whitespace. A token in a
+    right-to-left script is wrapped in a bidi isolate (U+2068 … U+2069), so the quotes and
+    neighbouring text do not reorder around it."""
+    import unicodedata
+
+    label = repr(t)[1:-1] if t.strip() == t and t else repr(t)
+    if any(unicodedata.bidirectional(c) in ("R", "AL") for c in t):
+        return "\u2066" + label.replace(t.strip(), "\u2068" + t.strip() + "\u2069") + "\u2069"
+    return label
 
 
 def _unique_labels(sub: pd.DataFrame) -> list[str]:
@@ -54,11 +62,20 @@ def fig_top_feats(df: pd.DataFrame) -> go.Figure:
         f"{s} c{c} · {lat}"
         for s, c, lat in zip(d["side"], d["component"], d["latent"], strict=True)
     ]
+    components = sorted(set(d["component"]))
+    facet = len(components) > 2  # rank 8 would put 160 bars in one panel
+    if facet:
+        d["label"] = [f"{s[0]} {lat}" for s, lat in zip(d["side"], d["latent"], strict=True)]
+        d["component"] = [f"component {c}" for c in d["component"]]
+    wrap = 2
     fig = px.bar(
         d,
         x="label",
         y="weight",
         color="side",
+        facet_col="component" if facet else None,
+        facet_col_wrap=wrap if facet else 0,
+        facet_row_spacing=0.3 / max(1, -(-len(components) // wrap)) if facet else None,
         hover_data=[
             c for c in ("latent", "mass_share", "freq_in_topic", "freq_off_topic") if c in d
         ],
@@ -66,10 +83,16 @@ def fig_top_feats(df: pd.DataFrame) -> go.Figure:
     )
     fig.update_layout(
         title="Top latents read (Â) and written (B̂) by the adapter",
-        xaxis_title="side, component · latent",
         yaxis_title="weight in unit vector",
     )
     fig.update_xaxes(type="category")
+    if facet:
+        # Each panel keeps only its own latents on its x axis.
+        fig.update_xaxes(matches=None, showticklabels=True, title_text="", tickfont_size=9)
+        fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+        fig.update_layout(height=300 * -(-len(components) // wrap) + 120)
+    else:
+        fig.update_layout(xaxis_title="side, component · latent")
     return fig
 
 
@@ -81,12 +104,15 @@ def fig_top_toks(df: pd.DataFrame, max_sources: int = 8) -> go.Figure:
     fig = make_subplots(
         rows=rows, cols=cols, subplot_titles=sources or ["(empty)"], horizontal_spacing=0.18
     )
+    most = 1
     for n, src in enumerate(sources):
         sub = pd.DataFrame(df[df["source"] == src]).sort_values(by="score")
+        labels = _unique_labels(sub)
+        most = max(most, len(labels))
         fig.add_trace(
             go.Bar(
                 x=sub["score"],
-                y=_unique_labels(sub),
+                y=labels,
                 orientation="h",
                 showlegend=False,
                 marker_color=[
@@ -96,12 +122,16 @@ def fig_top_toks(df: pd.DataFrame, max_sources: int = 8) -> go.Figure:
             row=n // cols + 1,
             col=n % cols + 1,
         )
+        # Every bar its label: plotly skips every other category label when they crowd.
+        fig.update_yaxes(
+            tickmode="array", tickvals=labels, ticktext=labels, row=n // cols + 1, col=n % cols + 1
+        )
     fig.update_layout(
         title="Direct-path logit attribution (green: promoted, red: suppressed)",
-        height=max(350, 330 * rows),
+        height=max(350, rows * (16 * most + 110)),  # 16 px per bar, so no label is dropped
     )
     fig.update_xaxes(title_text="logit score")
-    fig.update_yaxes(title_text="token", type="category")
+    fig.update_yaxes(title_text="token", type="category", tickfont_size=11, automargin=True)
     return fig
 
 
@@ -145,12 +175,31 @@ def fig_sorted_weights(
         xaxis_title="rank (1 = largest)",
         yaxis_title="|weight|",
     )
+    # Label the decades only: the minor ticks' "2 5 2 5" labels crowd a log axis.
+    if log_x:
+        fig.update_xaxes(minorloglabels="none", dtick=1)
+    if log_y:
+        fig.update_yaxes(minorloglabels="none", dtick=1, exponentformat="power")
     return fig
 
 
-def fig_loss_curve(history: list[dict[str, Any]]) -> go.Figure:
-    """Eval CE and last-step train CE over optimizer steps (training ``history``)."""
+def fig_loss_curve(
+    history: list[dict[str, Any]], steps: Sequence[dict[str, Any]] = ()
+) -> go.Figure:
+    """Eval CE and last-step train CE over optimizer steps (training ``history``), and with
+    ``steps`` (``train_lora``'s ``on_step`` records) the train CE of every step, which is all
+    there is while a run is still going."""
     fig = go.Figure()
+    if steps:
+        fig.add_trace(
+            go.Scatter(
+                x=[s["step"] for s in steps],
+                y=[s["train_ce"] for s in steps],
+                mode="lines",
+                name="train CE (each step)",
+                line={"width": 1},
+            )
+        )
     for key, name in (("eval_ce", "eval CE"), ("train_ce_last", "train CE (last step)")):
         pts = [(h["step"], h[key]) for h in history if h.get(key) is not None and "step" in h]
         if pts:

@@ -69,3 +69,21 @@ def test_latent_dashboard(tiny_mas):
     assert d.histogram.layout.title.text.startswith("Latent 5")
     assert 'data-latent="5"' in d.html and "Latent 5" in d.html and "<script" not in d.html
     assert 0 <= d.density <= 1
+
+
+def test_sae_latents_are_cached_per_token_sequence(tiny_mas):
+    """Another adapter's feature table on the same texts runs no forward pass: the frozen
+    model's latents are kept per token sequence (and equal a fresh computation)."""
+    from saelora_core.analysis.activations import sae_latents
+
+    ids = torch.tensor([1, 10, 11, 12, 13])
+    first = sae_latents(tiny_mas, ids)
+    calls = []
+    handle = tiny_mas.model.blocks[0].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        again = sae_latents(tiny_mas, ids)
+    finally:
+        handle.remove()
+    assert calls == [] and torch.equal(first, again)
+    resid = tiny_mas.model(ids[None], stop_at_layer=tiny_mas.layer + 1)
+    torch.testing.assert_close(again, tiny_mas.sae.encode(resid)[0])

@@ -104,3 +104,24 @@ def test_train_flags_map_onto_the_config():
 def test_train_on_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--dataset", str(tmp_path / "none")]) == 2
     assert "none" in capsys.readouterr().err
+
+
+def test_train_recipe_defaults_to_recommended_and_flags_override_it(tmp_path):
+    from saelora_core.cli import train_config
+    from saelora_core.config import RECIPES, LoraTrainingConfig, recipe
+
+    cfg = train_config(build_parser().parse_args(["train", "--dataset", "d"]))
+    assert cfg == recipe("recommended") and cfg.response_tokens == 4 and cfg.s_lr == 0.2
+    seed = train_config(
+        build_parser().parse_args(["train", "--dataset", "d", "--recipe", "seed (baseline)"])
+    )
+    assert seed == LoraTrainingConfig()  # the seed's method is the dataclass defaults
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 2, "lr": 0.1}))
+    over = train_config(
+        build_parser().parse_args(
+            ["train", "--dataset", "d", "--config", str(tmp_path / "c.json"), "--lr", "0.5"]
+        )
+    )
+    assert (over.epochs, over.lr, over.init) == (2, 0.5, RECIPES["recommended"]["init"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dataset", "d", "--recipe", "nope"])

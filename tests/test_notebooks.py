@@ -30,9 +30,7 @@ import torch
 
 from saelora_core import SaeLora, save_lora
 from saelora_core.checkpoint import build_metadata
-from saelora_core.data import DatasetConfig, build_dataset
 from saelora_core.models import PRESETS, load_sae
-from saelora_core.testing import tiny_model_and_sae
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.py"))
@@ -121,51 +119,6 @@ def _export(notebook: Path, out: Path, env: dict[str, str], timeout: int) -> tup
         f"export failed after {elapsed:.0f}s:\n{proc.stdout}\n{proc.stderr}"
     )
     return _cell_outputs(out.read_text(encoding="utf-8")), elapsed
-
-
-@pytest.fixture(scope="module")
-def tiny_env(tmp_path_factory) -> dict[str, str]:
-    """A tiny adapter fitting ``tiny_model_and_sae()`` and a small offline dataset."""
-    tmp = tmp_path_factory.mktemp("notebooks")
-    mas = tiny_model_and_sae()
-    lora = SaeLora(mas.sae.cfg.d_sae, rank=2, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        lora.s.copy_(torch.tensor([1.5, -0.5]))
-    lora_dir = tmp / "tiny-test-lora"
-    save_lora(
-        lora,
-        lora_dir,
-        build_metadata(
-            lora,
-            config={"sparsity": "none", "init": "random"},
-            preset="tiny",
-            sae_identity=mas.sae_identity,
-            layer=mas.layer,
-            mode="resid_add",
-            history=[
-                {"epoch": 0, "step": 0, "eval_ce": 3.0},
-                {"epoch": 1, "step": 2, "eval_ce": 2.5},
-            ],
-            extra={"dataset": "small"},
-        ),
-    )
-    datasets = tmp / "datasets"
-    build_dataset(
-        DatasetConfig(
-            n=8,
-            eval_n=4,
-            name="small",
-            out=str(datasets),
-            cache_dir=str(tmp / "cache"),
-            progress=False,
-        )
-    )
-    return {
-        "SAELORA_PRESET": "tiny",
-        "SAELORA_LORA": str(lora_dir),
-        "SAELORA_DATASETS": str(datasets),
-        "SAELORA_DATASET": "small",
-    }
 
 
 def _assert_complete(notebook: Path, outputs: str, env: dict[str, str]) -> None:

@@ -1,6 +1,7 @@
 """Figures build with titles and axis labels; export writes real PNG/SVG/PDF/HTML/CSV/LaTeX."""
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 import torch
 
@@ -108,3 +109,21 @@ def test_save_table(tmp_path):
     assert pd.read_csv(csv).equals(df)
     text = tex.read_text()
     assert "\\begin{tabular}" in text and "0.8123" in text and "write\\_x" in text
+
+
+def test_exports_follow_the_umask(tmp_path):
+    """CSV/TeX/HTML go through the atomic writer; they get open()'s mode, not mkstemp's 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        paths = save_table(pd.DataFrame({"a": [1]}), tmp_path, "t")
+        paths += save_figure(go.Figure(), tmp_path, "f", formats=("html",))
+        (tmp_path / "plain").write_text("x")
+        assert {oct(p.stat().st_mode & 0o777) for p in paths} == {"0o644"}
+        assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        (p,) = save_figure(go.Figure(), tmp_path, "g", formats=("html",))
+        assert p.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

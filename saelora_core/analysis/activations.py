@@ -8,8 +8,10 @@ SAE's training distribution (see ``hooks.py``), so its latents are meaningless.
 from __future__ import annotations
 
 import html
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import pandas as pd
@@ -91,9 +93,28 @@ def tokenize_text(mas: ModelAndSae, text: str, max_len: int = 256) -> Tensor:
 
 @torch.no_grad()
 def sae_latents(mas: ModelAndSae, tokens: Int[Tensor, " pos"]) -> Float[Tensor, "pos d_sae"]:
-    """``SAE.encode`` of the clean hook-point residual for one token sequence (BOS included)."""
+    """``SAE.encode`` of the clean hook-point residual for one token sequence (BOS included).
+
+    The model and SAE are frozen, so the result depends only on them and the tokens: the last
+    :data:`LATENT_CACHE_SIZE` results are kept (sparse, as the SAE's latents are), so the
+    feature tables and dashboards of another adapter on the same texts run no forward pass."""
+    cache = _LATENTS.setdefault(mas.model, OrderedDict())  # dropped with the model
+    key = (id(mas.sae), tuple(tokens.tolist()))
+    hit = cache.get(key)
+    if hit is not None:
+        cache.move_to_end(key)
+        return hit.to_dense()
     resid = mas.model(tokens[None].to(mas.model.cfg.device), stop_at_layer=mas.layer + 1)
-    return mas.sae.encode(resid)[0]
+    z = mas.sae.encode(resid)[0]
+    cache[key] = z.to_sparse()
+    if len(cache) > LATENT_CACHE_SIZE:
+        cache.popitem(last=False)
+    return z
+
+
+LATENT_CACHE_SIZE = 4096
+"""Token sequences whose SAE latents :func:`sae_latents` keeps."""
+_LATENTS: WeakKeyDictionary[Any, OrderedDict[tuple, Tensor]] = WeakKeyDictionary()
 
 
 @torch.no_grad()

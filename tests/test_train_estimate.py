@@ -1,0 +1,68 @@
+"""The training-time estimate against a real run on the tiny model, and the recipes."""
+
+import time
+
+import pytest
+
+from saelora_core import LoraTrainingConfig, train_lora
+from saelora_core.config import DEFAULT_RECIPE, RECIPES, recipe
+from saelora_core.train_estimate import estimate_training, format_duration
+
+ROWS = [
+    {"id": str(i), "prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}. " * 4}
+    for i in range(48)
+]
+
+
+def test_estimate_is_within_a_factor_of_the_real_run(tiny_mas, tmp_path):
+    cfg = LoraTrainingConfig(
+        lr=0.05, batch_size=8, epochs=3, max_len=96, sparsity="none", eval_fraction=0.25
+    )
+    est = estimate_training(tiny_mas, ROWS, cfg)
+    assert (est.n_train, est.n_eval, est.steps) == (36, 12, 3 * 5)
+    assert est.seconds > 0 and est.measured_on == cfg.micro_batch
+    t0 = time.perf_counter()
+    train_lora(tiny_mas, ROWS, cfg, out_dir=tmp_path / "run", progress=False)
+    real = time.perf_counter() - t0
+    # Rough by design (it tells a minute from half an hour); the tiny model's per-call
+    # overheads make it the hardest case.
+    assert real / 5 < est.seconds < real * 5, (est.seconds, real)
+    assert "about" in est.describe() and "15 optimizer steps" in est.describe()
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0.2, 42, 185, 3725)] == [
+        "1 s",
+        "42 s",
+        "3 min 5 s",
+        "1 h 2 min",
+    ]
+
+
+def test_recipes_are_valid_and_the_default_is_the_demos():
+    from saelora_core.demo import DEMO_BEHAVIOURS
+
+    assert DEFAULT_RECIPE == "recommended"
+    for name in RECIPES:
+        recipe(name)  # each validates
+    assert recipe("seed (baseline)") == LoraTrainingConfig()
+    for b in DEMO_BEHAVIOURS:
+        assert b.config == recipe("recommended", name=b.name)
+    rec = recipe()
+    assert (rec.response_tokens, rec.s_lr, rec.init, rec.sparsity) == (
+        4,
+        0.2,
+        "contrastive",
+        "proximal_l1",
+    )
+    assert recipe("recommended", lr=0.1).lr == 0.1
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipe("nope")
+
+
+def test_machine_overrides_only_change_what_this_machine_runs_badly():
+    from saelora_core.train_estimate import bf16_is_fast, machine_overrides
+
+    assert machine_overrides(recipe("seed (baseline)")) == {}  # float32 already
+    want = {} if bf16_is_fast() else {"logits_dtype": "float32"}
+    assert machine_overrides(recipe()) == want
