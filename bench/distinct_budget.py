@@ -179,6 +179,8 @@ def run_behaviour(mas, tag: str, args, out: Path) -> list[dict]:
     rows.append(teacher_row)
     prev = teacher_dir
     for k, epochs, schedule in STAGES:
+        if args.ks and k not in args.ks:
+            continue
         name = f"{tag}-r{RANK}-k{k}"
         run_dir = out / "runs" / name
         cfg = LoraTrainingConfig.from_dict(
@@ -381,6 +383,12 @@ def main() -> None:
         help="also the prompt baseline and the dense residual steer (one table with the rest)",
     )
     ap.add_argument("--out", default="exports/distinct_budget")
+    ap.add_argument(
+        "--ks",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=None,
+        help="only these stages' budgets, e.g. 64,16 (each starts from the previous one run)",
+    )
     ap.add_argument(
         "--cosines-only", action="store_true", help="only write_cosines.json (no generation)"
     )
