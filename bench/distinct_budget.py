@@ -3,9 +3,8 @@ latents, for both demo behaviours, by iterative prune-and-distil at a distinct-l
 
 A rank-r adapter with ``sparsity="group_topk"`` reads and writes at most k distinct latents over
 all its components (``lora.project_``). Starting from the dense demo adapter (the teacher, split
-into ``RANK`` components), each stage cuts the budget (``STAGES``: k and epochs) and distils the
-teacher's next-token distribution into the smaller support (``distill_from``), starting from the
-previous stage. Each stage is one cached, resumable ``train_lora`` run under
+into ``RANK`` components), each stage cuts the budget (``STAGES``: k, epochs and the stage it starts from) and distils the
+teacher's next-token distribution into the smaller support (``distill_from``). Each stage is one cached, resumable ``train_lora`` run under
 ``<out>/runs/<behaviour>-r<RANK>-k<k>``.
 
 A sparse student may carry the teacher's direction with less magnitude, so each stage also picks
@@ -62,11 +61,12 @@ from saelora_core.demo import (
 from saelora_core.plots import save_figure
 
 RANK = 4
-STAGES = [  # (distinct-latent budget k, epochs at k, top-k schedule within the stage)
-    (64, 1, [256]),
-    (16, 3, []),
-    (4, 1, []),
-    (1, 1, []),
+STAGES = [  # (distinct-latent budget k, epochs at k, top-k schedule within the stage, parent k)
+    (64, 1, [256], None),  # from the dense teacher
+    (32, 2, [], 64),
+    (16, 3, [], 64),
+    (4, 1, [], 16),
+    (1, 1, [], 4),
 ]
 GAINS = (1.0, 2.0)
 GAIN_FROM_K = 16
@@ -177,12 +177,12 @@ def run_behaviour(mas, tag: str, args, out: Path) -> list[dict]:
         "ci_high": 1.0,
     }
     rows.append(teacher_row)
-    prev = teacher_dir
-    for k, epochs, schedule in STAGES:
+    for k, epochs, schedule, parent in STAGES:
         if args.ks and k not in args.ks:
             continue
         name = f"{tag}-r{RANK}-k{k}"
         run_dir = out / "runs" / name
+        prev = teacher_dir if parent is None else out / "runs" / f"{tag}-r{RANK}-k{parent}"
         cfg = LoraTrainingConfig.from_dict(
             b.config.to_dict()
             | {
@@ -244,7 +244,6 @@ def run_behaviour(mas, tag: str, args, out: Path) -> list[dict]:
         print(json.dumps(row), flush=True)
         if args.ship and k == SHIP_K:
             ship(mas, lora, g, run_dir, Path("loras") / f"{b.name}-k{k}", row)
-        prev = run_dir
     if args.baselines:
         rows += baselines(mas, tag, b, data, held, ev, t_held, teacher, rows, out)
     return rows
@@ -333,7 +332,7 @@ def write_cosines(mas, out: Path, tags: list[str]) -> dict:
             "best_single_latent": best,
             "best_single_latent_cosine": float(cos_all[best]),
         }
-        for k, _, _ in STAGES:
+        for k, *_ in STAGES:
             d = out / "runs" / f"{tag}-r{RANK}-k{k}"
             if (d / "params.pt").exists():
                 v = direction(load_lora(d).lora)
@@ -365,6 +364,13 @@ def ship(mas, lora: SaeLora, gain: float, run_dir: Path, dest: Path, row: dict) 
         mode=meta["mode"],
         history=meta["history"],
         extra={k: v for k, v in meta.items() if k in ("n_train", "n_eval", "distinct_budget")}
+        | {
+            k: v
+            for k, v in json.loads(
+                (Path(meta["config"]["distill_from"]) / "metadata.json").read_text()
+            ).items()
+            if k in ("dataset", "guideline", "detector")
+        }
         | {"complete": True},
     )
     save_lora(scaled(lora, gain), tmp, out_meta)
@@ -387,7 +393,7 @@ def main() -> None:
         "--ks",
         type=lambda v: [int(x) for x in v.split(",")],
         default=None,
-        help="only these stages' budgets, e.g. 64,16 (each starts from the previous one run)",
+        help="only these stages' budgets, e.g. 64,16 (a stage's parent must have run)",
     )
     ap.add_argument(
         "--cosines-only", action="store_true", help="only write_cosines.json (no generation)"
