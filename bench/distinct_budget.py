@@ -378,6 +378,30 @@ def ship(mas, lora: SaeLora, gain: float, run_dir: Path, dest: Path, row: dict) 
     tmp.rename(dest)
 
 
+def markdown_table(df: pd.DataFrame, n: int = 80) -> str:
+    """One Markdown table of every adapter and baseline on the fresh prompts (rates with 95 %
+    Wilson intervals over ``n`` prompts a side; retained with its paired bootstrap interval)."""
+    from saelora_core.analysis import wilson_interval
+
+    def rate(x: float) -> str:
+        lo, hi = wilson_interval(round(x * n), n)
+        return f"{x:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    lines = [
+        "| behaviour | adapter | distinct read / write latents | gain | in-topic | off-topic "
+        "| effect | retained [95 % CI] |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in df.itertuples():
+        gain = "–" if pd.isna(r.gain) else f"{r.gain:g}"  # type: ignore[arg-type]
+        lines.append(
+            f"| {r.behaviour} | {r.adapter} | {r.read} / {r.write} | {gain} | "
+            f"{rate(r.in_topic)} | {rate(r.off_topic)} | {r.effect:+.3f} | "  # type: ignore[arg-type]
+            f"{r.retained:.0%} [{r.ci_low:.0%}, {r.ci_high:.0%}] |"  # type: ignore[arg-type]
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--behaviours", nargs="*", default=list(BEHAVIOURS), choices=BEHAVIOURS)
@@ -427,6 +451,7 @@ def main() -> None:
     )
     fig.add_hline(y=0.9, line_dash="dash", annotation_text="90 %")
     save_figure(fig, out, "curve", formats=("html", "png"))
+    (out / "table.md").write_text(markdown_table(df))
     write_cosines(mas, out, args.behaviours)
     atomic_write_json(out / "timing.json", {"total_s": round(time.perf_counter() - t0, 1)})
     print(df.to_string(index=False))
