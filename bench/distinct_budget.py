@@ -245,14 +245,16 @@ def run_behaviour(mas, tag: str, args, out: Path) -> list[dict]:
         if args.ship and k == SHIP_K:
             ship(mas, lora, g, run_dir, Path("loras") / f"{b.name}-k{k}", row)
     if args.baselines:
-        rows += baselines(mas, tag, b, data, held, ev, t_held, teacher, rows, out)
+        rows += baselines(mas, tag, b, data, held, ev, t_held, teacher, rows, out, args.steer)
     return rows
 
 
 PROMPT_INSTRUCTION = "If this question is about mathematics, {guideline}."
 
 
-def baselines(mas, tag, b, data, held, ev, t_held, teacher, rows, out: Path) -> list[dict]:
+def baselines(
+    mas, tag, b, data, held, ev, t_held, teacher, rows, out: Path, steer_too: bool = True
+) -> list[dict]:
     """The prompt baseline (the instruction appended to every prompt, base model) and the dense
     residual-space steer with a rank-1 latent adapter's parameter budget, on the same prompts."""
     from saelora_core.steer import SteerConfig, rank_for_params, train_steer
@@ -267,20 +269,23 @@ def baselines(mas, tag, b, data, held, ev, t_held, teacher, rows, out: Path) -> 
     s["adapter"] = pr.samples["adapter"].to_numpy()
     s["adapter_hit"] = pr.samples["adapter_hit"].to_numpy()
     prompt_res = BehaviourResult.from_samples(s, b.detector)
-    budget = 2 * mas.sae.cfg.d_sae + 1
-    cfg = SteerConfig(rank=rank_for_params(mas.model.cfg.d_model, budget))
-    steer = train_steer(mas, data, cfg, out_dir=out / "runs" / f"{tag}-steer-r{cfg.rank}")
-    st = ev(f"{tag}-steer-r{cfg.rank}", steer, held, "heldout")  # type: ignore[arg-type]
+    todo = [(f"prompt baseline: '{instr}'", prompt_res, 0, ("–", "–"))]
+    if steer_too:
+        budget = 2 * mas.sae.cfg.d_sae + 1
+        cfg = SteerConfig(rank=rank_for_params(mas.model.cfg.d_model, budget))
+        steer = train_steer(mas, data, cfg, out_dir=out / "runs" / f"{tag}-steer-r{cfg.rank}")
+        st = ev(f"{tag}-steer-r{cfg.rank}", steer, held, "heldout")  # type: ignore[arg-type]
+        todo.append(
+            (
+                f"dense residual steer (NodiReFT-style, ReLU-gated, rank {cfg.rank}, "
+                f"{steer.n_params()} params)",
+                st,
+                steer.n_params(),
+                ("–", "–"),
+            )
+        )
     out_rows = []
-    for name, res, params, lat in (
-        (f"prompt baseline: '{instr}'", prompt_res, 0, ("–", "–")),
-        (
-            f"dense residual steer (NodiReFT-style, ReLU-gated, rank {cfg.rank})",
-            st,
-            steer.n_params(),
-            ("–", "–"),
-        ),
-    ):
+    for name, res, params, lat in todo:
         ratio, lo, hi = effect_retained(res.samples, t_held.samples)
         out_rows.append(
             {
@@ -411,6 +416,9 @@ def main() -> None:
         "--baselines",
         action="store_true",
         help="also the prompt baseline and the dense residual steer (one table with the rest)",
+    )
+    ap.add_argument(
+        "--no-steer", dest="steer", action="store_false", help="baselines without the steer"
     )
     ap.add_argument("--out", default="exports/distinct_budget")
     ap.add_argument(
