@@ -112,16 +112,15 @@ def check_faithfulness(
     ``read``/``write``: the latents the card lists. ``reference``: the dense adapter the
     described one compresses (None: the adapter is the finetune itself).
     """
-    gen = {"detector": detector, "mode": mode, "max_new_tokens": max_new_tokens}
+    gen: dict[str, Any] = {"detector": detector, "mode": mode, "max_new_tokens": max_new_tokens}
     in_rows = [r for r in rows if r.get("in_topic")]
     if not in_rows:
         raise ValueError("faithfulness needs in-topic prompts (rows with in_topic=True)")
     bar = _Steps(progress, 5 + (reference is not None) * 3 + len(read) + len(write))
     base = bar(evaluate_behaviour(mas, None, rows, **gen))
 
-    base_in = BehaviourResult.from_samples(
-        base.samples[base.samples["in_topic"]].reset_index(drop=True), base.detector
-    )
+    in_samples = pd.DataFrame(base.samples[base.samples["in_topic"]]).reset_index(drop=True)
+    base_in = BehaviourResult.from_samples(in_samples, base.detector)
 
     def run(lora: SaeLora, both: bool = False) -> BehaviourResult:
         """Off-topic prompts only where ``both``: the effect is in-topic, and the off-topic
