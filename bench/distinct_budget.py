@@ -428,22 +428,29 @@ def main() -> None:
         help="only these stages' budgets, e.g. 64,16 (a stage's parent must have run)",
     )
     ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rebuild curve.csv, table.md and the figure from <out>/curve-*.csv",
+    )
+    ap.add_argument(
         "--cosines-only", action="store_true", help="only write_cosines.json (no generation)"
     )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    mas = load_model_and_sae("gemma-3-270m")
+    mas = None if args.report_only else load_model_and_sae("gemma-3-270m")
     if args.cosines_only:
         write_cosines(mas, out, args.behaviours)
         return
-    rows = []
-    for tag in args.behaviours:
-        rows += run_behaviour(mas, tag, args, out)
-        df = pd.DataFrame(rows)
-        df.to_csv(out / "curve.csv", index=False)
-    df = pd.DataFrame(rows)
+    for tag in args.behaviours if not args.report_only else []:
+        pd.DataFrame(run_behaviour(mas, tag, args, out)).to_csv(
+            out / f"curve-{tag}.csv", index=False
+        )
+    # Every behaviour run so far (each run writes its own file), in one table and figure.
+    parts = [pd.read_csv(f) for f in sorted(out.glob("curve-*.csv"))]
+    df = pd.concat(parts, ignore_index=True)
+    df.to_csv(out / "curve.csv", index=False)
     cur = df[df["k"].notna()].copy()
     cur["k"] = cur["k"].astype(int)
     fig = px.line(
@@ -460,7 +467,8 @@ def main() -> None:
     fig.add_hline(y=0.9, line_dash="dash", annotation_text="90 %")
     save_figure(fig, out, "curve", formats=("html", "png"))
     (out / "table.md").write_text(markdown_table(df))
-    write_cosines(mas, out, args.behaviours)
+    if mas is not None:
+        write_cosines(mas, out, args.behaviours)
     atomic_write_json(out / "timing.json", {"total_s": round(time.perf_counter() - t0, 1)})
     print(df.to_string(index=False))
 
