@@ -8,6 +8,7 @@ the export never reaches for a CDN; plotly.js comes from the plotly package.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -312,6 +313,11 @@ def find_browser() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
 
 
+logger = logging.getLogger(__name__)
+
+EXPORT_ATTEMPTS = 2
+
+
 def static_export(
     fig: go.Figure,
     paths: dict[str, Path],
@@ -341,9 +347,19 @@ def static_export(
             }
             for fmt in paths
         ]
-        kaleido.write_fig_from_object_sync(
-            specs, kopts={"path": browser, "mathjax": False}, cancel_on_error=True
-        )
+        for attempt in range(EXPORT_ATTEMPTS):
+            try:
+                kaleido.write_fig_from_object_sync(
+                    specs, kopts={"path": browser, "mathjax": False}, cancel_on_error=True
+                )
+                break
+            except Exception as e:  # kaleido raises its own JavascriptError, among others
+                # On a loaded machine kaleido's tab can run the render before its own page
+                # script has defined it ("kaleido_scopes is not defined"); a fresh session
+                # then succeeds. Any other failure repeats and is raised on the last attempt.
+                if attempt == EXPORT_ATTEMPTS - 1:
+                    raise
+                logger.warning("static export failed (%s); retrying once", str(e)[:120])
         for fmt, dest in paths.items():
             os.replace(Path(tmp) / f"fig.{fmt}", dest)
 

@@ -278,7 +278,8 @@ def card_markdown(card: AdapterCard) -> str:
             "",
             f"On {st['prompts_in_topic']} in-topic + {st['prompts_off_topic']} off-topic fresh "
             f"prompts, greedy answers of {st['max_new_tokens']} tokens; retained = effect / "
-            f"the {f.table['compared_to'].iloc[0]}'s effect, 95 % paired bootstrap interval.",
+            f"the {f.table['compared_to'].iloc[0]}'s effect, 95 % paired bootstrap interval. "
+            "Few prompts leave wide intervals: read the intervals, not only the point.",
             "",
             "| check | adapter | read / write latents | in-topic | off-topic | effect | "
             "retained [95 % CI] |",

@@ -197,7 +197,7 @@ def check_faithfulness(
     per_latent = pd.DataFrame(
         per, columns=["side", "latent", "in_topic_without", "effect_change", "share"]
     )
-    carries, headline = _verdict(table, reference is not None, len(read), len(write))
+    carries, headline = verdict(table, reference is not None, len(read), len(write))
     settings = {
         "prompts_in_topic": len(in_rows),
         "prompts_off_topic": len(rows) - len(in_rows),
@@ -211,23 +211,25 @@ def check_faithfulness(
     return Faithfulness(table, per_latent, carries, headline, settings)
 
 
-def _verdict(table: pd.DataFrame, has_ref: bool, n_read: int, n_write: int) -> tuple[bool, str]:
+def verdict(table: pd.DataFrame, has_ref: bool, n_read: int, n_write: int) -> tuple[bool, str]:
+    """(carries, the card's first line) from a :attr:`Faithfulness.table`."""
     t = table.set_index("check")
     own = "sufficiency" if "sufficiency" in t.index else "adapter"
-    keep = float(t.loc[own, "retained"])
+    keep, lo, hi = (float(t.loc[own, c]) for c in ("retained", "ci_low", "ci_high"))
     ctrl = float(t.loc["random control", "retained"])
     what = "the dense reference's" if has_ref else "the adapter's"
     carries = keep >= CARRIES_AT and not ctrl >= 0.5 * keep
     n = f"{n_read} read + {n_write} write latents listed"
+    ci = f"{keep:.0%} [95 % CI {lo:.0%}, {hi:.0%}]"
     if carries:
         return True, (
-            f"Faithful: the {n} carry {keep:.0%} of {what} effect "
+            f"Faithful: the {n} carry {ci} of {what} effect "
             f"(random latents of the same count: {ctrl:.0%})."
         )
     why = (
-        f"they keep only {keep:.0%} of {what} effect"
+        f"they keep only {ci} of {what} effect"
         if keep < CARRIES_AT
-        else f"random latents of the same count keep {ctrl:.0%} (the listed ones {keep:.0%})"
+        else f"random latents of the same count keep {ctrl:.0%} (the listed ones {ci})"
     )
     return False, f"NOT FAITHFUL: the {n} do not carry this behaviour: {why}."
 
