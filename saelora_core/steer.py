@@ -164,7 +164,7 @@ def train_steer(
                 loss = per_example_mean(token_ce(model, x, b.labels, cfg.logits_dtype), b)
                 loss = loss.sum() / len(idx)
                 loss.backward()
-                total += float(loss)
+                total += float(loss.detach())
             opt.step()
             history.append({"epoch": epoch + (step + 1) / steps, "train_ce": total})
             bar.update(1)
