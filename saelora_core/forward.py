@@ -23,6 +23,7 @@ import functools
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -104,9 +105,15 @@ def cpu_has_native_bf16() -> bool:
         getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     ]
     try:
-        return any(bool(f()) for f in checks if f is not None)
-    except Exception:  # a private probe that moved: assume emulation (float32 is always safe)
-        return False
+        if any(f is not None for f in checks):
+            return any(bool(f()) for f in checks if f is not None)
+    except Exception:  # a private probe that moved: fall back to the CPU's flags
+        pass
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False  # assume emulation: float32 is always safe
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def unembed(model, x: Tensor, logits_dtype: str = "float32") -> Tensor:

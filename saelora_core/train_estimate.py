@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -150,19 +149,16 @@ def estimate_training(mas: ModelAndSae, dataset, cfg: LoraTrainingConfig) -> Tra
 
 
 def bf16_is_fast() -> bool:
-    """Whether this machine's CPU has native bfloat16 matmuls (AVX512-BF16 or AMX). Without
-    them ``logits_dtype="bfloat16"`` is far slower, not faster: measured on a 2-core AMD EPYC
-    without AVX512, one backward through the 262k-token unembedding took 63 s in bfloat16 and
-    0.8 s in float32 (a CUDA device counts as fast)."""
+    """Whether this machine has native bfloat16 matmuls (a CUDA device, or a CPU with
+    AVX512-BF16 or AMX: :func:`forward.cpu_has_native_bf16`). Without them
+    ``logits_dtype="bfloat16"`` is far slower, not faster: measured on a 2-core AMD EPYC without
+    AVX512, one backward through the 262k-token unembedding took 63 s in bfloat16 and 0.8 s in
+    float32."""
     import torch
 
-    if torch.cuda.is_available():
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from .forward import cpu_has_native_bf16
+
+    return torch.cuda.is_available() or cpu_has_native_bf16()
 
 
 def machine_overrides(cfg: LoraTrainingConfig) -> dict:
