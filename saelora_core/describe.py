@@ -90,7 +90,7 @@ def describe(
     """Write the card of the adapter in ``lora_dir`` (see the module doc). ``max_prompts``: fresh
     prompts per side (None: all 80 + 80)."""
     from .analysis.card import build_card, write_card
-    from .analysis.faithfulness import Faithfulness, check_faithfulness, verdict
+    from .analysis.faithfulness import Faithfulness, check_faithfulness
     from .analysis.labels import labeller_from_env
     from .demo import EVAL_NEW_TOKENS, heldout_prompts
     from .models import load_model_and_sae
@@ -114,7 +114,8 @@ def describe(
     offs = [r["prompt"] for r in rows if not r["in_topic"]]
     from datasets import load_dataset
 
-    general = [r["text"] for r in load_dataset("json", data_files=str(GENERAL_TEXT), split="train")]
+    general_ds: Any = load_dataset("json", data_files=str(GENERAL_TEXT), split="train")
+    general = [str(t) for t in general_ds["text"]]
     texts = ins + offs + general
     mode = meta.get("mode", "resid_add")
     card = build_card(
@@ -151,9 +152,6 @@ def describe(
         cached = json.loads(cache.read_text()) if cache.exists() else None
         if cached and cached.get("key") == settings:
             card.faithfulness = Faithfulness.from_dict(cached["result"])
-            card.faithfulness.carries, card.faithfulness.headline = verdict(
-                card.faithfulness.table, ref is not None, len(read), len(write)
-            )
         else:
             card.faithfulness = check_faithfulness(
                 mas,

@@ -67,28 +67,35 @@ class Faithfulness:
     per_latent: pd.DataFrame
     """side, latent, in_topic_without, effect_change (its removal's change in effect, − =
     the effect drops), share (of the full adapter's effect on the same prompts)."""
-    carries: bool
-    headline: str
     settings: dict[str, Any]
+
+    def _verdict(self) -> tuple[bool, str]:
+        sides = self.per_latent["side"].tolist()
+        has_ref = "reference" in set(self.table["check"])
+        return verdict(self.table, has_ref, sides.count("read"), sides.count("write"))
+
+    @property
+    def carries(self) -> bool:
+        """Whether the listed latents carry the effect (see the module doc)."""
+        return self._verdict()[0]
+
+    @property
+    def headline(self) -> str:
+        """The card's first line: the verdict with its interval."""
+        return self._verdict()[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "table": self.table.to_dict(orient="records"),
             "per_latent": self.per_latent.to_dict(orient="records"),
-            "carries": self.carries,
+            "carries": self.carries,  # for readers of the JSON; recomputed when loaded
             "headline": self.headline,
             "settings": self.settings,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Faithfulness:
-        return cls(
-            pd.DataFrame(d["table"]),
-            pd.DataFrame(d["per_latent"]),
-            bool(d["carries"]),
-            d["headline"],
-            d["settings"],
-        )
+        return cls(pd.DataFrame(d["table"]), pd.DataFrame(d["per_latent"]), d["settings"])
 
 
 def check_faithfulness(
@@ -171,7 +178,7 @@ def check_faithfulness(
 
     # Per latent, on fewer prompts and tokens (one generation pass each).
     few = in_rows[:per_latent_prompts]
-    pl_gen = gen | {"max_new_tokens": per_latent_tokens}
+    pl_gen: dict[str, Any] = gen | {"max_new_tokens": per_latent_tokens}
     pl_base = bar(evaluate_behaviour(mas, None, few, **pl_gen))
     pl_full = evaluate_behaviour(mas, adapter, few, base=pl_base, **pl_gen)
     per = []
@@ -197,7 +204,6 @@ def check_faithfulness(
     per_latent = pd.DataFrame(
         per, columns=["side", "latent", "in_topic_without", "effect_change", "share"]
     )
-    carries, headline = verdict(table, reference is not None, len(read), len(write))
     settings = {
         "prompts_in_topic": len(in_rows),
         "prompts_off_topic": len(rows) - len(in_rows),
@@ -208,7 +214,7 @@ def check_faithfulness(
         "mode": mode,
         "seed": seed,
     }
-    return Faithfulness(table, per_latent, carries, headline, settings)
+    return Faithfulness(table, per_latent, settings)
 
 
 def verdict(table: pd.DataFrame, has_ref: bool, n_read: int, n_write: int) -> tuple[bool, str]:
