@@ -215,9 +215,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_train(args: argparse.Namespace) -> int:
-    from .corpus import build_corpus
+    from .sae.corpus import build_corpus
     from .models import PRESETS, load_gemma3_270m_offline
-    from .sae_train import SaeTrainConfig, train_sae
+    from .sae.train import SaeTrainConfig, train_sae
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
     cfg = _config_from_args(SaeTrainConfig, args, base)
@@ -249,7 +249,7 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_corpus(args: argparse.Namespace) -> int:
-    from .corpus import build_corpus
+    from .sae.corpus import build_corpus
     from .models import preset_tokenizer
 
     res = build_corpus(args.out, tokenizer=preset_tokenizer(args.preset))
@@ -288,7 +288,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     base["method"] = args.method
     cfg = _config_from_args(RepairConfig, args, base)
     if args.build_corpus or not (Path(args.corpus) / "train.jsonl").exists():
-        from .corpus import build_corpus
+        from .sae.corpus import build_corpus
 
         build_corpus(args.corpus, tokenizer=preset_tokenizer(args.preset))
     out = Path(args.out or f"runs/repair/{args.method}")
@@ -318,7 +318,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .sae_train import SaeTrainConfig
+    from .sae.train import SaeTrainConfig
 
     parser = argparse.ArgumentParser(prog="saelora", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")

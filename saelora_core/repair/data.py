@@ -1,6 +1,6 @@
 """Token windows of generic text for repair training and evaluation, with no hub.
 
-Texts come from the SAE corpus (``corpus.py``: ``train.jsonl`` to train on, ``heldout.jsonl``,
+Texts come from the SAE corpus (``sae/corpus.py``: ``train.jsonl`` to train on, ``heldout.jsonl``,
 split by a hash of each document, to evaluate on) and from ``data/heldout/general_text.jsonl``:
 prose, QA turns, French, German, Spanish, SQL, code, news and dialogue written for evaluation
 only, which neither the SAE nor any repair trains on.

@@ -199,7 +199,7 @@ def save_result(
         path = out_dir / "peft"
         setup.modules["lora_model"].save_pretrained(str(path))  # type: ignore[operator]
     elif setup.method == "sae_finetune":
-        from ..sae_train import recast_saved_weights
+        from ..sae.train import recast_saved_weights
 
         path = out_dir / "sae"
         sae = setup.sae

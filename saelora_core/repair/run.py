@@ -64,7 +64,7 @@ def run_repair(
     progress: bool = True,
 ) -> RepairRun:
     """Train ``cfg.method`` on the corpus's train split and evaluate it on both text sets."""
-    from ..sae_train import SaeMetrics
+    from ..sae.train import SaeMetrics
 
     out = Path(out_dir)
     src = preset_sae_source(preset)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from sae_lens import SAE
 
-from saelora_core.corpus import build_corpus, dialogue_documents, math_documents, seed_documents
+from saelora_core.sae.corpus import build_corpus, dialogue_documents, math_documents, seed_documents
 from saelora_core.models import DEFAULT_SAE_DIR
-from saelora_core.sae_train import SaeTrainConfig, evaluate_sae, train_sae
+from saelora_core.sae.train import SaeTrainConfig, evaluate_sae, train_sae
 
 
 def small_sources():
@@ -132,7 +132,7 @@ def test_runner_config_keeps_no_machine_path(tmp_path, monkeypatch):
     import json
 
     from saelora_core import models
-    from saelora_core.sae_train import portable_runner_config
+    from saelora_core.sae.train import portable_runner_config
 
     monkeypatch.setattr(models, "REPO_ROOT", tmp_path)
     out = tmp_path / "data" / "saes" / "x"
