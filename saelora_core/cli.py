@@ -215,8 +215,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_train(args: argparse.Namespace) -> int:
-    from .sae.corpus import build_corpus
     from .models import PRESETS, load_gemma3_270m_offline
+    from .sae.corpus import build_default_corpus
     from .sae.train import SaeTrainConfig, train_sae
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
@@ -232,7 +232,7 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
         )
     corpus = Path(args.corpus)
     if args.build_corpus or not (corpus / "train.jsonl").exists():
-        build_corpus(corpus, tokenizer=model.tokenizer)
+        build_default_corpus(corpus, tokenizer=model.tokenizer)
     out = Path(args.out)
     train_sae(
         model,
@@ -249,10 +249,12 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_corpus(args: argparse.Namespace) -> int:
-    from .sae.corpus import build_corpus
     from .models import preset_tokenizer
+    from .sae.corpus import build_default_corpus
 
-    res = build_corpus(args.out, tokenizer=preset_tokenizer(args.preset))
+    res = build_default_corpus(
+        args.out, tokenizer=preset_tokenizer(args.preset), train_tokens=args.train_tokens
+    )
     _out({"corpus": str(args.out), "train_tokens": res.manifest.get("train_tokens")})
     return 0
 
@@ -288,9 +290,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
     base["method"] = args.method
     cfg = _config_from_args(RepairConfig, args, base)
     if args.build_corpus or not (Path(args.corpus) / "train.jsonl").exists():
-        from .sae.corpus import build_corpus
+        from .sae.corpus import build_default_corpus
 
-        build_corpus(args.corpus, tokenizer=preset_tokenizer(args.preset))
+        build_default_corpus(args.corpus, tokenizer=preset_tokenizer(args.preset))
     out = Path(args.out or f"runs/repair/{args.method}")
     run = run_repair(
         cfg,
@@ -392,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sae.add_parser("corpus", help="build the SAE corpus (train/held-out text, no hub)")
     p.add_argument("--out", default="data/corpus")
     p.add_argument("--preset", default="gemma-3-270m", help="its tokenizer counts the tokens")
+    p.add_argument("--train-tokens", type=int, default=16_000_000, help="mix to this many")
     p.set_defaults(func=cmd_sae_corpus)
 
     p = sub.add_parser("demo", help="the offline pipeline: dataset, train, evaluate, report")

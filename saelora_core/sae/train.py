@@ -67,8 +67,22 @@ class SaeTrainConfig:
     """dtype of the shipped weights (the loader restores float32)."""
     eval_tokens: int = 6_000
     """Held-out tokens for ``metrics.json``."""
+    architecture: Literal["topk", "batchtopk", "matryoshka_batchtopk"] = "topk"
+    """sae_lens architecture for :func:`train_sae_from_cache` (``batchtopk`` and its Matryoshka
+    variant save as JumpReLU, Gemma Scope 2's format). :func:`train_sae` trains ``topk``."""
+    lr_decay_steps: int = 0
+    """Linear decay to ``lr / 10`` over the last this-many steps (0: constant after warm-up)."""
+    checkpoint_every: int = 500
+    """Steps between resumable checkpoints in :func:`train_sae_from_cache`."""
+    matryoshka_widths: tuple[int, ...] = ()
+    """Nested widths for ``matryoshka_batchtopk`` (the last must equal ``d_sae``)."""
 
     def __post_init__(self) -> None:
+        self.matryoshka_widths = tuple(self.matryoshka_widths)
+        if self.architecture == "matryoshka_batchtopk" and (
+            not self.matryoshka_widths or self.matryoshka_widths[-1] != self.d_sae
+        ):
+            raise ValueError("matryoshka_widths must be given and end with d_sae")
         if not 0 < self.k < self.d_sae:
             raise ValueError(f"k must be in (0, d_sae); got k={self.k}, d_sae={self.d_sae}")
         if self.training_tokens < self.train_batch_size_tokens:
@@ -79,7 +93,12 @@ class SaeTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SaeTrainConfig:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"unknown SaeTrainConfig fields {unknown}; known: {sorted(cls.__dataclass_fields__)}"
+            )
+        return cls(**d)
 
 
 @dataclass

@@ -8,8 +8,8 @@ import pytest
 import torch
 from sae_lens import SAE
 
-from saelora_core.sae.corpus import build_corpus, dialogue_documents, math_documents, seed_documents
 from saelora_core.models import DEFAULT_SAE_DIR
+from saelora_core.sae.corpus import build_corpus, dialogue_documents, math_documents, seed_documents
 from saelora_core.sae.train import SaeTrainConfig, evaluate_sae, train_sae
 
 

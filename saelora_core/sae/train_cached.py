@@ -1,0 +1,235 @@
+"""Train an SAE from an activation cache with sae_lens's own trainer, resumably.
+
+``SAETrainer`` (sae_lens) does the optimisation: Adam, warm-up and linear decay, the activation
+norm scaling, the TopK auxiliary loss on dead latents, the BatchTopK threshold. This module
+feeds it batches from :mod:`activation_cache` (or from any iterator of activation batches, the
+same code path), checkpoints every ``cfg.checkpoint_every`` steps, and resumes from the latest
+checkpoint: weights, optimiser, schedule, dead-latent counters and the position in the data.
+
+BatchTopK SAEs save as JumpReLU SAEs, the format of Gemma Scope 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from .train import SaeTrainConfig, portable_runner_config, recast_saved_weights
+
+logger = logging.getLogger(__name__)
+
+CKPT_DIR = "checkpoints"
+
+
+def training_sae(cfg: SaeTrainConfig, d_in: int, device: str = "cpu"):
+    """The sae_lens training SAE that ``cfg.architecture`` names."""
+    from sae_lens import (
+        BatchTopKTrainingSAE,
+        BatchTopKTrainingSAEConfig,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
+
+    common = {
+        "d_in": d_in,
+        "d_sae": cfg.d_sae,
+        "device": device,
+        "normalize_activations": "expected_average_only_in",
+    }
+    if cfg.architecture == "topk":
+        return TopKTrainingSAE(TopKTrainingSAEConfig(k=cfg.k, **common))
+    if cfg.architecture == "batchtopk":
+        return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=cfg.k, **common))
+    from sae_lens import MatryoshkaBatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAEConfig
+
+    return MatryoshkaBatchTopKTrainingSAE(
+        MatryoshkaBatchTopKTrainingSAEConfig(
+            k=cfg.k, matryoshka_widths=list(cfg.matryoshka_widths), **common
+        )
+    )
+
+
+def trainer_config(cfg: SaeTrainConfig, ckpt_dir: Path, device: str = "cpu"):
+    from sae_lens import LoggingConfig
+    from sae_lens.config import SAETrainerConfig
+
+    steps = cfg.training_tokens // cfg.train_batch_size_tokens
+    return SAETrainerConfig(
+        total_training_samples=steps * cfg.train_batch_size_tokens,
+        train_batch_size_samples=cfg.train_batch_size_tokens,
+        lr=cfg.lr,
+        lr_end=cfg.lr / 10,
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=cfg.lr_warm_up_steps,
+        lr_decay_steps=cfg.lr_decay_steps,
+        device=device,
+        dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=max(cfg.dead_feature_window, 100),
+        n_checkpoints=0,
+        checkpoint_path=str(ckpt_dir),
+        logger=LoggingConfig(log_to_wandb=False),
+        n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
+    )
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    steps = sorted(
+        (int(p.name.split("_")[1]), p)
+        for p in ckpt_dir.glob("step_*")
+        if p.is_dir() and (p / "done").exists()
+    )
+    return steps[-1][1] if steps else None
+
+
+class _Periodic:
+    """Batches for the trainer; every ``every`` batches it first checkpoints the trainer with
+    the count of batches consumed so far (the resume point in the data)."""
+
+    def __init__(
+        self,
+        batches: Iterator[torch.Tensor],
+        every: int,
+        save: Callable[[int], None],
+        consumed: int = 0,
+    ):
+        self.batches, self.every, self.save = batches, every, save
+        self.consumed = consumed
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.consumed and self.consumed % self.every == 0:
+            self.save(self.consumed)
+        batch = next(self.batches)
+        self.consumed += 1
+        return batch
+
+
+def train_sae_from_batches(
+    make_batches: Callable[[int], Iterator[torch.Tensor]],
+    d_in: int,
+    cfg: SaeTrainConfig,
+    out_dir: str | Path,
+    *,
+    metadata: dict | None = None,
+    device: str = "cpu",
+) -> Path:
+    """Train to ``cfg.training_tokens`` on ``make_batches(skip)`` (an iterator of
+    ``(train_batch_size_tokens, d_in)`` batches with the first ``skip`` batches dropped), then
+    write the inference SAE to ``out_dir`` (``cfg.json``, ``sae_weights.safetensors``,
+    ``train_config.json``). Re-running on the same ``out_dir`` resumes."""
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    out = Path(out_dir)
+    ckpt_dir = out.parent / f".{out.name}-checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = ckpt_dir / "train_config.json"
+    if cfg_path.exists() and json.loads(cfg_path.read_text()) != json.loads(
+        json.dumps(cfg.to_dict())
+    ):
+        raise ValueError(
+            f"{ckpt_dir} holds checkpoints of a run with other settings; "
+            "delete it or train into another directory"
+        )
+    cfg_path.write_text(json.dumps(cfg.to_dict(), indent=1))
+    torch.manual_seed(cfg.seed)
+    sae = training_sae(cfg, d_in, device)
+    tcfg = trainer_config(cfg, ckpt_dir, device)
+    holder: dict = {}
+
+    def save(consumed: int) -> None:
+        trainer = holder["trainer"]
+        if trainer.activation_scaler.scaling_factor is None:
+            return  # still estimating the activation norm
+        path = ckpt_dir / f"step_{trainer.n_training_steps:07d}"
+        if path.exists():
+            shutil.rmtree(path)
+        trainer.save_checkpoint(checkpoint_name=path.name)
+        (path / "done").write_text(json.dumps({"batches_consumed": consumed}))
+        for old in ckpt_dir.glob("step_*"):
+            if old != path:
+                shutil.rmtree(old)
+
+    resume = latest_checkpoint(ckpt_dir)
+    skip = 0
+    if resume is not None:
+        sae.load_weights_from_checkpoint(resume)
+    trainer = SAETrainer(
+        cfg=tcfg,
+        sae=sae,
+        data_provider=iter(()),  # replaced below, once the skip is known
+    )
+    holder["trainer"] = trainer
+    if resume is not None:
+        trainer.load_trainer_state(resume)
+        skip = json.loads((resume / "done").read_text())["batches_consumed"]
+        logger.info("resuming from %s (step %d)", resume, trainer.n_training_steps)
+    trainer.data_provider = _Periodic(make_batches(skip), cfg.checkpoint_every, save, skip)
+    trainer.fit()
+    out.mkdir(parents=True, exist_ok=True)
+    meta = trainer.sae.cfg.metadata
+    for key, value in (metadata or {}).items():
+        setattr(meta, key, value)
+    trainer.sae.save_inference_model(str(out))
+    if cfg.save_dtype != "float32":
+        recast_saved_weights(out, cfg.save_dtype)
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    portable_runner_config(out)
+    return out
+
+
+def train_sae_from_cache(
+    cache_dir: str | Path,
+    cfg: SaeTrainConfig,
+    out_dir: str | Path,
+    *,
+    exclude_ids: set[int],
+    shuffle: bool = True,
+    device: str = "cpu",
+) -> Path:
+    """:func:`train_sae_from_batches` on a cache from :func:`activation_cache.cache_activations`;
+    the cache is read as many times over as ``cfg.training_tokens`` needs (the count of
+    passes goes in ``train_config.json``'s neighbour ``cache_passes.json``)."""
+    from . import activation_cache
+
+    settings = activation_cache.read_settings(cache_dir)
+    info = json.loads((Path(cache_dir) / "cache_info.json").read_text())
+    cached = int(info.get("tokens", 0))
+    epochs = max(1, -(-cfg.training_tokens // max(1, cached)))
+
+    def make(skip: int) -> Iterator[torch.Tensor]:
+        it = activation_cache.cached_batches(
+            cache_dir,
+            cfg.train_batch_size_tokens,
+            exclude_ids=exclude_ids,
+            seed=cfg.seed,
+            shuffle=shuffle,
+            epochs=epochs + 1,
+        )
+        for _ in range(skip):
+            next(it)
+        return it
+
+    out = train_sae_from_batches(
+        make,
+        settings.d_in,
+        cfg,
+        out_dir,
+        metadata={
+            "hook_name": settings.hook_name,
+            "model_name": settings.model_name,
+            "context_size": settings.context_size,
+            "prepend_bos": True,
+        },
+        device=device,
+    )
+    (Path(out) / "cache_passes.json").write_text(
+        json.dumps({"cached_tokens": cached, "training_tokens": cfg.training_tokens}, indent=1)
+    )
+    return out
