@@ -74,6 +74,23 @@ PRESETS: dict[str, Preset] = {
         sae_path=str(DEFAULT_SAE_DIR),
         loader="gguf",
     ),
+    "gemma-3-270m-gemmascope2": Preset(
+        name="gemma-3-270m-gemmascope2",
+        model_name="google/gemma-3-270m",
+        layer=12,
+        chat_format="qa",
+        sae_release="gemma-scope-2-270m-pt-res",
+        sae_id="layer_12_width_16k_l0_medium",
+        loader="gguf",
+    ),
+    "gemma-3-270m-it": Preset(
+        name="gemma-3-270m-it",
+        model_name="google/gemma-3-270m-it",
+        layer=12,
+        chat_format="gemma",
+        sae_release="gemma-scope-2-270m-it-res",
+        sae_id="layer_12_width_16k_l0_medium",
+    ),
     "gemma-2-9b-it": Preset(
         name="gemma-2-9b-it",
         model_name="gemma-2-9b-it",

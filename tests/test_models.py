@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from saelora_core import PresetUnavailableError, SaeMismatchError, load_model_and_sae
+from saelora_core import PRESETS, PresetUnavailableError, SaeMismatchError, load_model_and_sae
 from saelora_core.models import (
     DEFAULT_SAE_DIR,
     load_sae,
@@ -27,6 +27,23 @@ def test_hub_preset_fails_fast_offline(monkeypatch):
         load_model_and_sae("gemma-2-2b-it", device="cpu")
     assert time.time() - t < 60
     assert "gemma-scope-2b-pt-res-canonical" in str(e.value) or "download" in str(e.value).lower()
+
+
+@pytest.mark.parametrize(
+    ("preset", "release"),
+    [
+        ("gemma-3-270m-gemmascope2", "gemma-scope-2-270m-pt-res"),
+        ("gemma-3-270m-it", "gemma-scope-2-270m-it-res"),
+    ],
+)
+def test_gemma_scope_2_presets_fail_fast_offline_naming_the_release(monkeypatch, preset, release):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.time()
+    with pytest.raises(PresetUnavailableError) as e:
+        load_model_and_sae(preset, device="cpu")
+    assert time.time() - t < 60
+    assert f"{release}/layer_12_width_16k_l0_medium" in str(e.value)
+    assert PRESETS[preset].hook_name == "blocks.12.hook_resid_post"
 
 
 def test_custom_preset_needs_an_sae():
