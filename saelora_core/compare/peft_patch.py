@@ -19,8 +19,10 @@ patch on, the TransformerLens logits equal the peft model's (``tests/compare``).
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import einops
 import torch
@@ -102,3 +104,40 @@ def patched_weights(model: nn.Module, deltas: dict[str, Tensor] | None) -> Itera
         with torch.no_grad():
             for k, v in saved.items():
                 params[k].copy_(v)
+
+
+def peft_deltas_from_dir(adapter_dir: str | Path, model_cfg) -> dict[str, Tensor]:
+    """:func:`peft_deltas` read straight from a saved peft adapter (``adapter_config.json`` +
+    ``adapter_model.safetensors``), without loading the Hugging Face model: ``ΔW = s·B·A`` with
+    ``s = α / r`` (``α / √r`` with rsLoRA). DoRA and per-module rank or α patterns are refused."""
+    import json
+
+    from safetensors.torch import load_file
+
+    d = Path(adapter_dir)
+    cfg_path, w_path = d / "adapter_config.json", d / "adapter_model.safetensors"
+    if not cfg_path.exists() or not w_path.exists():
+        raise FileNotFoundError(f"{d} holds no peft adapter (adapter_config.json + safetensors)")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("use_dora") or cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+        raise ValueError(f"{d}: DoRA and rank/alpha patterns are not supported here")
+    r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
+    scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+    weights = load_file(str(w_path))
+    n_kv = getattr(model_cfg, "n_key_value_heads", None) or model_cfg.n_heads
+    out: dict[str, Tensor] = {}
+    for key, a in weights.items():
+        if ".lora_A." not in key:
+            continue
+        b = weights[key.replace(".lora_A.", ".lora_B.")]
+        m = _NAME.search(key.split(".lora_A.")[0])
+        if m is None:
+            raise ValueError(f"cannot place the LoRA tensor {key!r} in the TransformerLens model")
+        layer, proj = int(m.group(1)), m.group(3)
+        delta = (b.float() @ a.float()) * scale
+        if cfg.get("fan_in_fan_out"):
+            delta = delta.T
+        out[tl_param_name(layer, proj)] = to_tl_layout(proj, delta, model_cfg.n_heads, n_kv)
+    if not out:
+        raise ValueError(f"{w_path} holds no LoRA tensors")
+    return out

@@ -16,7 +16,7 @@ from saelora_core.compare.peft_lora import (
     trainable_params,
     wrap_peft,
 )
-from saelora_core.compare.peft_patch import patched_weights, peft_deltas
+from saelora_core.compare.peft_patch import patched_weights, peft_deltas, peft_deltas_from_dir
 
 
 def tokens(tok):
@@ -110,6 +110,11 @@ def test_train_save_load_round_trip_and_resume(tmp_path, monkeypatch):
     with torch.no_grad():
         trained = res.model(x).logits
     assert (trained - base).abs().max() > 1e-3
+    from_file = peft_deltas_from_dir(tmp_path / "a", mas.model.cfg)
+    from_peft = peft_deltas(res.model, mas.model.cfg)
+    assert sorted(from_file) == sorted(from_peft)
+    for k, v in from_peft.items():
+        assert torch.allclose(from_file[k], v, atol=1e-7), k
     fresh, _ = tiny_pair()[:2]
     loaded = load_peft(fresh, tmp_path / "a")
     with torch.no_grad():
