@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +57,16 @@ class RowSpec:
 
     @classmethod
     def parse(cls, text: str) -> RowSpec:
-        """``NAME=KIND[:PATH]``, e.g. ``"peft LoRA r1=peft:runs/compare/french-peft-r1"``."""
-        name, sep, rest = text.partition("=")
-        if not sep or not name.strip():
+        """``NAME=KIND[:PATH]``, e.g. ``"peft LoRA r1=peft:runs/compare/french-peft-r1"``; the
+        name may itself hold "=" (``"k=16 student=latent:..."``)."""
+        m = re.match(rf"^(.+)=({'|'.join(KINDS)})(?::(.*))?$", text.strip())
+        if m is None:
+            name, sep, rest = text.partition("=")
+            if sep and name.strip():
+                kind = rest.split(":", 1)[0].split("=")[-1]
+                raise ValueError(f"row {text!r}: unknown kind {kind!r}; use one of {KINDS}")
             raise ValueError(f"row spec {text!r}: write NAME=KIND[:PATH], e.g. base=base")
-        kind, _, path = rest.partition(":")
-        return cls(name.strip(), kind.strip(), path.strip() or None)
+        return cls(m.group(1).strip(), m.group(2), (m.group(3) or "").strip() or None)
 
 
 @dataclass

@@ -150,6 +150,7 @@ def test_effect_interval_and_row_specs(tmp_path):
     assert e == 0.5 and 0 <= lo <= 0.5 <= hi <= 1
     assert RowSpec.parse("peft LoRA r1=peft:runs/x") == RowSpec("peft LoRA r1", "peft", "runs/x")
     assert RowSpec.parse("base=base") == RowSpec("base", "base")
+    assert RowSpec.parse("k=16 student=latent:a:b") == RowSpec("k=16 student", "latent", "a:b")
     with pytest.raises(ValueError, match="NAME=KIND"):
         RowSpec.parse("nonsense")
     with pytest.raises(ValueError, match="unknown kind"):
