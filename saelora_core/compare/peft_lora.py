@@ -32,7 +32,7 @@ import math
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -160,9 +160,9 @@ def response_logits_hf(lm: nn.Module, tokens: Tensor, rows: Tensor, cols: Tensor
     """Logits (T, vocab) of a Hugging Face causal LM (plain or peft-wrapped) at ``(rows, cols)``
     only: the unembedding of a 262k vocabulary is most of a step, so no other position is
     unembedded. The final soft cap is applied where the config has one."""
-    inner = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-    hidden = inner.model(input_ids=tokens).last_hidden_state  # type: ignore[union-attr]
-    logits = inner.lm_head(hidden[rows, cols]).float()  # type: ignore[union-attr]
+    inner: Any = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # type: ignore[operator]
+    hidden = inner.model(input_ids=tokens).last_hidden_state
+    logits = inner.lm_head(hidden[rows, cols]).float()
     cap = getattr(inner.config, "final_logit_softcapping", None) or 0.0
     return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
@@ -173,9 +173,8 @@ def tokenize_turns(tok, rows: list[dict], fmt: str, max_len: int, response_token
     out, skipped = [], []
     for i, r in enumerate(rows):
         try:
-            out.append(
-                format_turn(tok, r.get("prompt"), r.get("response"), fmt, max_len, response_tokens)
-            )  # type: ignore[arg-type]
+            prompt, response = cast(Any, r.get("prompt")), cast(Any, r.get("response"))
+            out.append(format_turn(tok, prompt, response, cast(Any, fmt), max_len, response_tokens))
         except (ValueError, AttributeError, TypeError) as e:
             skipped.append(f"row {r.get('id', i)}: {e}")
     return out, skipped

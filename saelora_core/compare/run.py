@@ -110,10 +110,17 @@ def effect_interval(
     return float(d.mean()), float(lo), float(hi)
 
 
-def rate_cols(name: str, hits: pd.Series) -> dict[str, float]:
-    lo, hi = wilson_interval(int(hits.sum()), len(hits))
+def mean_of(values: Any) -> float:
+    """The mean of a column or array as a float (nan when empty)."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()) if a.size else math.nan
+
+
+def rate_cols(name: str, hits: Any) -> dict[str, float]:
+    a = np.asarray(hits, dtype=float)
+    lo, hi = wilson_interval(int(a.sum()), int(a.size))
     return {
-        name: float(hits.mean()) if len(hits) else math.nan,
+        name: mean_of(a),
         f"{name}_low": lo,
         f"{name}_high": hi,
     }
@@ -185,10 +192,10 @@ def run_compare(
             df["answer"] = ans
             df["hit"] = [bool(detector(a)) for a in ans]
             df = pd.concat([df, answer_quality(ans, detector)], axis=1)
-            ins = df[df["split"] == "in_topic"]
+            ins = pd.DataFrame(df[df["split"] == "in_topic"])
             if spec.kind == "base":
                 base_hits = ins["hit"].to_numpy()
-                base_near = df[df["split"] == "near_miss"]
+                base_near = pd.DataFrame(df[df["split"] == "near_miss"])
             assert base_hits is not None and base_near is not None
             eff, lo, hi = effect_interval(
                 ins["hit"].to_numpy(), base_hits, n_boot=st.n_boot, seed=st.seed
@@ -214,13 +221,13 @@ def run_compare(
                 cap = pd.DataFrame([{"genre": "all", "delta_ce": 0.0, "kl": 0.0}])
             cap.insert(0, "method", spec.name)
             caps.append(cap)
-            allrow = cap[cap["genre"] == "all"]
-            hits_in = ins[ins["hit"]]
+            allrow = pd.DataFrame(cap[cap["genre"] == "all"])
+            hits_in = pd.DataFrame(ins[ins["hit"]])
             judged = df.loc[ins.index]
             jrow: dict[str, Any] = {}
             for k in ("concept", "instruction", "fluency", "combined"):
                 v = judged[f"judge_{k}"].dropna()
-                jrow[f"judge_{k}"] = float(v.mean()) if len(v) else NOT_JUDGED
+                jrow[f"judge_{k}"] = mean_of(v) if len(v) else NOT_JUDGED
             table.append(
                 {
                     "method": spec.name,
@@ -240,15 +247,13 @@ def run_compare(
                     "effect_high": hi,
                     **rate_cols("near_miss", df.loc[df["split"] == "near_miss", "hit"]),
                     **rate_cols("off_topic", df.loc[df["split"] == "off_topic", "hit"]),
-                    "delta_ce": float(allrow["delta_ce"].iloc[0]) if len(allrow) else math.nan,
-                    "kl": float(allrow["kl"].iloc[0]) if len(allrow) else math.nan,
-                    "repetition": float(ins["loops"].mean()) if len(ins) else math.nan,
-                    "distinct_2": float(ins["distinct_2"].mean()) if len(ins) else math.nan,
-                    "hit_repetition": (
-                        float(hits_in["loops"].mean()) if len(hits_in) else math.nan
-                    ),
+                    "delta_ce": mean_of(allrow["delta_ce"]),
+                    "kl": mean_of(allrow["kl"]),
+                    "repetition": mean_of(ins["loops"]),
+                    "distinct_2": float(np.nanmean(ins["distinct_2"])) if len(ins) else math.nan,
+                    "hit_repetition": mean_of(hits_in["loops"]),
                     "hit_target_fraction": (
-                        float(hits_in["target_fraction"].mean()) if len(hits_in) else math.nan
+                        float(np.nanmean(hits_in["target_fraction"])) if len(hits_in) else math.nan
                     ),
                     **jrow,
                     "judge": judge.name if judge is not None else NOT_JUDGED,
@@ -261,9 +266,9 @@ def run_compare(
                     {
                         "method": spec.name,
                         "category": cat,
-                        "rate": float(g["hit"].mean()),
+                        "rate": mean_of(g["hit"]),
                         "n": len(g),
-                        "base_rate": float(b.mean()) if len(b) else math.nan,
+                        "base_rate": mean_of(b),
                     }
                 )
             answers.append(df)

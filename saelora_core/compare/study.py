@@ -19,6 +19,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ..models import repo_relative
 from .edits import RowSpec
 from .peft_lora import PeftLoraConfig, read_metadata, train_peft_lora
@@ -146,7 +148,9 @@ def compare_study(
         "files": [repo_relative(f) for f in files],
         "trained": trained,
         "generated_answers": res.settings["generated_answers"],
-        "table": res.table[
-            ["method", "trainable_params", "in_topic", "effect", "near_miss", "off_topic", "kl"]
-        ].to_dict(orient="records"),
+        "table": pd.DataFrame(
+            res.table[
+                ["method", "trainable_params", "in_topic", "effect", "near_miss", "off_topic", "kl"]
+            ]
+        ).to_dict(orient="records"),
     }

@@ -17,8 +17,9 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json
@@ -38,7 +39,7 @@ def _rate(r: pd.Series, name: str) -> str:
 
 
 def _judge(r: pd.Series) -> str:
-    if r["judge"] == NOT_JUDGED or r["judge_combined"] == NOT_JUDGED:
+    if str(r["judge"]) == NOT_JUDGED or str(r["judge_combined"]) == NOT_JUDGED:
         return NOT_JUDGED
     return " / ".join(
         _num(r[f"judge_{k}"]) for k in ("concept", "instruction", "fluency", "combined")
@@ -48,6 +49,7 @@ def _judge(r: pd.Series) -> str:
 HEADERS = [
     "method",
     "trainable params",
+    "nonzero params",
     "distinct latents",
     "in-topic [95 % CI]",
     "effect [95 % CI]",
@@ -67,7 +69,8 @@ def display_rows(table: pd.DataFrame) -> list[list[str]]:
         out.append(
             [
                 str(r["method"]),
-                f"{int(r['trainable_params']):,}",
+                f"{int(cast(Any, r['trainable_params'])):,}",
+                f"{int(cast(Any, r['nonzero_params'])):,}",
                 str(r["distinct_latents"]),
                 _rate(r, "in_topic"),
                 f"{_num(r['effect'], '{:+.2f}')} [{_num(r['effect_low'], '{:+.2f}')}, "
@@ -180,7 +183,8 @@ def pareto_figure(table: pd.DataFrame, x: str = "trainable_params"):
     "n_latents"), one point per method, log-scaled x; rows without ``x`` are left out."""
     import plotly.graph_objects as go
 
-    t = table[pd.to_numeric(table[x], errors="coerce").fillna(0) > 0]
+    values = np.nan_to_num(np.asarray(pd.to_numeric(table[x], errors="coerce"), dtype=float))
+    t = pd.DataFrame(table[values > 0])
     fig = go.Figure(
         go.Scatter(
             x=t[x],
