@@ -429,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_repair)
 
     add_dataset_parser(sub)
+    from .compare.cli import add_compare_parser
+
+    add_compare_parser(sub)
     return parser
 
 

@@ -84,6 +84,7 @@ def describe(
     per_latent_prompts: int = 40,
     per_latent_tokens: int = 16,
     faithfulness: bool = True,
+    edges: bool = True,
     mas=None,
     progress: bool = True,
 ) -> DescribeResult:
@@ -168,5 +169,30 @@ def describe(
                 progress=progress,
             )
             atomic_write_json(cache, {"key": settings, "result": card.faithfulness.to_dict()})
+    if faithfulness and edges:
+        card.edges = cached_edges(mas, lora, rows, out_dir, _weights_hash(d), det, mode)
     files = write_card(card, out_dir)
     return DescribeResult(out_dir, files, card.first_line, card.summary)
+
+
+def cached_edges(mas, lora, rows, out_dir: Path, weights: str, detector: str, mode: str):
+    """The card's edge checks (``analysis.edges``) for an adapter of at most 16 + 16 latents
+    (None for a larger one), cached in ``edges.json`` by the weights, prompts and detector."""
+    from .analysis.edges import MAX_LATENTS, EdgeChecks, check_edges
+
+    read, write = lora.distinct_latents()
+    if len(read) > MAX_LATENTS or len(write) > MAX_LATENTS:
+        return None
+    key = {
+        "adapter": weights,
+        "detector": detector,
+        "prompts": hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16],
+        "mode": mode,
+    }
+    cache = out_dir / "edges.json"
+    cached = json.loads(cache.read_text()) if cache.exists() else None
+    if cached and cached.get("key") == key:
+        return EdgeChecks.from_dict(cached["result"])
+    checks = check_edges(mas, lora, rows, detector=detector, mode=mode)
+    atomic_write_json(cache, {"key": key, "result": checks.to_dict()})
+    return checks
