@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NOTEBOOKS := $(wildcard notebooks/0*.py)
 
-.PHONY: setup chromium test demo check lint format notebooks notebooks-ipynb sae bench repair-study clean-venv
+.PHONY: setup chromium test demo check lint format notebooks notebooks-ipynb sae sae-packages sae-corpus bench repair-study clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -53,9 +53,29 @@ notebooks-ipynb: setup
 	mkdir -p exports/ipynb
 	for nb in $(NOTEBOOKS); do $(VENV)/bin/marimo export ipynb -f $$nb -o exports/ipynb/$$(basename $$nb .py).ipynb || exit 1; done
 
-# Rebuild the corpus and retrain the default SAE (about an hour on 2 CPU cores).
-sae: setup
-	$(VENV)/bin/saelora -v sae train --build-corpus
+# The SAE corpus reads text that these Debian packages ship (docs/default_sae.md lists what each
+# gives). Installed by `make sae-corpus` only; tests never need them.
+SAE_CORPUS_PACKAGES := mandoc groff-base man-db bsdextrautils manpages manpages-fr manpages-de \
+  manpages-es manpages-it manpages-pt-br manpages-nl manpages-pl debian-reference-en \
+  debian-reference-fr debian-reference-de debian-reference-es debian-reference-it debian-faq \
+  maint-guide developers-reference python3.11-doc libpython3.11-stdlib sqlite3-doc \
+  postgresql-doc-15 dict-gcide wordnet-base jargon-text fortunes fortunes-min fortunes-de \
+  fortunes-es fortunes-it fortunes-br gnome-user-docs libreoffice-help-en-us \
+  libreoffice-help-fr libreoffice-help-de libreoffice-help-es
+
+sae-packages:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SAE_CORPUS_PACKAGES)
+
+# The SAE corpus (data/corpus/, not committed; its manifest is): deterministic for the same
+# package versions.
+sae-corpus: setup sae-packages
+	$(VENV)/bin/saelora -v sae corpus --out data/corpus
+
+# The default SAE: corpus -> activation cache -> BatchTopK SAE -> general-text metrics. Every
+# stage resumes; on 2 CPU cores without native bf16 it takes many hours (docs/default_sae.md).
+sae: sae-corpus
+	$(VENV)/bin/saelora -v sae build --corpus data/corpus --cache data/activations/gemma-3-270m-l12
 
 bench: setup
 	$(PY) bench/train_throughput.py
