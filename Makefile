@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NOTEBOOKS := $(wildcard notebooks/0*.py)
 
-.PHONY: setup chromium test demo check lint format notebooks notebooks-ipynb sae sae-packages sae-corpus bench repair-study clean-venv
+.PHONY: setup chromium man-tools test demo check lint format notebooks notebooks-ipynb sae sae-packages sae-corpus bench repair-study clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,7 +27,15 @@ chromium:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-core fonts-noto-cjk >/dev/null) || \
 	    echo "warning: could not install Noto fonts; some tokens will draw as boxes"; }
 
-setup: $(STAMP) chromium
+# mandoc and col render man pages in the SAE corpus's parser tests (small; the corpus's own
+# packages are installed by `make sae-packages` only).
+man-tools:
+	@command -v mandoc >/dev/null 2>&1 && command -v col >/dev/null 2>&1 || \
+	  { echo "installing mandoc and col for the man-page parser"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mandoc bsdextrautils >/dev/null) || \
+	    echo "warning: could not install mandoc; the man-page parser test will be skipped"; }
+
+setup: $(STAMP) chromium man-tools
 
 test: setup
 	$(VENV)/bin/pytest

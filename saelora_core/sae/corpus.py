@@ -322,7 +322,9 @@ def _dedupe(sources: list[CorpusSource], threshold: float) -> list[_Pool]:
     raw: list[tuple[CorpusSource, list[str], int]] = []
     for src in sources:
         docs, exact = [], 0
-        for d in sorted({normalize(t) for t in src.build()} - {""}):
+        for d in sorted(normalize(t) for t in src.build()):
+            if not d:
+                continue
             h = text_hash(d)
             if h in seen:
                 exact += 1

@@ -94,9 +94,7 @@ def mallard_pages(root: str | Path, limit: int = 2000) -> list[str]:
 
 
 def fortunes(packages: Iterable[str], limit: int = 200) -> list[str]:
-    """Fortune cookies (``%``-separated) of ``packages``, ten to a document; ASCII art and the
-    offensive (``off/``) files skipped."""
-    docs = []
+    """Fortune cookies of ``packages``: ASCII art and the offensive (``off/``) files skipped."""
     names = [
         p
         for p in package_files(packages)
@@ -106,7 +104,14 @@ def fortunes(packages: Iterable[str], limit: int = 200) -> list[str]:
         and "/off/" not in str(p)
         and not p.is_symlink()
     ][:limit]
-    for path in names:
+    return fortune_documents(names)
+
+
+def fortune_documents(paths: Iterable[Path]) -> list[str]:
+    """Cookies (``%``-separated) of fortune files, ten to a document; a UTF-8 ``.u8`` twin is
+    read in place of a legacy-encoded file."""
+    docs = []
+    for path in paths:
         u8 = path.with_name(path.name + ".u8")
         raw = (u8 if u8.exists() else path).read_bytes()
         text = raw.decode("utf-8", errors="replace")

@@ -51,7 +51,8 @@ def reflow(text: str) -> str:
         lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
         if lines:
             paras.append(" ".join(lines))
-    out = "\n\n".join(re.sub(r"[ \t]+", " ", p) for p in paras)
+    # runs of spaces collapse, except indentation at the start of a <pre> line (after U+E000)
+    out = "\n\n".join(re.sub(r"(?<![\ue000 \t])[ \t]+", " ", p) for p in paras)
     return unicodedata.normalize("NFC", out).strip()
 
 
