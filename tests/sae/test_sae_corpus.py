@@ -12,6 +12,7 @@ from saelora_core.sae.corpus import CorpusSource, build_corpus, is_heldout, near
 from saelora_core.sae.debian import dictd_entries, fortune_documents, wordnet_glosses
 from saelora_core.sae.text_extract import html_to_text, mallard_to_text, man_to_text, split_long
 
+
 def salad(words: str, i: int, n: int = 28) -> str:
     """A distinct document per ``i`` in one language: its words, shuffled by ``i``."""
     import random
@@ -111,9 +112,7 @@ def test_html_parser_drops_navigation_and_keeps_code_lines():
   FROM weather;</pre>
     <footer>Copyright 2024</footer></body></html>"""
     text = html_to_text(html)
-    assert text.startswith(
-        "Joins Between Tables\n\nQueries can access multiple tables at once."
-    )
+    assert text.startswith("Joins Between Tables\n\nQueries can access multiple tables at once.")
     assert (
         "SELECT *\n" in text
         and "Prev" not in text
