@@ -113,7 +113,7 @@ def _per_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def window_stats(model, sae, hook_name: str, tokens: torch.Tensor) -> SpliceStats:
     """Splice statistics of one window; positions 1.. (BOS excluded) for the activations, and
     the predictions of tokens 2.. (those made from a non-BOS position) for the CE."""
-    _, cache = model.run_with_cache(tokens, names_filter=hook_name)
+    clean, cache = model.run_with_cache(tokens, names_filter=hook_name)
     x = cache[hook_name][0, 1:].float()
     z = sae.encode(x)
     x_hat = sae.decode(z)
@@ -126,7 +126,6 @@ def window_stats(model, sae, hook_name: str, tokens: torch.Tensor) -> SpliceStat
 
         return hook
 
-    clean = model(tokens)
     with_sae = model.run_with_hooks(
         tokens, fwd_hooks=[(hook_name, splice(lambda v: sae.decode(sae.encode(v)).to(v.dtype)))]
     )
