@@ -55,8 +55,12 @@ def training_sae(cfg: SaeTrainConfig, d_in: int, device: str = "cpu"):
 
 
 def trainer_config(cfg: SaeTrainConfig, ckpt_dir: Path, device: str = "cpu"):
+    """sae_lens's trainer settings for ``cfg``: bf16 autocast where the hardware multiplies
+    bf16 natively (a GPU, or a CPU with AMX / AVX512-BF16); the weights stay float32."""
     from sae_lens import LoggingConfig
     from sae_lens.config import SAETrainerConfig
+
+    from ..forward import cpu_has_native_bf16
 
     steps = cfg.training_tokens // cfg.train_batch_size_tokens
     return SAETrainerConfig(
@@ -68,6 +72,7 @@ def trainer_config(cfg: SaeTrainConfig, ckpt_dir: Path, device: str = "cpu"):
         lr_warm_up_steps=cfg.lr_warm_up_steps,
         lr_decay_steps=cfg.lr_decay_steps,
         device=device,
+        autocast=device.startswith("cuda") or cpu_has_native_bf16(),
         dead_feature_window=cfg.dead_feature_window,
         feature_sampling_window=max(cfg.dead_feature_window, 100),
         n_checkpoints=0,
