@@ -1,17 +1,17 @@
 """saelora_core: sparse LoRA adapters in SAE latent space."""
 
-from .checkpoint import CheckpointError, LoadedLora, load_lora, save_lora
-from .config import DatasetConfig, LoraTrainingConfig
-from .hooks import attach_lora, lora_resid_add_hook, sae_replace_hook
-from .lora import SaeLora, penalty, project_, prune_topk, random_support_control
-from .models import (
+from saelora_core.checkpoint import CheckpointError, LoadedLora, load_lora, save_lora
+from saelora_core.config import DatasetConfig, LoraTrainingConfig
+from saelora_core.hooks import attach_lora, lora_resid_add_hook, sae_replace_hook
+from saelora_core.lora import SaeLora, penalty, project_, prune_topk, random_support_control
+from saelora_core.models import (
     PRESETS,
     ModelAndSae,
     PresetUnavailableError,
     SaeMismatchError,
     load_model_and_sae,
 )
-from .train import TrainResult, train_lora
+from saelora_core.train import TrainResult, train_lora
 
 __version__ = "0.1.0"
 

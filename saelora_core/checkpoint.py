@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .lora import SaeLora
+from saelora_core.lora import SaeLora
 
 VERSION = "0.1.0"
 

@@ -10,8 +10,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_RECIPE, RECIPES, LoraTrainingConfig
-from .data.cli import add_dataset_parser
+from saelora_core.config import DEFAULT_RECIPE, RECIPES, LoraTrainingConfig
+from saelora_core.data.cli import add_dataset_parser
 
 logger = logging.getLogger("saelora")
 
@@ -76,9 +76,9 @@ def train_config(args: argparse.Namespace) -> LoraTrainingConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .data import load_behaviour_dataset
-    from .models import load_model_and_sae
-    from .train import train_lora
+    from saelora_core.data import load_behaviour_dataset
+    from saelora_core.models import load_model_and_sae
+    from saelora_core.train import train_lora
 
     cfg = train_config(args)
     dataset = load_behaviour_dataset(args.dataset)
@@ -155,7 +155,7 @@ def _info_text(path: Path, info: dict[str, Any]) -> str:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from .describe import describe
+    from saelora_core.describe import describe
 
     res = describe(
         args.lora_dir,
@@ -174,8 +174,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .analysis.features import top_entries
-    from .checkpoint import load_lora
+    from saelora_core.analysis.features import top_entries
+    from saelora_core.checkpoint import load_lora
 
     path = Path(args.lora_dir)
     loaded = load_lora(path)
@@ -215,9 +215,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_train(args: argparse.Namespace) -> int:
-    from .sae.corpus import build_corpus
-    from .models import PRESETS, load_gemma3_270m_offline
-    from .sae.train import SaeTrainConfig, train_sae
+    from saelora_core.models import PRESETS, load_gemma3_270m_offline
+    from saelora_core.sae.corpus import build_corpus
+    from saelora_core.sae.train import SaeTrainConfig, train_sae
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
     cfg = _config_from_args(SaeTrainConfig, args, base)
@@ -249,8 +249,8 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_corpus(args: argparse.Namespace) -> int:
-    from .sae.corpus import build_corpus
-    from .models import preset_tokenizer
+    from saelora_core.models import preset_tokenizer
+    from saelora_core.sae.corpus import build_corpus
 
     res = build_corpus(args.out, tokenizer=preset_tokenizer(args.preset))
     _out({"corpus": str(args.out), "train_tokens": res.manifest.get("train_tokens")})
@@ -258,7 +258,7 @@ def cmd_sae_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from saelora_core.demo import run_demo
 
     summary = run_demo(quick=args.quick, out=args.out)
     _out(summary)
@@ -281,14 +281,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from .models import preset_tokenizer
-    from .repair import RepairConfig, run_repair
+    from saelora_core.models import preset_tokenizer
+    from saelora_core.repair import RepairConfig, run_repair
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
     base["method"] = args.method
     cfg = _config_from_args(RepairConfig, args, base)
     if args.build_corpus or not (Path(args.corpus) / "train.jsonl").exists():
-        from .sae.corpus import build_corpus
+        from saelora_core.sae.corpus import build_corpus
 
         build_corpus(args.corpus, tokenizer=preset_tokenizer(args.preset))
     out = Path(args.out or f"runs/repair/{args.method}")
@@ -318,7 +318,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .sae.train import SaeTrainConfig
+    from saelora_core.sae.train import SaeTrainConfig
 
     parser = argparse.ArgumentParser(prog="saelora", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    from .repair import METHODS, RepairConfig
+    from saelora_core.repair import METHODS, RepairConfig
 
     p = sub.add_parser(
         "repair",
@@ -439,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         # With OPENAI_LOG set, the openai SDK calls basicConfig when it is imported, which makes
         # the call above a no-op; set the level anyway so that -v still shows retries.
         logging.getLogger().setLevel(logging.INFO)
-    from .data import DatasetError
-    from .models import PresetUnavailableError
+    from saelora_core.data import DatasetError
+    from saelora_core.models import PresetUnavailableError
 
     try:
         return int(args.func(args) or 0)

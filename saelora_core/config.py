@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from .data.config import DatasetConfig
+from saelora_core.data.config import DatasetConfig
 
 HookMode = Literal["resid_add", "sae_replace"]
 Sparsity = Literal[

@@ -42,12 +42,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .checkpoint import atomic_write_json
-from .config import LoraTrainingConfig, recipe
-from .models import REPO_ROOT, repo_relative
+from saelora_core.checkpoint import atomic_write_json
+from saelora_core.config import LoraTrainingConfig, recipe
+from saelora_core.models import REPO_ROOT, repo_relative
 
 if TYPE_CHECKING:
-    from .analysis import BehaviourResult
+    from saelora_core.analysis import BehaviourResult
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def heldout_prompts(topic: str = "math", path: Path = HELDOUT_PROMPTS) -> list[d
 
 
 def build_demo_dataset(behaviour: DemoBehaviour = FRENCH, out: Path | None = None):
-    from .data import DatasetConfig, build_dataset
+    from saelora_core.data import DatasetConfig, build_dataset
 
     cfg = DatasetConfig(
         source="seed",
@@ -133,7 +133,7 @@ def run_demo(
     ``<out>/<name>/`` (default ``DEFAULT_DEMO_OUT``, ``runs/demo``; ``out=REPO_ROOT / "loras"``
     refreshes the shipped adapters); returns their summaries (timings, rates, report paths)
     under ``"behaviours"``, the output directory and the total time."""
-    from .models import load_model_and_sae
+    from saelora_core.models import load_model_and_sae
 
     t0 = time.perf_counter()
     mas = load_model_and_sae("gemma-3-270m")
@@ -156,9 +156,9 @@ def run_demo(
 def _run_one(
     mas, b: DemoBehaviour, *, quick, out, max_eval_prompts, base: dict[tuple, BehaviourResult]
 ) -> dict:
-    from .analysis import evaluate_behaviour, load_texts, response_ce
-    from .report import export_report
-    from .train import resumable, train_lora
+    from saelora_core.analysis import evaluate_behaviour, load_texts, response_ce
+    from saelora_core.report import export_report
+    from saelora_core.train import resumable, train_lora
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}

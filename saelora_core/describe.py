@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_json, load_lora
-from .models import REPO_ROOT, repo_relative
+from saelora_core.checkpoint import atomic_write_json, load_lora
+from saelora_core.models import REPO_ROOT, repo_relative
 
 logger = logging.getLogger(__name__)
 GENERAL_TEXT = REPO_ROOT / "data" / "heldout" / "general_text.jsonl"
@@ -89,11 +89,11 @@ def describe(
 ) -> DescribeResult:
     """Write the card of the adapter in ``lora_dir`` (see the module doc). ``max_prompts``: fresh
     prompts per side (None: all 80 + 80)."""
-    from .analysis.card import build_card, write_card
-    from .analysis.faithfulness import Faithfulness, check_faithfulness
-    from .analysis.labels import labeller_from_env
-    from .demo import EVAL_NEW_TOKENS, heldout_prompts
-    from .models import load_model_and_sae
+    from saelora_core.analysis.card import build_card, write_card
+    from saelora_core.analysis.faithfulness import Faithfulness, check_faithfulness
+    from saelora_core.analysis.labels import labeller_from_env
+    from saelora_core.demo import EVAL_NEW_TOKENS, heldout_prompts
+    from saelora_core.models import load_model_and_sae
 
     d = Path(lora_dir)
     if not (d / "params.pt").exists():

@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
-from .chat import format_turn
-from .config import LoraTrainingConfig
-from .forward import (
+from saelora_core.chat import format_turn
+from saelora_core.config import LoraTrainingConfig
+from saelora_core.forward import (
     Example,
     chunks,
     edited_hidden,
@@ -45,8 +45,8 @@ from .forward import (
     per_example_mean,
     token_ce,
 )
-from .lora import SaeLora
-from .models import ModelAndSae
+from saelora_core.lora import SaeLora
+from saelora_core.models import ModelAndSae
 
 
 def gradient_svd_init_(

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from sae_lens import SAE, HookedSAETransformer
 
-from .layout import relayout_
+from saelora_core.layout import relayout_
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointError, LoadedLora, load_lora
-from .models import REPO_ROOT, ModelAndSae, PresetUnavailableError, load_model_and_sae
+from saelora_core.checkpoint import CheckpointError, LoadedLora, load_lora
+from saelora_core.models import REPO_ROOT, ModelAndSae, PresetUnavailableError, load_model_and_sae
 
 DEFAULT_LORA_NAME = "demo-math-upper"
 """The demo adapter with a measurable effect (math -> uppercase); the French flagship sits beside it."""
@@ -58,7 +58,7 @@ def notebook_env(name: str) -> NotebookEnv:
 def get_model(preset: str) -> ModelAndSae:
     """The frozen model + SAE, loaded once per process (``tiny``: the seconds-fast test model)."""
     if preset == "tiny":
-        from .testing import tiny_model_and_sae
+        from saelora_core.testing import tiny_model_and_sae
 
         return tiny_model_and_sae()
     return load_model_and_sae(preset)
@@ -246,7 +246,7 @@ def training_metadata(dataset_dir: Path) -> dict:
     guideline and the behaviour detector that matches it (so 05 evaluates with the right one)."""
     import json
 
-    from .analysis import DETECTORS
+    from saelora_core.analysis import DETECTORS
 
     out: dict = {"dataset": str(dataset_dir)}
     manifest = dataset_dir / "manifest.json"

@@ -22,10 +22,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .checkpoint import atomic_write_bytes
+from saelora_core.checkpoint import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from .analysis.behaviour import BehaviourResult
+    from saelora_core.analysis.behaviour import BehaviourResult
 
 STATIC_FORMATS = ("png", "svg", "pdf")
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")

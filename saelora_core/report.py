@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from .analysis import (
+from saelora_core.analysis import (
     BehaviourResult,
     adapter_sparsity,
     evaluate_behaviour,
@@ -24,9 +24,15 @@ from .analysis import (
     top_feats_summary,
     top_toks_table,
 )
-from .checkpoint import LoadedLora, atomic_write_bytes, load_lora
-from .models import ModelAndSae, load_model_and_sae
-from .plots import fig_behaviour, fig_loss_curve, fig_sorted_weights, fig_top_feats, fig_top_toks
+from saelora_core.checkpoint import LoadedLora, atomic_write_bytes, load_lora
+from saelora_core.models import ModelAndSae, load_model_and_sae
+from saelora_core.plots import (
+    fig_behaviour,
+    fig_loss_curve,
+    fig_sorted_weights,
+    fig_top_feats,
+    fig_top_toks,
+)
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em;color:#212529}

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_torch_save, atomic_write_json
-from .forward import (
+from saelora_core.checkpoint import atomic_torch_save, atomic_write_json
+from saelora_core.forward import (
     chunks,
     device_of,
     hook_resids,
@@ -40,7 +40,7 @@ from .forward import (
     token_ce,
     tokenize_rows,
 )
-from .models import ModelAndSae
+from saelora_core.models import ModelAndSae
 
 
 class ResidSteer(nn.Module):
@@ -88,7 +88,7 @@ def edited_resid(steer: ResidSteer, resid: Tensor) -> Tensor:
 @torch.no_grad()
 def contrastive_read_(steer: ResidSteer, mas: ModelAndSae, rows: list[dict]) -> None:
     """Component 0 reads mean(h | in-topic) − mean(h | off-topic) at the prompts' last token."""
-    from .chat import prompt_tokens
+    from saelora_core.chat import prompt_tokens
 
     means = {}
     for flag in (True, False):

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_torch_save, build_metadata, load_lora, save_lora
-from .config import LoraTrainingConfig
-from .forward import (
+from saelora_core.checkpoint import atomic_torch_save, build_metadata, load_lora, save_lora
+from saelora_core.config import LoraTrainingConfig
+from saelora_core.forward import (
     Example,
     batch_losses,
     chunks,
@@ -46,8 +46,8 @@ from .forward import (
     make_batch,
     tokenize_rows,
 )
-from .lora import SaeLora, penalty, project_, split_rank
-from .models import ModelAndSae
+from saelora_core.lora import SaeLora, penalty, project_, split_rank
+from saelora_core.models import ModelAndSae
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def train_lora(
         if cfg.init_from:
             _warm_start_(lora, cfg, mas)
         elif cfg.init in ("gradient_svd", "contrastive"):
-            from .lora_init import data_init_
+            from saelora_core.lora_init import data_init_
 
             info = data_init_(mas, lora, cfg, train, _rows(dataset, "train") or [])
             logger.info("%s init: %s", cfg.init, info)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from . import plots
-from .config import HookMode, Init, LoraTrainingConfig, Sparsity
+from saelora_core import plots
+from saelora_core.config import HookMode, Init, LoraTrainingConfig, Sparsity
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "Optimizer": ("lr", "s_lr", "batch_size", "micro_batch", "epochs", "seed"),

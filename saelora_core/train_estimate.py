@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import LoraTrainingConfig
-from .forward import batch_losses, device_of, hook_resids, make_batch
-from .lora import SaeLora
-from .models import ModelAndSae
-from .train import split_dataset
+from saelora_core.config import LoraTrainingConfig
+from saelora_core.forward import batch_losses, device_of, hook_resids, make_batch
+from saelora_core.lora import SaeLora
+from saelora_core.models import ModelAndSae
+from saelora_core.train import split_dataset
 
 _MEASURED: dict[tuple, tuple[float, float, float]] = {}
 
@@ -156,7 +156,7 @@ def bf16_is_fast() -> bool:
     float32."""
     import torch
 
-    from .forward import cpu_has_native_bf16
+    from saelora_core.forward import cpu_has_native_bf16
 
     return torch.cuda.is_available() or cpu_has_native_bf16()
 

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .analysis import LatentDashboard, latent_activations, latent_dashboard, top_feats_summary
-from .models import ModelAndSae
-from .report import load_adapter_and_model
+from saelora_core.analysis import (
+    LatentDashboard,
+    latent_activations,
+    latent_dashboard,
+    top_feats_summary,
+)
+from saelora_core.models import ModelAndSae
+from saelora_core.report import load_adapter_and_model
 
 
 def explore(

@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import atomic_write_bytes
-from ..lora import SaeLora
-from ..models import ModelAndSae
-from .activations import latent_activations, max_activating_examples
-from .faithfulness import Faithfulness
-from .features import NEURONPEDIA, latent_fire_freq, neuronpedia_id_for
-from .labels import LatentEvidence, LlmLabeller, label_latents
-from .logits import latent_logits
+from saelora_core.analysis.activations import latent_activations, max_activating_examples
+from saelora_core.analysis.faithfulness import Faithfulness
+from saelora_core.analysis.features import NEURONPEDIA, latent_fire_freq, neuronpedia_id_for
+from saelora_core.analysis.labels import LatentEvidence, LlmLabeller, label_latents
+from saelora_core.analysis.logits import latent_logits
+from saelora_core.checkpoint import atomic_write_bytes
+from saelora_core.lora import SaeLora
+from saelora_core.models import ModelAndSae
 
 
 @dataclass
@@ -108,8 +108,8 @@ def latent_map(lora: SaeLora) -> tuple[list[int], list[int], torch.Tensor]:
 @torch.no_grad()
 def mean_prompt_latents(mas: ModelAndSae, prompts: list[str]) -> torch.Tensor:
     """Mean SAE latents over the prompts' tokens (BOS excluded), (d_sae,) on the CPU."""
-    from ..chat import prompt_tokens
-    from .activations import sae_latents
+    from saelora_core.analysis.activations import sae_latents
+    from saelora_core.chat import prompt_tokens
 
     tot, n = None, 0
     for p in prompts:

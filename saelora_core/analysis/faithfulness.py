@@ -33,9 +33,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..lora import SaeLora, restrict_latents
-from ..models import ModelAndSae
-from .behaviour import BehaviourResult, effect_retained, evaluate_behaviour
+from saelora_core.analysis.behaviour import BehaviourResult, effect_retained, evaluate_behaviour
+from saelora_core.lora import SaeLora, restrict_latents
+from saelora_core.models import ModelAndSae
 
 CARRIES_AT = 0.75
 

@@ -12,11 +12,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..chat import format_turn, prompt_tokens
-from ..hooks import write_matrix
-from ..lora import SaeLora
-from ..models import ModelAndSae
-from .activations import dataset_rows, sae_latents
+from saelora_core.analysis.activations import dataset_rows, sae_latents
+from saelora_core.chat import format_turn, prompt_tokens
+from saelora_core.hooks import write_matrix
+from saelora_core.lora import SaeLora
+from saelora_core.models import ModelAndSae
 
 NEURONPEDIA = "https://www.neuronpedia.org"
 

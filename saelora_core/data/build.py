@@ -41,20 +41,27 @@ from typing import Any
 
 import datasets
 
-from ..checkpoint import atomic_write_json
-from .backends import Backend, PhaseProgress, TaskOutcome, TaskRequest, answer_all, make_backend
-from .cache import AnswerCache
-from .config import (
+from saelora_core.checkpoint import atomic_write_json
+from saelora_core.data.backends import (
+    Backend,
+    PhaseProgress,
+    TaskOutcome,
+    TaskRequest,
+    answer_all,
+    make_backend,
+)
+from saelora_core.data.cache import AnswerCache
+from saelora_core.data.config import (
     DatasetConfig,
     DatasetError,
     NotEnoughExamplesError,
     RequestsFailedError,
     SourceError,
 )
-from .failures import FailedRow, failure_note, failure_reasons
-from .llm import UsageStats
-from .lock import output_lock
-from .sources import SourceData, SourceRow, load_source
+from saelora_core.data.failures import FailedRow, failure_note, failure_reasons
+from saelora_core.data.llm import UsageStats
+from saelora_core.data.lock import output_lock
+from saelora_core.data.sources import SourceData, SourceRow, load_source
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Any
 
-from .build import build_dataset
-from .config import BACKENDS, DatasetConfig, DatasetError
+from saelora_core.data.build import build_dataset
+from saelora_core.data.config import BACKENDS, DatasetConfig, DatasetError
 
 logger = logging.getLogger(__name__)
 
