@@ -50,7 +50,7 @@ from saelora_core.analysis import (
     effect_retained,
     evaluate_behaviour,
 )
-from saelora_core.checkpoint import atomic_write_json, build_metadata, save_lora
+from saelora_core.checkpoint import build_metadata, save_lora
 from saelora_core.demo import (
     EVAL_NEW_TOKENS,
     FRENCH,
@@ -58,6 +58,7 @@ from saelora_core.demo import (
     build_demo_dataset,
     heldout_prompts,
 )
+from saelora_core.io.atomic import atomic_write_json
 from saelora_core.plots import save_figure
 
 RANK = 4

@@ -110,7 +110,7 @@ def random_jumprelu_sae(d_in: int, d_sae: int, layer: int, dtype, device, seed: 
 def build(config: str, device: str, dtype: torch.dtype):
     from sae_lens import HookedSAETransformer
 
-    from saelora_core.models import ModelAndSae
+    from saelora_core.models.presets import ModelAndSae
     from saelora_core.testing import tiny_tokenizer
 
     name, layer, width = CONFIGS[config]
@@ -133,8 +133,8 @@ class Shape:
 
 
 def examples(mas, shape: Shape, seed: int):
-    from saelora_core.chat import ChatTokens
     from saelora_core.forward import Example
+    from saelora_core.models.chat import ChatTokens
 
     g = torch.Generator().manual_seed(seed)
     vocab = mas.model.cfg.d_vocab
@@ -369,7 +369,7 @@ def main() -> None:
         print(fmt(row), flush=True)
         rows.append(row)
     if args.json:
-        from saelora_core.checkpoint import atomic_write_json
+        from saelora_core.io.atomic import atomic_write_json
 
         atomic_write_json(args.json, {"peak_flops": peak, "device": dev_name, "rows": rows})
     if any("skipped" in r and r["skipped"].startswith("failed") for r in rows):

@@ -4,13 +4,9 @@ from saelora_core.checkpoint import CheckpointError, LoadedLora, load_lora, save
 from saelora_core.config import DatasetConfig, LoraTrainingConfig
 from saelora_core.hooks import attach_lora, lora_resid_add_hook, sae_replace_hook
 from saelora_core.lora import SaeLora, penalty, project_, prune_topk, random_support_control
-from saelora_core.models import (
-    PRESETS,
-    ModelAndSae,
-    PresetUnavailableError,
-    SaeMismatchError,
-    load_model_and_sae,
-)
+from saelora_core.models.hub import PresetUnavailableError
+from saelora_core.models.presets import PRESETS, ModelAndSae, load_model_and_sae
+from saelora_core.sae.loading import SaeMismatchError
 from saelora_core.train import TrainResult, train_lora
 
 __version__ = "0.1.0"

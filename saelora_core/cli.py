@@ -77,7 +77,7 @@ def train_config(args: argparse.Namespace) -> LoraTrainingConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from saelora_core.data import load_behaviour_dataset
-    from saelora_core.models import load_model_and_sae
+    from saelora_core.models.presets import load_model_and_sae
     from saelora_core.train import train_lora
 
     cfg = train_config(args)
@@ -215,21 +215,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_train(args: argparse.Namespace) -> int:
-    from saelora_core.models import PRESETS, load_gemma3_270m_offline
+    from saelora_core.models.presets import load_base_model
     from saelora_core.sae.corpus import build_corpus
     from saelora_core.sae.train import SaeTrainConfig, train_sae
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
     cfg = _config_from_args(SaeTrainConfig, args, base)
-    preset = PRESETS.get(cfg.preset)
-    if preset is not None and preset.loader == "gguf":
-        model = load_gemma3_270m_offline()
-    else:
-        from sae_lens import HookedSAETransformer
-
-        model = HookedSAETransformer.from_pretrained_no_processing(
-            preset.model_name if preset else cfg.preset
-        )
+    model = load_base_model(cfg.preset)
     corpus = Path(args.corpus)
     if args.build_corpus or not (corpus / "train.jsonl").exists():
         build_corpus(corpus, tokenizer=model.tokenizer)
@@ -249,7 +241,7 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_corpus(args: argparse.Namespace) -> int:
-    from saelora_core.models import preset_tokenizer
+    from saelora_core.models.hf import preset_tokenizer
     from saelora_core.sae.corpus import build_corpus
 
     res = build_corpus(args.out, tokenizer=preset_tokenizer(args.preset))
@@ -281,7 +273,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from saelora_core.models import preset_tokenizer
+    from saelora_core.models.hf import preset_tokenizer
     from saelora_core.repair import RepairConfig, run_repair
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
@@ -440,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         # the call above a no-op; set the level anyway so that -v still shows retries.
         logging.getLogger().setLevel(logging.INFO)
     from saelora_core.data import DatasetError
-    from saelora_core.models import PresetUnavailableError
+    from saelora_core.models.hub import PresetUnavailableError
 
     try:
         return int(args.func(args) or 0)

@@ -42,9 +42,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from saelora_core.checkpoint import atomic_write_json
 from saelora_core.config import LoraTrainingConfig, recipe
-from saelora_core.models import REPO_ROOT, repo_relative
+from saelora_core.io.atomic import atomic_write_json
+from saelora_core.io.paths import REPO_ROOT, repo_relative
 
 if TYPE_CHECKING:
     from saelora_core.analysis import BehaviourResult
@@ -133,7 +133,7 @@ def run_demo(
     ``<out>/<name>/`` (default ``DEFAULT_DEMO_OUT``, ``runs/demo``; ``out=REPO_ROOT / "loras"``
     refreshes the shipped adapters); returns their summaries (timings, rates, report paths)
     under ``"behaviours"``, the output directory and the total time."""
-    from saelora_core.models import load_model_and_sae
+    from saelora_core.models.presets import load_model_and_sae
 
     t0 = time.perf_counter()
     mas = load_model_and_sae("gemma-3-270m")

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saelora_core.checkpoint import atomic_write_json, load_lora
-from saelora_core.models import REPO_ROOT, repo_relative
+from saelora_core.checkpoint import load_lora
+from saelora_core.io.atomic import atomic_write_json
+from saelora_core.io.paths import REPO_ROOT, repo_relative
 
 logger = logging.getLogger(__name__)
 GENERAL_TEXT = REPO_ROOT / "data" / "heldout" / "general_text.jsonl"
@@ -93,7 +94,7 @@ def describe(
     from saelora_core.analysis.faithfulness import Faithfulness, check_faithfulness
     from saelora_core.analysis.labels import labeller_from_env
     from saelora_core.demo import EVAL_NEW_TOKENS, heldout_prompts
-    from saelora_core.models import load_model_and_sae
+    from saelora_core.models.presets import load_model_and_sae
 
     d = Path(lora_dir)
     if not (d / "params.pt").exists():

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saelora_core.chat import ChatTokens, format_turn
 from saelora_core.hooks import attach_lora, write_matrix
 from saelora_core.lora import SaeLora
-from saelora_core.models import ModelAndSae
+from saelora_core.models.chat import ChatTokens, format_turn
+from saelora_core.models.presets import ModelAndSae
 
 
 @dataclass

@@ -23,11 +23,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import TransformerLensKeyValueCache
 
-from saelora_core.chat import prompt_tokens, strip_response, turn_ended
 from saelora_core.forward import device_of, final_logits
 from saelora_core.hooks import hook_fn
 from saelora_core.lora import SaeLora
-from saelora_core.models import ModelAndSae
+from saelora_core.models.chat import prompt_tokens, strip_response, turn_ended
+from saelora_core.models.presets import ModelAndSae
 
 
 def lora_on(lora: SaeLora | None, device) -> SaeLora | None:

@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from saelora_core.chat import format_turn
 from saelora_core.config import LoraTrainingConfig
 from saelora_core.forward import (
     Example,
@@ -46,7 +45,8 @@ from saelora_core.forward import (
     token_ce,
 )
 from saelora_core.lora import SaeLora
-from saelora_core.models import ModelAndSae
+from saelora_core.models.chat import format_turn
+from saelora_core.models.presets import ModelAndSae
 
 
 def gradient_svd_init_(

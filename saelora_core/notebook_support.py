@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from saelora_core.checkpoint import CheckpointError, LoadedLora, load_lora
-from saelora_core.models import REPO_ROOT, ModelAndSae, PresetUnavailableError, load_model_and_sae
+from saelora_core.io.paths import REPO_ROOT
+from saelora_core.models.hub import PresetUnavailableError
+from saelora_core.models.presets import ModelAndSae, load_model_and_sae
 
 DEFAULT_LORA_NAME = "demo-math-upper"
 """The demo adapter with a measurable effect (math -> uppercase); the French flagship sits beside it."""

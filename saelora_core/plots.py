@@ -22,7 +22,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from saelora_core.checkpoint import atomic_write_bytes
+from saelora_core.io.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
     from saelora_core.analysis.behaviour import BehaviourResult

@@ -24,8 +24,9 @@ from saelora_core.analysis import (
     top_feats_summary,
     top_toks_table,
 )
-from saelora_core.checkpoint import LoadedLora, atomic_write_bytes, load_lora
-from saelora_core.models import ModelAndSae, load_model_and_sae
+from saelora_core.checkpoint import LoadedLora, load_lora
+from saelora_core.io.atomic import atomic_write_bytes
+from saelora_core.models.presets import ModelAndSae, load_model_and_sae
 from saelora_core.plots import (
     fig_behaviour,
     fig_loss_curve,

@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from saelora_core.checkpoint import atomic_torch_save, atomic_write_json
 from saelora_core.forward import (
     chunks,
     device_of,
@@ -40,7 +39,8 @@ from saelora_core.forward import (
     token_ce,
     tokenize_rows,
 )
-from saelora_core.models import ModelAndSae
+from saelora_core.io.atomic import atomic_torch_save, atomic_write_json
+from saelora_core.models.presets import ModelAndSae
 
 
 class ResidSteer(nn.Module):
@@ -88,7 +88,7 @@ def edited_resid(steer: ResidSteer, resid: Tensor) -> Tensor:
 @torch.no_grad()
 def contrastive_read_(steer: ResidSteer, mas: ModelAndSae, rows: list[dict]) -> None:
     """Component 0 reads mean(h | in-topic) − mean(h | off-topic) at the prompts' last token."""
-    from saelora_core.chat import prompt_tokens
+    from saelora_core.models.chat import prompt_tokens
 
     means = {}
     for flag in (True, False):

@@ -11,7 +11,8 @@ import torch
 from sae_lens import HookedSAETransformer, TopKSAE, TopKSAEConfig
 from transformer_lens import HookedTransformerConfig
 
-from saelora_core.models import ModelAndSae, sae_identity
+from saelora_core.models.presets import ModelAndSae
+from saelora_core.sae.identity import sae_identity
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from saelora_core.checkpoint import atomic_torch_save, build_metadata, load_lora, save_lora
+from saelora_core.checkpoint import build_metadata, load_lora, save_lora
 from saelora_core.config import LoraTrainingConfig
 from saelora_core.forward import (
     Example,
@@ -46,8 +46,9 @@ from saelora_core.forward import (
     make_batch,
     tokenize_rows,
 )
+from saelora_core.io.atomic import atomic_torch_save
 from saelora_core.lora import SaeLora, penalty, project_, split_rank
-from saelora_core.models import ModelAndSae
+from saelora_core.models.presets import ModelAndSae
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import torch
 from saelora_core.config import LoraTrainingConfig
 from saelora_core.forward import batch_losses, device_of, hook_resids, make_batch
 from saelora_core.lora import SaeLora
-from saelora_core.models import ModelAndSae
+from saelora_core.models.presets import ModelAndSae
 from saelora_core.train import split_dataset
 
 _MEASURED: dict[tuple, tuple[float, float, float]] = {}

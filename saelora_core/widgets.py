@@ -13,7 +13,7 @@ from saelora_core.analysis import (
     latent_dashboard,
     top_feats_summary,
 )
-from saelora_core.models import ModelAndSae
+from saelora_core.models.presets import ModelAndSae
 from saelora_core.report import load_adapter_and_model
 
 

@@ -19,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from saelora_core.models import REPO_ROOT
+from saelora_core.io.paths import REPO_ROOT
 from saelora_core.repair import RepairConfig, run_repair
 from saelora_core.repair.report import study_outputs
 
@@ -77,7 +77,7 @@ def main() -> None:
 def latent_dashboards(lora_dir: Path, results: Path, n: int = 6) -> None:
     """Dashboards of the latents the best latent adapter uses most (general text)."""
     from saelora_core import analysis, load_lora, load_model_and_sae
-    from saelora_core.checkpoint import atomic_write_bytes
+    from saelora_core.io.atomic import atomic_write_bytes
     from saelora_core.repair import read_texts
     from saelora_core.repair.data import GENERAL_TEXT
     from saelora_core.repair.report import latent_usage

@@ -12,8 +12,8 @@ from saelora_core.analysis import (
     per_token_reads_writes,
     top_feats_summary,
 )
-from saelora_core.chat import format_turn
 from saelora_core.hooks import write_matrix
+from saelora_core.models.chat import format_turn
 
 ROWS = [
     {"prompt": "What is 2+2?", "response": "Four.", "in_topic": True},

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from saelora_core.models import DEFAULT_SAE_DIR
+from saelora_core.models.presets import DEFAULT_SAE_DIR
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_SAE_DIR / "cfg.json").exists(), reason="default SAE not built (make sae)"

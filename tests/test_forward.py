@@ -111,7 +111,7 @@ def test_train_lora_micro_batch_does_not_change_the_run(tiny_mas, tmp_path):
 
 
 def test_relayout_gives_bitwise_the_same_logits(tiny_mas):
-    from saelora_core.layout import relayout_, standard_layout_
+    from saelora_core.models.weight_layout import relayout_, standard_layout_
 
     toks = torch.randint(0, tiny_mas.model.cfg.d_vocab, (3, 17), generator=torch.Generator())
     with torch.no_grad():

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from saelora_core import SaeLora, attach_lora
-from saelora_core.chat import prompt_tokens, strip_response
 from saelora_core.generate import generate, generate_tokens, stop_token_ids
+from saelora_core.models.chat import prompt_tokens, strip_response
 
 PROMPTS = ["What is 2+2?", "hi", "Tell me about French cooking"]
 N_NEW = 10

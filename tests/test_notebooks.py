@@ -30,7 +30,8 @@ import torch
 
 from saelora_core import SaeLora, save_lora
 from saelora_core.checkpoint import build_metadata
-from saelora_core.models import PRESETS, load_sae
+from saelora_core.models.presets import PRESETS
+from saelora_core.sae.loading import load_sae
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.py"))

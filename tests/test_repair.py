@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from saelora_core.models import SaeMismatchError, load_sae
 from saelora_core.repair import (
     CorpusError,
     RepairConfig,
@@ -24,6 +23,7 @@ from saelora_core.repair import (
     token_windows,
     train_repair,
 )
+from saelora_core.sae.loading import SaeMismatchError, load_sae
 from saelora_core.testing import tiny_hf_lm, tiny_sae
 
 LAYER = 1
@@ -297,7 +297,8 @@ def test_cli_rejects_an_unknown_method(capsys):
 
 @pytest.mark.slow
 def test_hf_and_transformer_lens_give_the_same_spliced_loss():
-    from saelora_core.models import load_hf_causal_lm, load_model_and_sae
+    from saelora_core.models.hf import load_hf_causal_lm
+    from saelora_core.models.presets import load_model_and_sae
 
     mas = load_model_and_sae("gemma-3-270m", device="cpu")
     hf, tok = load_hf_causal_lm("gemma-3-270m")
@@ -326,7 +327,7 @@ def test_hf_and_transformer_lens_give_the_same_spliced_loss():
 def test_adapters_of_the_original_sae_load_onto_its_finetune(tmp_path):
     from saelora_core import SaeLora, load_lora, save_lora
     from saelora_core.checkpoint import CheckpointError, build_metadata
-    from saelora_core.models import sae_identity
+    from saelora_core.sae.identity import sae_identity
 
     lm, tok = tiny_hf_lm()
     sae = tiny_sae()

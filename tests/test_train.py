@@ -13,8 +13,8 @@ from saelora_core import (
     save_lora,
     train_lora,
 )
-from saelora_core.chat import format_turn
 from saelora_core.forward import Example, example_loss
+from saelora_core.models.chat import format_turn
 
 ROWS = [{"id": str(i), "prompt": f"Say yes {i}", "response": "yes yes"} for i in range(12)]
 

@@ -21,8 +21,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from saelora_core.analysis.logits import latent_logits
-from saelora_core.chat import TEMPLATES, prompt_text
-from saelora_core.models import ModelAndSae
+from saelora_core.models.chat import TEMPLATES, prompt_text
+from saelora_core.models.presets import ModelAndSae
 
 
 def dataset_rows(dataset: Any, split: str | None = None) -> list[dict]:

@@ -20,7 +20,7 @@ import pandas as pd
 from saelora_core.analysis.activations import dataset_rows
 from saelora_core.generate import GENERATE_BATCH, generate
 from saelora_core.lora import SaeLora
-from saelora_core.models import ModelAndSae
+from saelora_core.models.presets import ModelAndSae
 
 
 def detect_french(text: str) -> bool:

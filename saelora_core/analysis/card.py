@@ -30,9 +30,9 @@ from saelora_core.analysis.faithfulness import Faithfulness
 from saelora_core.analysis.features import NEURONPEDIA, latent_fire_freq, neuronpedia_id_for
 from saelora_core.analysis.labels import LatentEvidence, LlmLabeller, label_latents
 from saelora_core.analysis.logits import latent_logits
-from saelora_core.checkpoint import atomic_write_bytes
+from saelora_core.io.atomic import atomic_write_bytes
 from saelora_core.lora import SaeLora
-from saelora_core.models import ModelAndSae
+from saelora_core.models.presets import ModelAndSae
 
 
 @dataclass
@@ -109,7 +109,7 @@ def latent_map(lora: SaeLora) -> tuple[list[int], list[int], torch.Tensor]:
 def mean_prompt_latents(mas: ModelAndSae, prompts: list[str]) -> torch.Tensor:
     """Mean SAE latents over the prompts' tokens (BOS excluded), (d_sae,) on the CPU."""
     from saelora_core.analysis.activations import sae_latents
-    from saelora_core.chat import prompt_tokens
+    from saelora_core.models.chat import prompt_tokens
 
     tot, n = None, 0
     for p in prompts:

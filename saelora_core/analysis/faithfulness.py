@@ -35,7 +35,7 @@ import torch
 
 from saelora_core.analysis.behaviour import BehaviourResult, effect_retained, evaluate_behaviour
 from saelora_core.lora import SaeLora, restrict_latents
-from saelora_core.models import ModelAndSae
+from saelora_core.models.presets import ModelAndSae
 
 CARRIES_AT = 0.75
 

@@ -13,10 +13,10 @@ import pandas as pd
 import torch
 
 from saelora_core.analysis.activations import dataset_rows, sae_latents
-from saelora_core.chat import format_turn, prompt_tokens
 from saelora_core.hooks import write_matrix
 from saelora_core.lora import SaeLora
-from saelora_core.models import ModelAndSae
+from saelora_core.models.chat import format_turn, prompt_tokens
+from saelora_core.models.presets import ModelAndSae
 
 NEURONPEDIA = "https://www.neuronpedia.org"
 

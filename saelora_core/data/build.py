@@ -41,7 +41,6 @@ from typing import Any
 
 import datasets
 
-from saelora_core.checkpoint import atomic_write_json
 from saelora_core.data.backends import (
     Backend,
     PhaseProgress,
@@ -62,6 +61,7 @@ from saelora_core.data.failures import FailedRow, failure_note, failure_reasons
 from saelora_core.data.llm import UsageStats
 from saelora_core.data.lock import output_lock
 from saelora_core.data.sources import SourceData, SourceRow, load_source
+from saelora_core.io.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from saelora_core.checkpoint import atomic_write_bytes, atomic_write_json
+from saelora_core.io.atomic import atomic_write_bytes, atomic_write_json
 from saelora_core.plots import BrowserNotFoundError, save_figure, save_table
 
 LABELS = {

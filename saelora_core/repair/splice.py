@@ -117,7 +117,7 @@ class SplicedLM:
             raise ValueError(f"layer {layer} is out of range for a {len(layers)}-layer model")
         d_model = lm.get_input_embeddings().weight.shape[1]  # type: ignore[operator]
         if splice.sae.cfg.d_in != d_model:
-            from saelora_core.models import SaeMismatchError
+            from saelora_core.sae.loading import SaeMismatchError
 
             raise SaeMismatchError(
                 f"SAE d_in={splice.sae.cfg.d_in} does not match the model's hidden size "

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from saelora_core.chat import prompt_text
+from saelora_core.models.chat import prompt_text
 
 SEED_DIR = Path(__file__).resolve().parents[2] / "data" / "seed"
 

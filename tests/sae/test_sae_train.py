@@ -8,8 +8,8 @@ import pytest
 import torch
 from sae_lens import SAE
 
+from saelora_core.models.presets import DEFAULT_SAE_DIR
 from saelora_core.sae.corpus import build_corpus, dialogue_documents, math_documents, seed_documents
-from saelora_core.models import DEFAULT_SAE_DIR
 from saelora_core.sae.train import SaeTrainConfig, evaluate_sae, train_sae
 
 
@@ -131,10 +131,10 @@ def test_shipped_sae_loads_with_recorded_shapes_and_quality():
 def test_runner_config_keeps_no_machine_path(tmp_path, monkeypatch):
     import json
 
-    from saelora_core import models
+    from saelora_core.io import paths
     from saelora_core.sae.train import portable_runner_config
 
-    monkeypatch.setattr(models, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     out = tmp_path / "data" / "saes" / "x"
     out.mkdir(parents=True)
     (out / "runner_cfg.json").write_text(
