@@ -44,13 +44,13 @@ import plotly.express as px
 import torch
 
 from saelora_core import LoraTrainingConfig, SaeLora, load_lora, load_model_and_sae, train_lora
+from saelora_core.adapter.saving import build_metadata, save_lora
 from saelora_core.analysis import (
     DETECTORS,
     BehaviourResult,
     effect_retained,
     evaluate_behaviour,
 )
-from saelora_core.checkpoint import build_metadata, save_lora
 from saelora_core.demo import (
     EVAL_NEW_TOKENS,
     FRENCH,
@@ -258,7 +258,7 @@ def baselines(
 ) -> list[dict]:
     """The prompt baseline (the instruction appended to every prompt, base model) and the dense
     residual-space steer with a rank-1 latent adapter's parameter budget, on the same prompts."""
-    from saelora_core.steer import SteerConfig, rank_for_params, train_steer
+    from saelora_core.training.steer import SteerConfig, rank_for_params, train_steer
 
     guideline = b.guideline
     instr = PROMPT_INSTRUCTION.format(guideline=guideline)
@@ -315,8 +315,8 @@ def write_cosines(mas, out: Path, tags: list[str]) -> dict:
     """How far from one latent is the dense write? The residual-space write each adapter adds
     on average over the fresh in-topic prompts' tokens, ``(z̄ @ M) @ W_dec``, its cosine to the
     dense teacher's, and the best single SAE decoder direction's cosine to the teacher's."""
+    from saelora_core.adapter.hooks import write_matrix
     from saelora_core.analysis.card import latent_map, mean_prompt_latents
-    from saelora_core.hooks import write_matrix
 
     w_dec = write_matrix(mas.sae).double().cpu()
     ins = [r["prompt"] for r in heldout_prompts() if r["in_topic"]]

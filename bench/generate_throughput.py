@@ -25,8 +25,7 @@ import torch
 from transformer_lens import TransformerLensKeyValueCache
 
 from saelora_core import load_lora, load_model_and_sae
-from saelora_core.demo import FRENCH, heldout_prompts
-from saelora_core.generate import (
+from saelora_core.adapter.generate import (
     GENERATE_BATCH,
     generate,
     left_pad,
@@ -34,6 +33,7 @@ from saelora_core.generate import (
     masked_hook,
     stop_token_ids,
 )
+from saelora_core.demo import FRENCH, heldout_prompts
 from saelora_core.models.chat import prompt_tokens, strip_response
 from saelora_core.models.weight_layout import relayout_, standard_layout_
 

@@ -133,7 +133,7 @@ class Shape:
 
 
 def examples(mas, shape: Shape, seed: int):
-    from saelora_core.forward import Example
+    from saelora_core.adapter.batch import Example
     from saelora_core.models.chat import ChatTokens
 
     g = torch.Generator().manual_seed(seed)
@@ -177,7 +177,8 @@ def step_flops(mas, shape: Shape) -> float:
 
 
 def train_step(mas, lora, exs, mode: str, micro: int, precompute: bool, device: str) -> float:
-    from saelora_core.forward import batch_losses, chunks, make_batch
+    from saelora_core.adapter.batch import chunks, make_batch
+    from saelora_core.adapter.forward import batch_losses
 
     for ex in exs:
         ex.resid = None  # every path pays for its own forward below the hook
@@ -207,8 +208,8 @@ def measure_peak_flops(device: str, dtype: torch.dtype) -> float:
 
 
 def run_one(config: str, device: str, dtype: torch.dtype, shape: Shape, peak: float) -> dict:
-    from saelora_core.generate import generate_tokens
-    from saelora_core.lora import SaeLora
+    from saelora_core.adapter.generate import generate_tokens
+    from saelora_core.adapter.sae_lora import SaeLora
 
     t0 = time.perf_counter()
     mas = build(config, device, dtype)

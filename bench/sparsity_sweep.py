@@ -49,6 +49,8 @@ from saelora_core import (
     save_lora,
     train_lora,
 )
+from saelora_core.adapter.saving import build_metadata
+from saelora_core.adapter.sparsity import split_rank
 from saelora_core.analysis import (
     adapter_sparsity,
     effect_retained,
@@ -58,15 +60,13 @@ from saelora_core.analysis import (
     response_ce,
     top_feats_summary,
 )
-from saelora_core.checkpoint import build_metadata
 from saelora_core.demo import (
     EVAL_NEW_TOKENS,
     SWEEP_BEHAVIOUR,
     build_demo_dataset,
     heldout_prompts,
 )
-from saelora_core.lora import split_rank
-from saelora_core.train import split_dataset
+from saelora_core.training.loop import split_dataset
 
 # (method, strength, init). For topk the strength is k; otherwise it is l1_weight.
 RUNS = [

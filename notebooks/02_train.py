@@ -8,7 +8,6 @@ with app.setup:
     import pandas as pd
 
     from saelora_core import plots, train_lora
-    from saelora_core.config import DEFAULT_RECIPE, RECIPES, recipe
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.notebook_support import (
         load_model_or_stop,
@@ -22,11 +21,8 @@ with app.setup:
         live_training,
         training_controls,
     )
-    from saelora_core.train_estimate import (
-        estimate_training,
-        format_duration,
-        machine_overrides,
-    )
+    from saelora_core.training.estimate import estimate_training, format_duration, machine_overrides
+    from saelora_core.training.recipes import DEFAULT_RECIPE, RECIPES, recipe
 
     ENV = notebook_env("02_train")
     ROOT = ENV.root  # loras/, data/, exports/

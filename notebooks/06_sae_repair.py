@@ -9,7 +9,7 @@ with app.setup:
     import marimo as mo
 
     from saelora_core import analysis
-    from saelora_core.checkpoint import CheckpointError, load_lora
+    from saelora_core.adapter.saving import CheckpointError, load_lora
     from saelora_core.notebook_support import load_model_or_stop, notebook_env, show_table
     from saelora_core.plots import save_figure, save_table
     from saelora_core.repair import METHODS, RepairConfig, read_texts, run_repair

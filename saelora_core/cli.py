@@ -10,8 +10,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from saelora_core.config import DEFAULT_RECIPE, RECIPES, LoraTrainingConfig
 from saelora_core.data.cli import add_dataset_parser
+from saelora_core.training.config import LoraTrainingConfig
+from saelora_core.training.recipes import DEFAULT_RECIPE, RECIPES
 
 logger = logging.getLogger("saelora")
 
@@ -78,7 +79,7 @@ def train_config(args: argparse.Namespace) -> LoraTrainingConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.models.presets import load_model_and_sae
-    from saelora_core.train import train_lora
+    from saelora_core.training.loop import train_lora
 
     cfg = train_config(args)
     dataset = load_behaviour_dataset(args.dataset)
@@ -174,8 +175,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from saelora_core.adapter.saving import load_lora
     from saelora_core.analysis.features import top_entries
-    from saelora_core.checkpoint import load_lora
 
     path = Path(args.lora_dir)
     loaded = load_lora(path)

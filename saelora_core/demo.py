@@ -42,9 +42,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from saelora_core.config import LoraTrainingConfig, recipe
 from saelora_core.io.atomic import atomic_write_json
 from saelora_core.io.paths import REPO_ROOT, repo_relative
+from saelora_core.training.config import LoraTrainingConfig
+from saelora_core.training.recipes import recipe
 
 if TYPE_CHECKING:
     from saelora_core.analysis import BehaviourResult
@@ -158,7 +159,8 @@ def _run_one(
 ) -> dict:
     from saelora_core.analysis import evaluate_behaviour, load_texts, response_ce
     from saelora_core.report import export_report
-    from saelora_core.train import resumable, train_lora
+    from saelora_core.training.loop import train_lora
+    from saelora_core.training.resume import resumable
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saelora_core.checkpoint import load_lora
+from saelora_core.adapter.saving import load_lora
 from saelora_core.io.atomic import atomic_write_json
 from saelora_core.io.paths import REPO_ROOT, repo_relative
 

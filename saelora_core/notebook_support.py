@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saelora_core.checkpoint import CheckpointError, LoadedLora, load_lora
+from saelora_core.adapter.saving import CheckpointError, LoadedLora, load_lora
 from saelora_core.io.paths import REPO_ROOT
 from saelora_core.models.hub import PresetUnavailableError
 from saelora_core.models.presets import ModelAndSae, load_model_and_sae

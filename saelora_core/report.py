@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from saelora_core.adapter.saving import LoadedLora, load_lora
 from saelora_core.analysis import (
     BehaviourResult,
     adapter_sparsity,
@@ -24,7 +25,6 @@ from saelora_core.analysis import (
     top_feats_summary,
     top_toks_table,
 )
-from saelora_core.checkpoint import LoadedLora, load_lora
 from saelora_core.io.atomic import atomic_write_bytes
 from saelora_core.models.presets import ModelAndSae, load_model_and_sae
 from saelora_core.plots import (

@@ -106,8 +106,8 @@ TINY_ROWS = [
 
 def save_planted_adapter(mas: ModelAndSae, out_dir):
     """Save a sparse rank-1 adapter that reads latents 7 and 3 and writes latents 12 and 50."""
-    from saelora_core.checkpoint import build_metadata, save_lora
-    from saelora_core.lora import SaeLora
+    from saelora_core.adapter.sae_lora import SaeLora
+    from saelora_core.adapter.saving import build_metadata, save_lora
 
     lora = SaeLora(mas.sae.cfg.d_sae, 1)
     with torch.no_grad():

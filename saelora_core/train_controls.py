@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from saelora_core import plots
-from saelora_core.config import HookMode, Init, LoraTrainingConfig, Sparsity
+from saelora_core.training.config import HookMode, Init, LoraTrainingConfig, Sparsity
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "Optimizer": ("lr", "s_lr", "batch_size", "micro_batch", "epochs", "seed"),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from saelora_core import SaeLora, save_lora
-from saelora_core.checkpoint import build_metadata
+from saelora_core.adapter.saving import build_metadata
 from saelora_core.data import DatasetConfig, build_dataset
 from saelora_core.testing import tiny_model_and_sae
 

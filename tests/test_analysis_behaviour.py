@@ -67,8 +67,9 @@ def test_evaluate_behaviour_tiny(tiny_mas):
 
 
 def test_response_ce_matches_training_loss_and_is_zero_gain_at_s0(tiny_mas):
+    from saelora_core.adapter.batch import tokenize_rows
+    from saelora_core.adapter.forward import evaluate_ce
     from saelora_core.analysis import response_ce
-    from saelora_core.forward import evaluate_ce, tokenize_rows
 
     rows = [
         {"prompt": "What is 2+2?", "response": "four", "in_topic": True},

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from saelora_core import SaeLora
+from saelora_core.adapter.generate import generate
+from saelora_core.adapter.sparsity import restrict_latents
 from saelora_core.analysis.card import build_card, card_html, card_markdown, write_card
 from saelora_core.analysis.faithfulness import check_faithfulness, random_latents_control
-from saelora_core.generate import generate
-from saelora_core.lora import restrict_latents
 
 PROMPTS_IN = ["What is 2+2?", "Compute 3*7", "Solve x+1=3", "What is 10/2?", "Add 5 and 9"]
 PROMPTS_OFF = ["Say hi", "Name a colour"]

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from saelora_core import SaeLora
+from saelora_core.adapter.hooks import write_matrix
 from saelora_core.analysis import (
     latent_fire_freq,
     neuronpedia_id_for,
     per_token_reads_writes,
     top_feats_summary,
 )
-from saelora_core.hooks import write_matrix
 from saelora_core.models.chat import format_turn
 
 ROWS = [

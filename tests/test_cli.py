@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from saelora_core import SaeLora, save_lora
-from saelora_core.checkpoint import build_metadata
+from saelora_core.adapter.saving import build_metadata
 from saelora_core.cli import build_parser, main
 
 
@@ -71,7 +71,7 @@ def test_info_on_a_directory_without_an_adapter_says_so(tmp_path, capsys):
 
 def test_train_flags_map_onto_the_config():
     from saelora_core.cli import _config_from_args
-    from saelora_core.config import LoraTrainingConfig
+    from saelora_core.training.config import LoraTrainingConfig
 
     args = build_parser().parse_args(
         [
@@ -108,7 +108,8 @@ def test_train_on_missing_dataset_is_a_clear_error(tmp_path, capsys):
 
 def test_train_recipe_defaults_to_recommended_and_flags_override_it(tmp_path):
     from saelora_core.cli import train_config
-    from saelora_core.config import RECIPES, LoraTrainingConfig, recipe
+    from saelora_core.training.config import LoraTrainingConfig
+    from saelora_core.training.recipes import RECIPES, recipe
 
     cfg = train_config(build_parser().parse_args(["train", "--dataset", "d"]))
     assert cfg == recipe("recommended") and cfg.response_tokens == 4 and cfg.s_lr == 0.2

@@ -5,13 +5,8 @@ import pytest
 import torch
 
 from saelora_core import LoraTrainingConfig, SaeLora, train_lora
-from saelora_core.forward import (
-    batch_losses,
-    example_loss,
-    make_batch,
-    response_logits,
-    tokenize_rows,
-)
+from saelora_core.adapter.batch import make_batch, tokenize_rows
+from saelora_core.adapter.forward import batch_losses, example_loss, response_logits
 
 ROWS = [
     {"prompt": "Say yes", "response": "yes"},
@@ -105,7 +100,7 @@ def test_train_lora_micro_batch_does_not_change_the_run(tiny_mas, tmp_path):
         torch.testing.assert_close(p4, p1, rtol=1e-4, atol=1e-5)
     assert one.history[-1]["eval_ce"] == pytest.approx(four.history[-1]["eval_ce"], rel=1e-5)
     # micro_batch changes speed, not the run: a checkpoint resumes under another micro_batch
-    from saelora_core.train import resumable
+    from saelora_core.training.resume import resumable
 
     assert resumable(tmp_path / "1", LoraTrainingConfig(**base, micro_batch=8), tiny_mas) is True
 

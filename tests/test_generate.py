@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from saelora_core import SaeLora, attach_lora
-from saelora_core.generate import generate, generate_tokens, stop_token_ids
+from saelora_core.adapter.generate import generate, generate_tokens, stop_token_ids
 from saelora_core.models.chat import prompt_tokens, strip_response
 
 PROMPTS = ["What is 2+2?", "hi", "Tell me about French cooking"]
@@ -56,7 +56,7 @@ def test_zero_scale_equals_no_adapter(tiny_mas):
 
 
 def test_rows_that_end_leave_the_batch_without_changing_the_others(tiny_mas):
-    from saelora_core.generate import SYNC_EVERY
+    from saelora_core.adapter.generate import SYNC_EVERY
 
     lora = _adapter(3.0)
     toks = [prompt_tokens(tiny_mas.tokenizer, p, "qa") for p in PROMPTS]

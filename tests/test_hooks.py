@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from saelora_core import SaeLora, attach_lora, lora_resid_add_hook, sae_replace_hook
-from saelora_core.hooks import write_matrix
+from saelora_core.adapter.hooks import write_matrix
 
 TEXT = "Question: What is 2+2?\nAnswer: Four."
 

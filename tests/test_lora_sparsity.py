@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from saelora_core import SaeLora, penalty, project_, prune_topk, random_support_control
-from saelora_core.lora import split_rank
+from saelora_core.adapter.sparsity import split_rank
 
 
 def test_l1_raw_is_degenerate_but_l1_normalized_is_scale_invariant():
@@ -54,7 +54,7 @@ def test_prune_and_random_control_same_l0():
 
 
 def test_hard_concrete_gates_are_deterministic_at_test_time():
-    from saelora_core.lora import HC_BETA, HC_GAMMA, HC_ZETA
+    from saelora_core.adapter.sae_lora import HC_BETA, HC_GAMMA, HC_ZETA
 
     torch.manual_seed(0)
     lora = SaeLora(50, 2, generator=torch.Generator().manual_seed(0), gates=True)
@@ -150,7 +150,7 @@ def test_group_topk_at_rank_1_is_topk():
 
 
 def test_restrict_latents_keeps_exactly_the_contribution_of_the_given_latents():
-    from saelora_core.lora import restrict_latents
+    from saelora_core.adapter.sparsity import restrict_latents
 
     torch.manual_seed(2)
     lora = SaeLora(30, rank=3)

@@ -5,7 +5,6 @@ import json
 import pandas as pd
 import pytest
 
-from saelora_core.config import RECIPES, LoraTrainingConfig, recipe
 from saelora_core.notebook_support import (
     adapter_summary,
     counts_summary,
@@ -16,6 +15,8 @@ from saelora_core.notebook_support import (
     training_metadata,
 )
 from saelora_core.train_controls import GROUPS, config_from_controls, training_controls
+from saelora_core.training.config import LoraTrainingConfig
+from saelora_core.training.recipes import RECIPES, recipe
 
 
 @pytest.mark.parametrize("name", list(RECIPES))

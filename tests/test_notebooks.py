@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from saelora_core import SaeLora, save_lora
-from saelora_core.checkpoint import build_metadata
+from saelora_core.adapter.saving import build_metadata
 from saelora_core.models.presets import PRESETS
 from saelora_core.sae.loading import load_sae
 

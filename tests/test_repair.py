@@ -234,7 +234,7 @@ def test_resume_continues_from_the_checkpoint(tmp_path, monkeypatch):
         want = getattr(full.setup.modules["linear"], name)
         assert torch.allclose(got, want, atol=1e-7), name
     # Another config on the same directory is refused with the reason.
-    from saelora_core.checkpoint import CheckpointError
+    from saelora_core.adapter.saving import CheckpointError
 
     with pytest.raises(CheckpointError, match="another config"):
         _train("linear_adapter", tmp_path / "b", steps=4, windows=windows, lr=2e-2)
@@ -326,7 +326,7 @@ def test_hf_and_transformer_lens_give_the_same_spliced_loss():
 
 def test_adapters_of_the_original_sae_load_onto_its_finetune(tmp_path):
     from saelora_core import SaeLora, load_lora, save_lora
-    from saelora_core.checkpoint import CheckpointError, build_metadata
+    from saelora_core.adapter.saving import CheckpointError, build_metadata
     from saelora_core.sae.identity import sae_identity
 
     lm, tok = tiny_hf_lm()

@@ -3,10 +3,16 @@
 import datasets
 import torch
 
-from saelora_core.generate import generate
-from saelora_core.hooks import attach_lora
-from saelora_core.steer import ResidSteer, SteerConfig, load_steer, rank_for_params, train_steer
+from saelora_core.adapter.generate import generate
+from saelora_core.adapter.hooks import attach_lora
 from saelora_core.testing import TINY_ROWS
+from saelora_core.training.steer import (
+    ResidSteer,
+    SteerConfig,
+    load_steer,
+    rank_for_params,
+    train_steer,
+)
 
 
 def test_rank_matches_the_parameter_budget_of_a_rank_1_latent_adapter():

@@ -13,7 +13,8 @@ from saelora_core import (
     save_lora,
     train_lora,
 )
-from saelora_core.forward import Example, example_loss
+from saelora_core.adapter.batch import Example
+from saelora_core.adapter.forward import example_loss
 from saelora_core.models.chat import format_turn
 
 ROWS = [{"id": str(i), "prompt": f"Say yes {i}", "response": "yes yes"} for i in range(12)]
@@ -162,8 +163,8 @@ def test_bf16_logits_close_to_fp32(tiny_mas):
 
 
 def test_gradient_svd_init_is_a_noop_with_the_steepest_direction(tiny_mas):
-    from saelora_core.forward import tokenize_rows
-    from saelora_core.lora_init import gradient_svd_init_
+    from saelora_core.adapter.batch import tokenize_rows
+    from saelora_core.training.inits import gradient_svd_init_
 
     exs, _ = tokenize_rows(tiny_mas, ROWS[:6], 64)
     lora = SaeLora(tiny_mas.sae.cfg.d_sae, 2, init="zeros")
@@ -222,7 +223,7 @@ def test_hard_concrete_training_saves_plain_sparse_adapter_and_resumes(tiny_mas,
 
 
 def test_contrastive_init_reads_topic_and_writes_behaviour(tiny_mas, tmp_path):
-    from saelora_core.lora_init import MAX_OFF_TOPIC_FREQ, _latent_stats, contrastive_init_
+    from saelora_core.training.inits import MAX_OFF_TOPIC_FREQ, _latent_stats, contrastive_init_
 
     rows = [
         {
@@ -268,7 +269,7 @@ def test_contrastive_init_reads_topic_and_writes_behaviour(tiny_mas, tmp_path):
 def test_resume_refuses_a_run_on_another_sae(tiny_mas, tmp_path):
     import dataclasses
 
-    from saelora_core.train import resumable
+    from saelora_core.training.resume import resumable
 
     assert resumable(tmp_path / "s", cfg(), tiny_mas) is None
     train_lora(tiny_mas, ROWS, cfg(epochs=1), out_dir=tmp_path / "s", progress=False)
@@ -281,8 +282,8 @@ def test_resume_refuses_a_run_on_another_sae(tiny_mas, tmp_path):
 
 def test_init_from_prunes_a_saved_adapter_and_fine_tunes_it(tiny_mas, tmp_path):
     from saelora_core import prune_topk
-    from saelora_core.forward import evaluate_ce
-    from saelora_core.train import split_dataset
+    from saelora_core.adapter.forward import evaluate_ce
+    from saelora_core.training.loop import split_dataset
 
     dense = train_lora(
         tiny_mas, ROWS, cfg(init="uniform_small"), out_dir=tmp_path / "d", progress=False
@@ -311,7 +312,7 @@ def test_init_from_prunes_a_saved_adapter_and_fine_tunes_it(tiny_mas, tmp_path):
 
 def test_distillation_matches_the_teacher_through_a_topk_schedule(tiny_mas, tmp_path):
     from saelora_core import prune_topk
-    from saelora_core.train import split_dataset
+    from saelora_core.training.loop import split_dataset
 
     dense = train_lora(
         tiny_mas, ROWS, cfg(init="uniform_small", lr=0.2), out_dir=tmp_path / "d", progress=False

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from saelora_core import LoraTrainingConfig, train_lora
-from saelora_core.config import DEFAULT_RECIPE, RECIPES, recipe
-from saelora_core.train_estimate import estimate_training, format_duration
+from saelora_core.training.estimate import estimate_training, format_duration
+from saelora_core.training.recipes import DEFAULT_RECIPE, RECIPES, recipe
 
 ROWS = [
     {"id": str(i), "prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}. " * 4}
@@ -61,7 +61,7 @@ def test_recipes_are_valid_and_the_default_is_the_demos():
 
 
 def test_machine_overrides_only_change_what_this_machine_runs_badly():
-    from saelora_core.train_estimate import bf16_is_fast, machine_overrides
+    from saelora_core.training.estimate import bf16_is_fast, machine_overrides
 
     assert machine_overrides(recipe("seed (baseline)")) == {}  # float32 already
     want = {} if bf16_is_fast() else {"logits_dtype": "float32"}

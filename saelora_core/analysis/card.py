@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
+from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.analysis.activations import latent_activations, max_activating_examples
 from saelora_core.analysis.faithfulness import Faithfulness
 from saelora_core.analysis.features import NEURONPEDIA, latent_fire_freq, neuronpedia_id_for
 from saelora_core.analysis.labels import LatentEvidence, LlmLabeller, label_latents
 from saelora_core.analysis.logits import latent_logits
 from saelora_core.io.atomic import atomic_write_bytes
-from saelora_core.lora import SaeLora
 from saelora_core.models.presets import ModelAndSae
 
 

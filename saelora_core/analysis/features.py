@@ -12,9 +12,9 @@ from typing import Any
 import pandas as pd
 import torch
 
+from saelora_core.adapter.hooks import write_matrix
+from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.analysis.activations import dataset_rows, sae_latents
-from saelora_core.hooks import write_matrix
-from saelora_core.lora import SaeLora
 from saelora_core.models.chat import format_turn, prompt_tokens
 from saelora_core.models.presets import ModelAndSae
 

@@ -21,9 +21,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saelora_core.generate import lora_on
-from saelora_core.hooks import attach_lora, write_matrix
-from saelora_core.lora import SaeLora
+from saelora_core.adapter.generate import lora_on
+from saelora_core.adapter.hooks import attach_lora, write_matrix
+from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.models.chat import prompt_tokens
 from saelora_core.models.presets import ModelAndSae
 

@@ -26,9 +26,10 @@ import torch
 from sae_lens import SAE
 from torch import Tensor, nn
 
-from saelora_core.checkpoint import build_metadata, save_lora
+from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.adapter.saving import build_metadata, save_lora
+from saelora_core.adapter.sparsity import project_
 from saelora_core.io.atomic import atomic_write_json
-from saelora_core.lora import SaeLora, project_
 from saelora_core.repair.config import RepairConfig
 from saelora_core.repair.splice import LinearAdapter, Splice, SplicedLM, decoder_layers
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saelora_core.checkpoint import VERSION
+from saelora_core.adapter.saving import VERSION
 from saelora_core.io.atomic import atomic_write_json
 from saelora_core.io.paths import REPO_ROOT
 from saelora_core.models.hf import load_hf_causal_lm

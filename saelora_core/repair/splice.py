@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from sae_lens import SAE
 from torch import Tensor, nn
 
-from saelora_core.lora import SaeLora
+from saelora_core.adapter.sae_lora import SaeLora
 
 Mode = Literal["clean", "spliced", "zero"]
 

@@ -24,7 +24,7 @@ from sae_lens import SAE
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from saelora_core.checkpoint import VERSION, CheckpointError
+from saelora_core.adapter.saving import VERSION, CheckpointError
 from saelora_core.io.atomic import atomic_torch_save
 from saelora_core.repair.config import RepairConfig
 from saelora_core.repair.evaluate import Baseline, baseline

@@ -29,7 +29,7 @@ from jaxtyping import Float
 from sae_lens import SAE
 from torch import Tensor
 
-from saelora_core.lora import SaeLora
+from saelora_core.adapter.sae_lora import SaeLora
 
 
 def write_matrix(sae: SAE) -> Float[Tensor, "d_sae d_model"]:

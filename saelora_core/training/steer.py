@@ -29,16 +29,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from saelora_core.forward import (
-    chunks,
-    device_of,
-    hook_resids,
-    make_batch,
-    padded_resid,
-    per_example_mean,
-    token_ce,
-    tokenize_rows,
-)
+from saelora_core.adapter.batch import chunks, device_of, make_batch, tokenize_rows
+from saelora_core.adapter.forward import hook_resids, padded_resid, per_example_mean, token_ce
 from saelora_core.io.atomic import atomic_torch_save, atomic_write_json
 from saelora_core.models.presets import ModelAndSae
 

@@ -32,21 +32,21 @@ from typing import Any
 
 import torch
 
-from saelora_core.config import LoraTrainingConfig
-from saelora_core.forward import (
-    Example,
-    chunks,
+from saelora_core.adapter.batch import Example, chunks, make_batch
+from saelora_core.adapter.forward import (
     edited_hidden,
     hook_resid,
     hook_resids,
-    make_batch,
     padded_resid,
     per_example_mean,
     token_ce,
 )
-from saelora_core.lora import SaeLora
+from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.adapter.saving import load_lora
+from saelora_core.adapter.sparsity import project_, split_rank
 from saelora_core.models.chat import format_turn
 from saelora_core.models.presets import ModelAndSae
+from saelora_core.training.config import LoraTrainingConfig, topk_at
 
 
 def gradient_svd_init_(
@@ -192,3 +192,21 @@ def data_init_(
         micro_batch=cfg.micro_batch,
     )
     return {"singular_values": sv.tolist()}
+
+
+@torch.no_grad()
+def warm_start_(lora: SaeLora, cfg: LoraTrainingConfig, mas: ModelAndSae) -> None:
+    """Copy the adapter in ``cfg.init_from`` into ``lora`` (projected for topk/proximal). A
+    lower-rank source is split into ``lora.rank`` components first (:func:`adapter.sparsity.split_rank`)."""
+    src = load_lora(cfg.init_from, sae_identity=mas.sae_identity).lora  # type: ignore[arg-type]
+    if lora.rank % src.rank:
+        raise ValueError(
+            f"init_from={cfg.init_from} has rank {src.rank}, which does not divide the config's "
+            f"rank {lora.rank}"
+        )
+    if src.rank != lora.rank:
+        src = split_rank(src, lora.rank)
+    lora.a.copy_(src.a)
+    lora.b.copy_(src.b)
+    lora.s.copy_(src.s)
+    project_(lora, cfg.sparsity, tau=0.0, k=topk_at(cfg, 0))

@@ -23,9 +23,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import TransformerLensKeyValueCache
 
-from saelora_core.forward import device_of, final_logits
-from saelora_core.hooks import hook_fn
-from saelora_core.lora import SaeLora
+from saelora_core.adapter.batch import device_of
+from saelora_core.adapter.forward import final_logits
+from saelora_core.adapter.hooks import hook_fn
+from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.models.chat import prompt_tokens, strip_response, turn_ended
 from saelora_core.models.presets import ModelAndSae
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-from saelora_core.config import LoraTrainingConfig
-from saelora_core.forward import batch_losses, device_of, hook_resids, make_batch
-from saelora_core.lora import SaeLora
+from saelora_core.adapter.batch import device_of, make_batch
+from saelora_core.adapter.forward import batch_losses, hook_resids
+from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.models.presets import ModelAndSae
-from saelora_core.train import split_dataset
+from saelora_core.training.config import LoraTrainingConfig
+from saelora_core.training.loop import split_dataset
 
 _MEASURED: dict[tuple, tuple[float, float, float]] = {}
 
@@ -156,7 +157,7 @@ def bf16_is_fast() -> bool:
     float32."""
     import torch
 
-    from saelora_core.forward import cpu_has_native_bf16
+    from saelora_core.adapter.forward import cpu_has_native_bf16
 
     return torch.cuda.is_available() or cpu_has_native_bf16()
 

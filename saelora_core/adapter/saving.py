@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.io.atomic import atomic_torch_save, atomic_write_json
-from saelora_core.lora import SaeLora
 
 VERSION = "0.1.0"
 

@@ -1,28 +1,15 @@
-"""Dataclass configs, validated on construction and saved as JSON next to the weights."""
+"""The adapter's training config, validated on construction and saved as JSON next to the weights."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from saelora_core.data.config import DatasetConfig
-
 HookMode = Literal["resid_add", "sae_replace"]
 Sparsity = Literal[
     "none", "l1_raw", "l1_normalized", "proximal_l1", "topk", "group_topk", "hard_concrete"
 ]
 Init = Literal["random", "uniform_small", "gradient_svd", "contrastive"]
-
-__all__ = [
-    "DEFAULT_RECIPE",
-    "RECIPES",
-    "DatasetConfig",
-    "HookMode",
-    "Init",
-    "LoraTrainingConfig",
-    "Sparsity",
-    "recipe",
-]
 
 
 @dataclass
@@ -162,61 +149,6 @@ class LoraTrainingConfig:
         return cls(**d)
 
 
-RECIPES: dict[str, dict[str, Any]] = {
-    "recommended": {
-        "lr": 0.3,
-        "s_lr": 0.2,
-        "l1_weight": 0.002,
-        "batch_size": 8,
-        "rank": 1,
-        "epochs": 4,
-        "max_len": 128,
-        "response_tokens": 4,
-        "sparsity": "proximal_l1",
-        "init": "contrastive",
-        "init_examples": 32,
-        "mode": "resid_add",
-        "seed": 0,
-        "logits_dtype": "bfloat16",
-    },
-    "seed (baseline)": {},
-    "sparse (distilled, rank 8, top-16)": {
-        "lr": 0.3,
-        "s_lr": 0.05,
-        "l1_weight": 0.0,
-        "batch_size": 8,
-        "rank": 8,
-        "epochs": 9,
-        "max_len": 128,
-        "response_tokens": 4,
-        "sparsity": "topk",
-        "topk": 16,
-        "topk_schedule": [512, 256, 128, 64, 32],
-        "init": "contrastive",
-        "init_from": "loras/demo-math-french",
-        "distill_from": "loras/demo-math-french",
-        "init_examples": 32,
-        "logits_dtype": "bfloat16",
-    },
-}
-"""Named training recipes: the fields each sets over :class:`LoraTrainingConfig`'s defaults.
-
-- ``recommended``: the demo's recipe (``make demo``; about a minute on 2 CPU cores for 100
-  rows). Large learning rates for a 100-step budget, ``s`` with its own step, the first 4
-  response tokens only (the answer's language or case is decided there), a contrastive init
-  and a proximal L1 (exact zeros).
-- ``seed (baseline)``: the seed experiment's method, exactly the dataclass defaults (lr 1e-4,
-  ``l1_raw``, random init, batch 32, 3 epochs, all response tokens). It learns nothing in a
-  CPU budget (effect 0.00) and is kept as the baseline.
-- ``sparse (distilled, rank 8, top-16)``: docs/sparsity.md's student: distils the trained
-  dense adapter ``loras/demo-math-french`` (the teacher, also its start) into 16 latents per
-  vector, cutting the support one step per epoch (about 10 minutes).
-"""
-DEFAULT_RECIPE = "recommended"
-
-
-def recipe(name: str = DEFAULT_RECIPE, /, **overrides: Any) -> LoraTrainingConfig:
-    """The config of recipe ``name`` (a key of :data:`RECIPES`) with ``overrides`` on top."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(map(repr, RECIPES))}")
-    return LoraTrainingConfig.from_dict({**RECIPES[name], **overrides})
+def topk_at(cfg: LoraTrainingConfig, epoch: int) -> int:
+    """The top-k of ``epoch`` (0-based): ``cfg.topk_schedule[epoch]``, then ``cfg.topk``."""
+    return cfg.topk_schedule[epoch] if epoch < len(cfg.topk_schedule) else cfg.topk
