@@ -51,15 +51,10 @@ from saelora_core.analysis import (
     effect_retained,
     evaluate_behaviour,
 )
-from saelora_core.demo import (
-    EVAL_NEW_TOKENS,
-    FRENCH,
-    UPPERCASE,
-    build_demo_dataset,
-    heldout_prompts,
-)
+from saelora_core.data.heldout import EVAL_NEW_TOKENS, heldout_prompts
+from saelora_core.demo.behaviours import FRENCH, UPPERCASE, build_demo_dataset
 from saelora_core.io.atomic import atomic_write_json
-from saelora_core.plots import save_figure
+from saelora_core.reporting.export import save_figure
 
 RANK = 4
 STAGES = [  # (distinct-latent budget k, epochs at k, top-k schedule within the stage, parent k)

@@ -33,7 +33,8 @@ from saelora_core.adapter.generate import (
     masked_hook,
     stop_token_ids,
 )
-from saelora_core.demo import FRENCH, heldout_prompts
+from saelora_core.data.heldout import heldout_prompts
+from saelora_core.demo.behaviours import FRENCH
 from saelora_core.models.chat import prompt_tokens, strip_response
 from saelora_core.models.weight_layout import relayout_, standard_layout_
 

@@ -43,7 +43,6 @@ from saelora_core import (
     SaeLora,
     load_lora,
     load_model_and_sae,
-    plots,
     prune_topk,
     random_support_control,
     save_lora,
@@ -60,12 +59,10 @@ from saelora_core.analysis import (
     response_ce,
     top_feats_summary,
 )
-from saelora_core.demo import (
-    EVAL_NEW_TOKENS,
-    SWEEP_BEHAVIOUR,
-    build_demo_dataset,
-    heldout_prompts,
-)
+from saelora_core.data.heldout import EVAL_NEW_TOKENS, heldout_prompts
+from saelora_core.demo.behaviours import SWEEP_BEHAVIOUR, build_demo_dataset
+from saelora_core.reporting import figures
+from saelora_core.reporting.export import save_figure, save_table
 from saelora_core.training.loop import split_dataset
 
 # (method, strength, init). For topk the strength is k; otherwise it is l1_weight.
@@ -129,7 +126,7 @@ def write_feature_report(mas, lora: SaeLora, ds, texts, out: Path, tag: str) -> 
     four largest read latents)."""
     suffix = f"_{tag}" if tag else ""
     feats = top_feats_summary(lora, k=16, mas=mas, dataset=ds["train"], max_rows_for_freq=200)
-    plots.save_table(feats, out, f"top_feats{suffix}")
+    save_table(feats, out, f"top_feats{suffix}")
     reads = feats[feats.side == "read"].sort_values("mass_share", ascending=False)
     html = "".join(
         latent_dashboard(mas, lat, texts, k=6, title=f"read latent {lat}").html
@@ -283,7 +280,7 @@ def main() -> None:
             title=f"Read-vector mass on latents that never fire on the training set "
             f"({diag['never_fire_share']:.0%} of {d_sae})"
         )
-        plots.save_figure(fig, out, "diagnosis_never_firing", formats=("html", "png"))
+        save_figure(fig, out, "diagnosis_never_firing", formats=("html", "png"))
 
     # The adapter to prune: the largest behaviour effect among the sparse methods (ties: the
     # larger in-topic CE gain). Pruned adapters answer the in-topic prompts only (the effect is
@@ -475,9 +472,9 @@ def main() -> None:
         effect_retained=runs.effect / full_effect if full_effect else float("nan"),
         method=runs.method + " (" + runs.init + ")",
     )
-    plots.save_figure(plots.fig_pareto(retained, x="l0"), out, "pareto", formats=("html", "png"))
-    plots.save_figure(
-        plots.fig_prune_curve(pdf, x="k", y="retained", color="kind"),
+    save_figure(figures.fig_pareto(retained, x="l0"), out, "pareto", formats=("html", "png"))
+    save_figure(
+        figures.fig_prune_curve(pdf, x="k", y="retained", color="kind"),
         out,
         "prune",
         formats=("html", "png"),

@@ -31,7 +31,7 @@ import torch
 
 from saelora_core import LoraTrainingConfig, load_model_and_sae, train_lora
 from saelora_core.adapter.batch import tokenize_rows
-from saelora_core.demo import FRENCH, build_demo_dataset
+from saelora_core.demo.behaviours import FRENCH, build_demo_dataset
 
 
 def rows(n: int) -> list[dict]:

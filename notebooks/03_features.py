@@ -8,15 +8,14 @@ with app.setup:
 
     import marimo as mo
 
-    from saelora_core import (
-        analysis,
-        plots,
-    )
+    from saelora_core import analysis
+    from saelora_core.adapter.summary import adapter_info, summary_line
+    from saelora_core.analysis.describe import describe
     from saelora_core.data import load_behaviour_dataset
-    from saelora_core.describe import describe
-    from saelora_core.notebook_support import (
+    from saelora_core.reporting import figures
+    from saelora_core.reporting.export import save_figure, save_table
+    from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
-        adapter_summary,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
@@ -67,7 +66,7 @@ def _():
 def _(adapter_picker, mas):
     loaded = load_adapter_or_stop(adapter_picker.value, mas)
     lora = loaded.lora
-    mo.md(f"Adapter **{adapter_picker.selected_key}**: {adapter_summary(loaded)}.")
+    mo.md(f"Adapter **{adapter_picker.selected_key}**: {summary_line(adapter_info(loaded))}.")
     return loaded, lora
 
 
@@ -112,7 +111,7 @@ def _(k, lora, mas, texts_dataset):
             dataset=texts_dataset,
             neuronpedia_id=analysis.neuronpedia_id_for(mas),
         )
-    feats_fig = plots.fig_top_feats(feats)
+    feats_fig = figures.fig_top_feats(feats)
     mo.vstack([feats_fig, show_table(feats, page_size=20)])
     return feats, feats_fig
 
@@ -183,7 +182,7 @@ def _(lora, mas, prompt_box, response_box):
     per_token = analysis.per_token_reads_writes(
         lora, mas, prompt_box.value, response=response_box.value.strip() or None
     )
-    per_token_fig = plots.fig_per_token(per_token)
+    per_token_fig = figures.fig_per_token(per_token)
     mo.vstack([per_token_fig, show_table(per_token, page_size=20)])
     return per_token, per_token_fig
 
@@ -249,8 +248,8 @@ def _():
 def _(adapter_picker, export_button, feats, feats_fig):
     mo.stop(not export_button.value)
     _written = [
-        *plots.save_figure(feats_fig, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
-        *plots.save_table(feats, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
+        *save_figure(feats_fig, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
+        *save_table(feats, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
     ]
     mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
     return
@@ -260,8 +259,8 @@ def _(adapter_picker, export_button, feats, feats_fig):
 def _(adapter_picker, export_button, per_token, per_token_fig):
     mo.stop(not export_button.value)
     _written = [
-        *plots.save_figure(per_token_fig, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
-        *plots.save_table(per_token, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
+        *save_figure(per_token_fig, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
+        *save_table(per_token, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
     ]
     mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
     return
@@ -273,9 +272,9 @@ def _(adapter_picker, dashboards, export_button):
     _name = adapter_picker.selected_key
     _written = []
     for _lat, _d in dashboards.items():
-        _written += plots.save_figure(_d.histogram, EXPORTS, f"{_name}-latent-{_lat}-histogram")
-        _written += plots.save_table(_d.examples, EXPORTS, f"{_name}-latent-{_lat}-examples")
-        _written += plots.save_table(_d.top_logits, EXPORTS, f"{_name}-latent-{_lat}-top-logits")
+        _written += save_figure(_d.histogram, EXPORTS, f"{_name}-latent-{_lat}-histogram")
+        _written += save_table(_d.examples, EXPORTS, f"{_name}-latent-{_lat}-examples")
+        _written += save_table(_d.top_logits, EXPORTS, f"{_name}-latent-{_lat}-top-logits")
     mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
     return
 

@@ -10,14 +10,11 @@ with app.setup:
     import pandas as pd
     import torch
 
-    from saelora_core import (
-        analysis,
-        plots,
-        prune_topk,
-        random_support_control,
-    )
+    from saelora_core import analysis, prune_topk, random_support_control
     from saelora_core.data import load_behaviour_dataset
-    from saelora_core.notebook_support import (
+    from saelora_core.reporting import figures
+    from saelora_core.reporting.export import save_figure, save_table
+    from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
         load_adapter_or_stop,
         load_model_or_stop,
@@ -81,7 +78,7 @@ def _(adapter_picker, mas):
 @app.cell
 def _(lora):
     sparsity_table = analysis.adapter_sparsity(lora)
-    weights_fig = plots.fig_sorted_weights(analysis.sorted_weight_curves(lora))
+    weights_fig = figures.fig_sorted_weights(analysis.sorted_weight_curves(lora))
     mo.vstack([show_table(sparsity_table), weights_fig])
     return sparsity_table, weights_fig
 
@@ -176,7 +173,7 @@ def _(
             {"kind": _kind, "k": _k, "effect": _res.effect, "conditional_gap": _res.conditional_gap}
         )
     prune_df = pd.DataFrame(prune_rows)
-    prune_fig = plots.fig_prune_curve(
+    prune_fig = figures.fig_prune_curve(
         prune_df[prune_df["kind"] != "full adapter"], x="k", y="effect", color="kind"
     )
     mo.vstack(
@@ -208,8 +205,8 @@ def _(adapter_picker, export_button, sparsity_table, weights_fig):
     mo.stop(not export_button.value)
     _name = adapter_picker.selected_key
     written = [
-        *plots.save_figure(weights_fig, EXPORTS, f"{_name}-sorted-weights"),
-        *plots.save_table(sparsity_table, EXPORTS, f"{_name}-sparsity"),
+        *save_figure(weights_fig, EXPORTS, f"{_name}-sorted-weights"),
+        *save_table(sparsity_table, EXPORTS, f"{_name}-sparsity"),
     ]
     mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
     return
@@ -220,8 +217,8 @@ def _(adapter_picker, export_button, prune_df, prune_fig):
     mo.stop(not export_button.value)
     _name = adapter_picker.selected_key
     _written = [
-        *plots.save_figure(prune_fig, EXPORTS, f"{_name}-prune-curve"),
-        *plots.save_table(prune_df, EXPORTS, f"{_name}-prune-curve"),
+        *save_figure(prune_fig, EXPORTS, f"{_name}-prune-curve"),
+        *save_table(prune_df, EXPORTS, f"{_name}-prune-curve"),
     ]
     mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
     return

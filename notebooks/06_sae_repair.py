@@ -10,10 +10,8 @@ with app.setup:
 
     from saelora_core import analysis
     from saelora_core.adapter.saving import CheckpointError, load_lora
-    from saelora_core.notebook_support import load_model_or_stop, notebook_env, show_table
-    from saelora_core.plots import save_figure, save_table
+    from saelora_core.data.heldout import GENERAL_TEXT
     from saelora_core.repair import METHODS, RepairConfig, read_texts, run_repair
-    from saelora_core.repair.data import GENERAL_TEXT
     from saelora_core.repair.report import (
         comparison_table,
         curves_table,
@@ -24,6 +22,8 @@ with app.setup:
         latent_usage,
         load_records,
     )
+    from saelora_core.reporting.export import save_figure, save_table
+    from saelora_core.ui.notebook_support import load_model_or_stop, notebook_env, show_table
 
     ENV = notebook_env("06_sae_repair")
     ROOT = ENV.root

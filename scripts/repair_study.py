@@ -77,9 +77,9 @@ def main() -> None:
 def latent_dashboards(lora_dir: Path, results: Path, n: int = 6) -> None:
     """Dashboards of the latents the best latent adapter uses most (general text)."""
     from saelora_core import analysis, load_lora, load_model_and_sae
+    from saelora_core.data.heldout import GENERAL_TEXT
     from saelora_core.io.atomic import atomic_write_bytes
     from saelora_core.repair import read_texts
-    from saelora_core.repair.data import GENERAL_TEXT
     from saelora_core.repair.report import latent_usage
 
     mas = load_model_and_sae("gemma-3-270m", device="cpu")

@@ -10,7 +10,8 @@ import torch
 from saelora_core import SaeLora
 from saelora_core.adapter.generate import generate
 from saelora_core.adapter.sparsity import restrict_latents
-from saelora_core.analysis.card import build_card, card_html, card_markdown, write_card
+from saelora_core.analysis.card import build_card
+from saelora_core.analysis.card_render import card_html, card_markdown, write_card
 from saelora_core.analysis.faithfulness import check_faithfulness, random_latents_control
 
 PROMPTS_IN = ["What is 2+2?", "Compute 3*7", "Solve x+1=3", "What is 10/2?", "Add 5 and 9"]
@@ -144,8 +145,8 @@ def test_random_latents_control_moves_every_latent_and_keeps_the_weights():
 
 
 def test_describe_writes_the_card_and_reuses_its_faithfulness(tiny_mas, tmp_path, monkeypatch):
-    from saelora_core.cli import build_parser
-    from saelora_core.describe import describe
+    from saelora_core.analysis.describe import describe
+    from saelora_core.cli.app import build_parser
     from saelora_core.testing import save_planted_adapter
 
     monkeypatch.delenv("SAELORA_LABEL_MODEL", raising=False)

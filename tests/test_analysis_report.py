@@ -3,7 +3,7 @@
 from plotly.offline import get_plotlyjs
 
 from saelora_core.analysis import load_texts
-from saelora_core.report import export_report
+from saelora_core.reporting.adapter_report import export_report
 from saelora_core.testing import TINY_ROWS, save_planted_adapter
 
 

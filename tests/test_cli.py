@@ -7,7 +7,7 @@ import torch
 
 from saelora_core import SaeLora, save_lora
 from saelora_core.adapter.saving import build_metadata
-from saelora_core.cli import build_parser, main
+from saelora_core.cli.app import build_parser, main
 
 
 def test_info_summarizes_an_adapter(tiny_mas, tmp_path, capsys):
@@ -70,7 +70,7 @@ def test_info_on_a_directory_without_an_adapter_says_so(tmp_path, capsys):
 
 
 def test_train_flags_map_onto_the_config():
-    from saelora_core.cli import _config_from_args
+    from saelora_core.cli.config_flags import config_from_args
     from saelora_core.training.config import LoraTrainingConfig
 
     args = build_parser().parse_args(
@@ -88,7 +88,7 @@ def test_train_flags_map_onto_the_config():
             "false",
         ]
     )
-    cfg = _config_from_args(LoraTrainingConfig, args)
+    cfg = config_from_args(LoraTrainingConfig, args)
     assert (cfg.lr, cfg.sparsity, cfg.topk, cfg.precompute, cfg.batch_size) == (
         0.3,
         "topk",
@@ -98,7 +98,7 @@ def test_train_flags_map_onto_the_config():
     )
     bad = build_parser().parse_args(["train", "--dataset", "d", "--mode", "nope"])
     with pytest.raises(ValueError, match="mode must be one of"):
-        _config_from_args(LoraTrainingConfig, bad)
+        config_from_args(LoraTrainingConfig, bad)
 
 
 def test_train_on_missing_dataset_is_a_clear_error(tmp_path, capsys):
@@ -107,7 +107,7 @@ def test_train_on_missing_dataset_is_a_clear_error(tmp_path, capsys):
 
 
 def test_train_recipe_defaults_to_recommended_and_flags_override_it(tmp_path):
-    from saelora_core.cli import train_config
+    from saelora_core.cli.config_flags import train_config
     from saelora_core.training.config import LoraTrainingConfig
     from saelora_core.training.recipes import RECIPES, recipe
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from saelora_core.cli.dataset import add_dataset_parser, config_from_args
 from saelora_core.data import load_behaviour_dataset
-from saelora_core.data.cli import add_dataset_parser, config_from_args
 
 try:
     from llm_server import FAKE_KEY, keyword_script, running_server, write_seed_dir

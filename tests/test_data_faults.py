@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from saelora_core.cli import main
+from saelora_core.cli.app import main
 from saelora_core.data import (
     AnswerCache,
     NotEnoughExamplesError,

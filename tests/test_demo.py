@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_quick_demo_runs_every_stage(tmp_path):
-    from saelora_core.demo import run_demo
+    from saelora_core.demo.run import run_demo
 
     summary = run_demo(quick=True, out=tmp_path)
     names = [b["name"] for b in summary["behaviours"]]
@@ -45,7 +45,8 @@ def test_quick_demo_runs_every_stage(tmp_path):
 
 
 def test_heldout_prompts_are_balanced_and_unseen():
-    from saelora_core.demo import REPO_ROOT, heldout_prompts
+    from saelora_core.data.heldout import heldout_prompts
+    from saelora_core.io.paths import REPO_ROOT
 
     rows = heldout_prompts()
     assert [r["in_topic"] for r in rows] == [True] * 80 + [False] * 80
@@ -60,8 +61,9 @@ def test_heldout_prompts_are_balanced_and_unseen():
 
 
 def test_the_demo_writes_where_git_does_not_track_by_default():
-    from saelora_core.cli import build_parser
-    from saelora_core.demo import DEFAULT_DEMO_OUT, REPO_ROOT
+    from saelora_core.cli.app import build_parser
+    from saelora_core.demo.run import DEFAULT_DEMO_OUT
+    from saelora_core.io.paths import REPO_ROOT
 
     assert DEFAULT_DEMO_OUT == REPO_ROOT / "runs" / "demo"
     assert build_parser().parse_args(["demo"]).out is None  # run_demo's default

@@ -5,8 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from saelora_core.notebook_support import (
-    adapter_summary,
+from saelora_core.training.config import LoraTrainingConfig
+from saelora_core.training.recipes import RECIPES, recipe
+from saelora_core.ui.notebook_support import (
     counts_summary,
     dataset_form_defaults,
     format_value,
@@ -14,9 +15,7 @@ from saelora_core.notebook_support import (
     show_table,
     training_metadata,
 )
-from saelora_core.train_controls import GROUPS, config_from_controls, training_controls
-from saelora_core.training.config import LoraTrainingConfig
-from saelora_core.training.recipes import RECIPES, recipe
+from saelora_core.ui.train_controls import GROUPS, config_from_controls, training_controls
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -64,8 +63,9 @@ def test_formatting_for_people():
 
 def test_adapter_summary(tiny_mas, tiny_env):
     from saelora_core import load_lora
+    from saelora_core.adapter.summary import adapter_info, summary_line
 
-    text = adapter_summary(load_lora(tiny_env["SAELORA_LORA"]))
+    text = summary_line(adapter_info(load_lora(tiny_env["SAELORA_LORA"])))
     assert "L0 read 64, 64 · write 64, 64 of 64 per vector" in text and "{" not in text
 
 

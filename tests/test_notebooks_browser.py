@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from saelora_core.plots import find_browser
+from saelora_core.reporting.export import find_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 MARIMO = Path(sys.executable).with_name("marimo")
@@ -235,12 +235,13 @@ def test_edit_mode_runs_the_cells_on_open(tiny_env: dict[str, str], browser):
 def test_exported_html_is_self_contained(tiny_mas, tiny_env: dict[str, str], browser, tmp_path):
     """A figure's HTML export and an adapter's HTML report open with nothing but themselves:
     plotly.js inline, no MathJax or other CDN."""
-    from saelora_core import plots
-    from saelora_core.report import export_report
+    from saelora_core.reporting import figures
+    from saelora_core.reporting.adapter_report import export_report
+    from saelora_core.reporting.export import save_figure
 
-    fig = plots.fig_loss_curve([{"step": 0, "eval_ce": 3.0}, {"step": 2, "eval_ce": 2.5}])
+    fig = figures.fig_loss_curve([{"step": 0, "eval_ce": 3.0}, {"step": 2, "eval_ce": 2.5}])
     fig.update_layout(title="CE in nats: $\\log p$ and λ")
-    (figure,) = plots.save_figure(fig, tmp_path, "loss", formats=("html",))
+    (figure,) = save_figure(fig, tmp_path, "loss", formats=("html",))
     report = export_report(tiny_env["SAELORA_LORA"], tmp_path / "report.html", mas=tiny_mas)
     for path in (figure, report):
         page = browser.new_page()

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from saelora_core import SaeLora, plots
+from saelora_core import SaeLora
 from saelora_core.analysis import (
     BehaviourResult,
     per_token_reads_writes,
@@ -13,8 +13,9 @@ from saelora_core.analysis import (
     top_feats_summary,
     top_toks_table,
 )
-from saelora_core.plots import (
-    BrowserNotFoundError,
+from saelora_core.reporting import export
+from saelora_core.reporting.export import BrowserNotFoundError, save_figure, save_table
+from saelora_core.reporting.figures import (
     fig_behaviour,
     fig_loss_curve,
     fig_pareto,
@@ -23,8 +24,6 @@ from saelora_core.plots import (
     fig_sorted_weights,
     fig_top_feats,
     fig_top_toks,
-    save_figure,
-    save_table,
 )
 
 
@@ -96,7 +95,7 @@ def test_save_figure_all_formats(tmp_path):
 
 
 def test_save_figure_without_browser(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "find_browser", lambda: None)
+    monkeypatch.setattr(export, "find_browser", lambda: None)
     fig = fig_loss_curve([{"step": 0, "eval_ce": 3.0}])
     with pytest.raises(BrowserNotFoundError, match="apt-get install"):
         save_figure(fig, tmp_path, "f", formats=("html", "png"))

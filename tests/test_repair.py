@@ -287,7 +287,7 @@ def test_bad_input_gets_a_clear_error(tmp_path):
 
 
 def test_cli_rejects_an_unknown_method(capsys):
-    from saelora_core.cli import main
+    from saelora_core.cli.app import main
 
     with pytest.raises(SystemExit) as e:
         main(["repair", "magic"])

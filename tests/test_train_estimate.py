@@ -40,7 +40,7 @@ def test_format_duration():
 
 
 def test_recipes_are_valid_and_the_default_is_the_demos():
-    from saelora_core.demo import DEMO_BEHAVIOURS
+    from saelora_core.demo.behaviours import DEMO_BEHAVIOURS
 
     assert DEFAULT_RECIPE == "recommended"
     for name in RECIPES:

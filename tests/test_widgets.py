@@ -2,7 +2,7 @@
 
 from saelora_core.analysis import load_texts
 from saelora_core.testing import TINY_ROWS, save_planted_adapter
-from saelora_core.widgets import explore
+from saelora_core.ui.widgets import explore
 
 
 def test_explore_dropdown_updates_dashboard(tiny_mas, tmp_path):

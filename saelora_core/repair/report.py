@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from saelora_core.io.atomic import atomic_write_bytes, atomic_write_json
-from saelora_core.plots import BrowserNotFoundError, save_figure, save_table
+from saelora_core.reporting.export import BrowserNotFoundError, save_figure, save_table
 
 LABELS = {
     "model_lora": "model LoRA (2501.19406)",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from saelora_core import plots
+from saelora_core.reporting import figures
 from saelora_core.training.config import HookMode, Init, LoraTrainingConfig, Sparsity
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -166,7 +166,7 @@ class LiveTraining:
         if now - self._last < self.every_s and not done:
             return
         self._last = now
-        fig = plots.fig_loss_curve([], self.steps)
+        fig = figures.fig_loss_curve([], self.steps)
         fig.update_layout(title="Loss curve (live)", height=360)
         if self._shown:
             mo.output.replace_at_index(fig, 1)  # 0 is the progress bar

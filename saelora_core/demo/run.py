@@ -38,14 +38,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from saelora_core.data.heldout import EVAL_NEW_TOKENS, HELDOUT_PROMPTS, heldout_prompts
+from saelora_core.demo.behaviours import DEMO_BEHAVIOURS, DemoBehaviour, build_demo_dataset
 from saelora_core.io.atomic import atomic_write_json
 from saelora_core.io.paths import REPO_ROOT, repo_relative
 from saelora_core.training.config import LoraTrainingConfig
-from saelora_core.training.recipes import recipe
 
 if TYPE_CHECKING:
     from saelora_core.analysis import BehaviourResult
@@ -54,73 +55,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DEMO_OUT = REPO_ROOT / "runs" / "demo"
 """Where ``run_demo`` puts its adapters, reports and summaries unless told otherwise (git-ignored)."""
-
-
-def _demo_config(name: str, **overrides) -> LoraTrainingConfig:
-    """The ``recommended`` recipe (config.RECIPES) under ``name``."""
-    return recipe("recommended", name=name, **overrides)
-
-
-@dataclass(frozen=True)
-class DemoBehaviour:
-    """One behaviour the demo builds, trains, evaluates and reports."""
-
-    name: str
-    """The dataset's and the adapter's name (``data/datasets/<name>``, ``<out>/<name>``)."""
-    guideline: str
-    detector: str
-    """A key of ``analysis.DETECTORS``."""
-    config: LoraTrainingConfig
-
-
-FRENCH = DemoBehaviour(
-    "demo-math-french", "respond in French", "french", _demo_config("demo-math-french")
-)
-UPPERCASE = DemoBehaviour(
-    "demo-math-upper", "respond in uppercase", "uppercase", _demo_config("demo-math-upper")
-)
-DEMO_BEHAVIOURS = (FRENCH, UPPERCASE)
-"""The demo's settings. The learning rates are far above the seed's 1e-4 because the budget is
-100 optimizer steps on 2 CPU cores: ``a`` and ``b`` start with norm √d_sae = 64, so Adam's
-per-entry step of 0.3 moves a unit-vector entry by ~0.5% of the vector per step.
-``init="contrastive"`` starts Â on the topic's selective latents and B̂ on the behaviour's
-(lora_init.py): with the seed's random init, ``s`` stays near 0 and nothing is learned in this
-budget."""
-SWEEP_BEHAVIOUR = FRENCH
-"""The behaviour ``bench/sparsity_sweep.py`` measures (the flagship; its greedy rate moves)."""
-EVAL_NEW_TOKENS = 32
-HELDOUT_PROMPTS = REPO_ROOT / "data" / "heldout" / "prompts.jsonl"
-"""80 math and 80 general prompts that no seed row (so no dataset split) contains: a larger
-held-out set for effect estimates that the 20 eval prompts leave at ±0.1. Prompts only, so
-they live outside ``data/seed`` (the seed loader reads every file there)."""
-
-
-def heldout_prompts(topic: str = "math", path: Path = HELDOUT_PROMPTS) -> list[dict]:
-    """The extra held-out prompts as eval rows (``prompt``, ``in_topic``; in-topic first)."""
-    from datasets import load_dataset
-
-    rows = [
-        {"prompt": r["prompt"], "in_topic": r["topic"] == topic}
-        for r in load_dataset("json", data_files=str(path), split="train").to_list()
-    ]
-    return sorted(rows, key=lambda r: not r["in_topic"])
-
-
-def build_demo_dataset(behaviour: DemoBehaviour = FRENCH, out: Path | None = None):
-    from saelora_core.data import DatasetConfig, build_dataset
-
-    cfg = DatasetConfig(
-        source="seed",
-        topic="math",
-        guideline=behaviour.guideline,
-        n=100,
-        eval_n=20,
-        backend="offline",
-        name=behaviour.name,
-        out=str(out or REPO_ROOT / "data" / "datasets"),
-        progress=False,
-    )
-    return build_dataset(cfg)
 
 
 def run_demo(
@@ -158,7 +92,7 @@ def _run_one(
     mas, b: DemoBehaviour, *, quick, out, max_eval_prompts, base: dict[tuple, BehaviourResult]
 ) -> dict:
     from saelora_core.analysis import evaluate_behaviour, load_texts, response_ce
-    from saelora_core.report import export_report
+    from saelora_core.reporting.adapter_report import export_report
     from saelora_core.training.loop import train_lora
     from saelora_core.training.resume import resumable
 

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from saelora_core.adapter.saving import LoadedLora, load_lora
+from saelora_core.adapter.summary import adapter_info, summary_table
 from saelora_core.analysis import (
     BehaviourResult,
     adapter_sparsity,
@@ -27,7 +28,7 @@ from saelora_core.analysis import (
 )
 from saelora_core.io.atomic import atomic_write_bytes
 from saelora_core.models.presets import ModelAndSae, load_model_and_sae
-from saelora_core.plots import (
+from saelora_core.reporting.figures import (
     fig_behaviour,
     fig_loss_curve,
     fig_sorted_weights,
@@ -74,28 +75,6 @@ def load_adapter_and_model(
     return load_lora(lora_dir, sae_identity=mas.sae_identity), mas
 
 
-def _metadata_summary(meta: dict[str, Any], lora) -> pd.DataFrame:
-    sae = meta.get("sae", {})
-    items = {
-        "name": meta.get("config", {}).get("name"),
-        "preset": meta.get("preset"),
-        "sae": sae.get("path") or f"{sae.get('release')}/{sae.get('sae_id')}",
-        "sae hash": sae.get("hash"),
-        "d_sae": lora.d_sae,
-        "rank": lora.rank,
-        "hook": meta.get("hook_name"),
-        "mode": meta.get("mode"),
-        "s": ", ".join(f"{v:.4g}" for v in lora.s.detach().tolist()),
-        "L0 read / write": f"{lora.l0()[0]} / {lora.l0()[1]}",
-        "n_train / n_eval": f"{meta.get('n_train')} / {meta.get('n_eval')}",
-        "complete": meta.get("complete"),
-        "created": meta.get("created"),
-        "updated": meta.get("updated"),
-        "library version": meta.get("version"),
-    }
-    return pd.DataFrame({"field": list(items), "value": [str(v) for v in items.values()]})
-
-
 def export_report(
     lora_dir: str | Path,
     out_path: str | Path | None = None,
@@ -127,7 +106,7 @@ def export_report(
         f"<h1>Adapter report: {html.escape(str(name))}</h1>",
         f"<p><code>{html.escape(str(lora_dir))}</code></p>",
         "<h2>Summary</h2>",
-        _table(_metadata_summary(meta, lora)),
+        _table(summary_table(adapter_info(loaded))),
         "<h2>Config</h2>",
         f"<pre>{html.escape(json.dumps(meta.get('config', {}), indent=1))}</pre>",
         "<h2>Loss curve</h2>",

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from saelora_core.adapter.saving import load_lora
+from saelora_core.data.heldout import EVAL_NEW_TOKENS, GENERAL_TEXT, heldout_prompts
 from saelora_core.io.atomic import atomic_write_json
 from saelora_core.io.paths import REPO_ROOT, repo_relative
 
 logger = logging.getLogger(__name__)
-GENERAL_TEXT = REPO_ROOT / "data" / "heldout" / "general_text.jsonl"
 
 
 @dataclass
@@ -90,10 +90,10 @@ def describe(
 ) -> DescribeResult:
     """Write the card of the adapter in ``lora_dir`` (see the module doc). ``max_prompts``: fresh
     prompts per side (None: all 80 + 80)."""
-    from saelora_core.analysis.card import build_card, write_card
+    from saelora_core.analysis.card import build_card
+    from saelora_core.analysis.card_render import write_card
     from saelora_core.analysis.faithfulness import Faithfulness, check_faithfulness
     from saelora_core.analysis.labels import labeller_from_env
-    from saelora_core.demo import EVAL_NEW_TOKENS, heldout_prompts
     from saelora_core.models.presets import load_model_and_sae
 
     d = Path(lora_dir)

@@ -211,18 +211,6 @@ def counts_summary(counts: dict) -> str:
     return " · ".join(parts)
 
 
-def adapter_summary(loaded: LoadedLora) -> str:
-    """``rank 1, s = [0.873], L0 read 682 · write 1303 of 4096, sparsity `proximal_l1` ``."""
-    lora = loaded.lora
-    read, write = lora.l0()
-    fmt = ", ".join
-    return (
-        f"rank {lora.rank}, s = [{fmt(f'{v:.3g}' for v in lora.s.tolist())}], "
-        f"L0 read {fmt(map(str, read))} · write {fmt(map(str, write))} of {lora.d_sae} per vector, "
-        f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`"
-    )
-
-
 SWEEP_SECONDS_PER_ADAPTER = 73.0
 """Measured: 05's default pruning sweep (9 adapters, 8 prompts, 32 new tokens) took about 11
 minutes on the default model on 2 CPU cores (greedy generation in small batches, in and

@@ -14,7 +14,7 @@ from saelora_core.analysis import (
     top_feats_summary,
 )
 from saelora_core.models.presets import ModelAndSae
-from saelora_core.report import load_adapter_and_model
+from saelora_core.reporting.adapter_report import load_adapter_and_model
 
 
 def explore(
