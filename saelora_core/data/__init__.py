@@ -17,15 +17,7 @@ from saelora_core.data.backends import (
     canonical_topic,
     make_backend,
 )
-from saelora_core.data.build import (
-    FEATURES,
-    BuildResult,
-    FailedRow,
-    build_dataset,
-    build_dataset_async,
-    load_behaviour_dataset,
-    load_manifest,
-)
+from saelora_core.data.build import BuildResult, build_dataset, build_dataset_async
 from saelora_core.data.cache import AnswerCache, CachedAnswer, CacheKey
 from saelora_core.data.config import (
     ApiKeyError,
@@ -38,6 +30,7 @@ from saelora_core.data.config import (
     SourceError,
     default_seed_dir,
 )
+from saelora_core.data.failures import FailedRow
 from saelora_core.data.llm import LlmClient, LlmResult, UsageStats, resolve_api_key
 from saelora_core.data.sources import (
     SkippedRow,
@@ -48,6 +41,7 @@ from saelora_core.data.sources import (
     load_seed,
     load_source,
 )
+from saelora_core.data.store import FEATURES, load_behaviour_dataset, load_manifest
 
 __all__ = [
     "FEATURES",
