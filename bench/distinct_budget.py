@@ -188,7 +188,7 @@ def run_behaviour(mas, tag: str, args, out: Path) -> list[dict]:
                 "sparsity": "group_topk",
                 "topk": k,
                 "topk_schedule": schedule,
-                "l1_weight": 0.0,
+                "sparsity_weight": 0.0,
                 "s_lr": S_LR,
                 "init_from": str(prev),
                 "distill_from": str(teacher_dir),

@@ -65,7 +65,7 @@ from saelora_core.reporting import figures
 from saelora_core.reporting.export import save_figure, save_table
 from saelora_core.training.loop import split_dataset
 
-# (method, strength, init). For topk the strength is k; otherwise it is l1_weight.
+# (method, strength, init). For topk the strength is k; otherwise it is sparsity_weight.
 RUNS = [
     ("l1_raw", 0.05, "random"),  # the seed's method and init: the baseline
     ("none", 0.0, "contrastive"),  # no sparsity pressure: the dense reference
@@ -185,7 +185,11 @@ def main() -> None:
             continue
         name = f"{method}-{lam:g}-{init}"
         run_dir = out / "runs" / name
-        extra = {"topk": int(lam), "l1_weight": 0.0} if method == "topk" else {"l1_weight": lam}
+        extra = (
+            {"topk": int(lam), "sparsity_weight": 0.0}
+            if method == "topk"
+            else {"sparsity_weight": lam}
+        )
         if method == "hard_concrete":
             extra["gate_lr"] = 0.3  # log_alpha must travel from 2 to below -2.4 in ~25 steps
         cfg = LoraTrainingConfig.from_dict(
@@ -352,7 +356,7 @@ def main() -> None:
                 "epochs": args.epochs,
                 "sparsity": "topk",
                 "topk": k,
-                "l1_weight": 0.0,
+                "sparsity_weight": 0.0,
                 "init_from": str(prune_src),
                 "name": name,
             }
@@ -382,7 +386,7 @@ def main() -> None:
                 "epochs": len(DISTILL_SCHEDULE) + DISTILL_EPOCHS_AT_K,
                 "rank": rank,
                 "s_lr": DISTILL_S_LR,
-                "l1_weight": 0.0,
+                "sparsity_weight": 0.0,
                 "distill_from": str(prune_src),
                 "name": name,
             }

@@ -41,7 +41,7 @@ def _():
     # 2 · Train an adapter
 
     Trains `Δz = ((z @ Â) * s) @ B̂` at the hook point with the model and SAE frozen:
-    `loss = CE(assistant tokens) + l1_weight · penalty(Â, B̂)`. The checkpoint goes to
+    `loss = CE(assistant tokens) + sparsity_weight · penalty(Â, B̂)`. The checkpoint goes to
     `loras/NAME/` (`params.pt`, `metadata.json`, `train_state.pt`).
 
     Start from a **recipe**; every field it sets stays editable below. `recommended` is the

@@ -76,7 +76,7 @@ def test_train_lora_micro_batch_does_not_change_the_run(tiny_mas, tmp_path):
     base = dict(
         lr=0.05,
         s_lr=0.5,
-        l1_weight=0.0,
+        sparsity_weight=0.0,
         batch_size=4,
         epochs=2,
         max_len=64,

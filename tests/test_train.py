@@ -23,7 +23,7 @@ ROWS = [{"id": str(i), "prompt": f"Say yes {i}", "response": "yes yes"} for i in
 def cfg(**kw):
     base = dict(
         lr=0.05,
-        l1_weight=0.0,
+        sparsity_weight=0.0,
         batch_size=4,
         rank=1,
         epochs=2,
@@ -198,7 +198,9 @@ def test_gradient_svd_init_trains_faster_than_random(tiny_mas, tmp_path):
 
 
 def test_hard_concrete_training_saves_plain_sparse_adapter_and_resumes(tiny_mas, tmp_path):
-    c = dict(sparsity="hard_concrete", l1_weight=0.01, gate_lr=0.5, checkpoint_every=1, epochs=3)
+    c = dict(
+        sparsity="hard_concrete", sparsity_weight=0.01, gate_lr=0.5, checkpoint_every=1, epochs=3
+    )
     full = train_lora(tiny_mas, ROWS, cfg(**c), out_dir=tmp_path / "f", progress=False)
     assert not full.lora.gates
     read_l0, write_l0 = full.lora.l0()

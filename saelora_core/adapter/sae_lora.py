@@ -141,7 +141,7 @@ class SaeLora(nn.Module):
 
 
 def penalty(lora: SaeLora, kind: str) -> Tensor:
-    """The sparsity term added to the loss (times ``l1_weight``).
+    """The sparsity term added to the loss (times ``sparsity_weight``).
 
     - ``l1_raw``: ‖a‖₁ + ‖b‖₁ on the raw parameters (the seed's; degenerate under normalization).
     - ``l1_normalized``: ‖Â‖₁ + ‖B̂‖₁, invariant to rescaling a or b. For a unit vector, ‖v‖₁ ranges

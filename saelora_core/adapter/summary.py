@@ -95,7 +95,7 @@ def info_text(path: Path, info: dict[str, Any]) -> str:
         f"(of {info.get('d_sae')} latents)",
     ]
     if cfg:
-        keys = ["sparsity", "l1_weight", "init", "lr", "epochs", "batch_size"]
+        keys = ["sparsity", "sparsity_weight", "l1_weight", "init", "lr", "epochs", "batch_size"]
         if "topk" in str(cfg.get("sparsity")):
             keys.insert(1, "topk")
         shown = [f"{k}={cfg[k]}" for k in keys if cfg.get(k) is not None]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from saelora_core.io.config import ConfigBase
 
 HookMode = Literal["resid_add", "sae_replace"]
 Sparsity = Literal[
@@ -13,16 +15,20 @@ Init = Literal["random", "uniform_small", "gradient_svd", "contrastive"]
 
 
 @dataclass
-class LoraTrainingConfig:
-    """How to train one adapter. Defaults for lr, l1_weight, batch_size, rank and max_len are the
+class LoraTrainingConfig(ConfigBase):
+    """How to train one adapter. Defaults for lr, sparsity_weight, batch_size, rank and max_len are the
     seed experiment's."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"l1_weight": "sparsity_weight"}
+    """Adapters saved before the rename hold ``l1_weight`` (the weight of every sparsity penalty,
+    not only L1)."""
 
     lr: float = 1e-4
     """Adam learning rate for ``a``, ``b`` and ``s``."""
     s_lr: float | None = None
     """Learning rate for the scale ``s`` (None: ``lr``). ``s`` starts at 0 and must reach the scale
     of SAE activations, so it often needs a larger step than the directions."""
-    l1_weight: float = 0.05
+    sparsity_weight: float = 0.05
     """λ in ``loss = CE + λ · sparsity(Â, B̂)`` (for ``proximal_l1`` the per-step threshold is
     ``lr · λ``)."""
     batch_size: int = 32
@@ -110,7 +116,7 @@ class LoraTrainingConfig:
         checks = {
             "lr": self.lr > 0,
             "s_lr": self.s_lr is None or self.s_lr > 0,
-            "l1_weight": self.l1_weight >= 0,
+            "sparsity_weight": self.sparsity_weight >= 0,
             "batch_size": self.batch_size >= 1,
             "micro_batch": self.micro_batch >= 1,
             "rank": self.rank >= 1,
@@ -136,17 +142,6 @@ class LoraTrainingConfig:
                 raise ValueError(
                     f"{name} must be one of {allowed.__args__}, got {getattr(self, name)!r}"
                 )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LoraTrainingConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown LoraTrainingConfig fields: {sorted(unknown)}")
-        return cls(**d)
 
 
 def topk_at(cfg: LoraTrainingConfig, epoch: int) -> int:

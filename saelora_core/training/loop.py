@@ -1,6 +1,6 @@
 """Training loop: frozen model and SAE, only the adapter's a, b, s learn.
 
-    loss = CE(assistant tokens only) + l1_weight · penalty(Â, B̂)
+    loss = CE(assistant tokens only) + sparsity_weight · penalty(Â, B̂)
 
 With ``distill_from`` (a teacher adapter) the CE is replaced by KL(teacher ‖ student), the
 divergence of the next-token distributions at the same positions: compressing a dense adapter
@@ -284,10 +284,10 @@ def train_step(run: Run, order: list[int]) -> dict[str, Any]:
     run.opt.zero_grad(set_to_none=True)
     ce = accumulate_gradients(run, batch)
     pen = penalty(lora, cfg.sparsity)
-    if pen.requires_grad and cfg.l1_weight > 0:
-        (cfg.l1_weight * pen).backward()
+    if pen.requires_grad and cfg.sparsity_weight > 0:
+        (cfg.sparsity_weight * pen).backward()
     run.opt.step()
-    project_(lora, cfg.sparsity, tau=cfg.lr * cfg.l1_weight, k=topk_at(cfg, run.epoch))
+    project_(lora, cfg.sparsity, tau=cfg.lr * cfg.sparsity_weight, k=topk_at(cfg, run.epoch))
     if run.support is not None:
         with torch.no_grad():
             lora.a.mul_(run.support[0])

@@ -11,7 +11,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "recommended": {
         "lr": 0.3,
         "s_lr": 0.2,
-        "l1_weight": 0.002,
+        "sparsity_weight": 0.002,
         "batch_size": 8,
         "rank": 1,
         "epochs": 4,
@@ -28,7 +28,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "sparse (distilled, rank 8, top-16)": {
         "lr": 0.3,
         "s_lr": 0.05,
-        "l1_weight": 0.0,
+        "sparsity_weight": 0.0,
         "batch_size": 8,
         "rank": 8,
         "epochs": 9,

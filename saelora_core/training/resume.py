@@ -22,7 +22,7 @@ def comparable(config: dict) -> dict:
 
 def state_mismatch(state: dict, cfg: LoraTrainingConfig, mas: ModelAndSae, out: Path) -> str | None:
     """Why the checkpoint ``state`` cannot be resumed with ``cfg`` on ``mas`` (None: it can)."""
-    if comparable(state["config"]) != comparable(cfg.to_dict()):
+    if comparable(LoraTrainingConfig.upgrade(state["config"])) != comparable(cfg.to_dict()):
         return (
             f"{out} holds a run with a different config; use another out_dir or "
             "resume=False to start over"

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from saelora_core.adapter.batch import chunks, device_of, make_batch, tokenize_rows
 from saelora_core.adapter.forward import hook_resids, padded_resid, per_example_mean, token_ce
 from saelora_core.io.atomic import atomic_torch_save, atomic_write_json
+from saelora_core.io.config import ConfigBase
 from saelora_core.models.presets import ModelAndSae
 
 
@@ -60,7 +61,7 @@ def rank_for_params(d_model: int, n_params: int) -> int:
 
 
 @dataclass
-class SteerConfig:
+class SteerConfig(ConfigBase):
     rank: int = 6
     lr: float = 1e-2
     epochs: int = 4

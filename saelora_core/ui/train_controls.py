@@ -20,7 +20,14 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Optimizer": ("lr", "s_lr", "batch_size", "micro_batch", "epochs", "seed"),
     "Adapter and init": ("rank", "mode", "init", "init_examples", "init_from"),
     "Training targets": ("max_len", "response_tokens", "eval_fraction", "distill_from"),
-    "Sparsity": ("sparsity", "l1_weight", "topk", "topk_schedule", "gate_lr", "freeze_support"),
+    "Sparsity": (
+        "sparsity",
+        "sparsity_weight",
+        "topk",
+        "topk_schedule",
+        "gate_lr",
+        "freeze_support",
+    ),
     "Speed and checkpoints": ("precompute", "logits_dtype", "checkpoint_every"),
 }
 """The controls' sections, in order; every field but ``layer`` (the loaded SAE's) and ``name``
@@ -58,7 +65,7 @@ def _controls(cfg: LoraTrainingConfig) -> dict[str, Any]:
             value=cfg.distill_from or "", label="distill_from (teacher dir; empty: CE)"
         ),
         "sparsity": mo.ui.dropdown(list(get_args(Sparsity)), value=cfg.sparsity, label="sparsity"),
-        "l1_weight": num("l1_weight", 0.0, 100.0, 1e-4, "l1_weight (λ)"),
+        "sparsity_weight": num("sparsity_weight", 0.0, 100.0, 1e-4, "sparsity_weight (λ)"),
         "topk": num("topk", 1, 100_000, 1, "topk (sparsity=topk)"),
         "topk_schedule": mo.ui.text(
             value=", ".join(map(str, cfg.topk_schedule)), label="topk_schedule (k per epoch)"
@@ -125,7 +132,7 @@ def config_from_controls(
     )
     for k in ints:
         v[k] = int(v[k])
-    for k in ("lr", "l1_weight", "eval_fraction", "gate_lr"):
+    for k in ("lr", "sparsity_weight", "eval_fraction", "gate_lr"):
         v[k] = float(v[k])
     v["s_lr"] = float(v["s_lr"]) or None
     v["init_from"] = _path(v["init_from"], root)
