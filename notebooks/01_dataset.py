@@ -14,12 +14,12 @@ with app.setup:
         load_behaviour_dataset,
         load_manifest,
     )
-    from saelora_core.reporting.export import save_table
     from saelora_core.ui.notebook_support import (
         counts_summary,
         dataset_form_defaults,
         dataset_names,
         default_choice,
+        export_note,
         notebook_env,
     )
 
@@ -251,11 +251,8 @@ def _():
 @app.cell
 def _(dataset, export_button, picker):
     mo.stop(not export_button.value)
-    written = [
-        *save_table(dataset["train"].to_pandas(), EXPORTS, f"{picker.value}-train"),
-        *save_table(dataset["eval"].to_pandas(), EXPORTS, f"{picker.value}-eval"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
+    _tables = {f"{picker.value}-{split}": dataset[split].to_pandas() for split in ("train", "eval")}
+    mo.md(export_note(EXPORTS, tables=_tables))
     return
 
 

@@ -10,10 +10,10 @@ with app.setup:
     from saelora_core import train_lora
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.reporting import figures
-    from saelora_core.reporting.export import save_figure, save_table
     from saelora_core.training.estimate import estimate_training, format_duration, machine_overrides
     from saelora_core.training.recipes import DEFAULT_RECIPE, RECIPES, recipe
     from saelora_core.ui.notebook_support import (
+        export_note,
         load_model_or_stop,
         notebook_env,
         show_table,
@@ -213,12 +213,8 @@ def _():
 @app.cell
 def _(cfg, export_button, history_df, loss_fig, steps_df):
     mo.stop(not export_button.value)
-    written = [
-        *save_figure(loss_fig, EXPORTS, f"{cfg.name}-loss"),
-        *save_table(history_df, EXPORTS, f"{cfg.name}-history"),
-        *save_table(steps_df, EXPORTS, f"{cfg.name}-steps"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
+    _tables = {f"{cfg.name}-history": history_df, f"{cfg.name}-steps": steps_df}
+    mo.md(export_note(EXPORTS, figures={f"{cfg.name}-loss": loss_fig}, tables=_tables))
     return
 
 

@@ -13,9 +13,9 @@ with app.setup:
     from saelora_core.analysis.describe import describe
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.reporting import figures
-    from saelora_core.reporting.export import save_figure, save_table
     from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
+        export_note,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
@@ -247,22 +247,16 @@ def _():
 @app.cell
 def _(adapter_picker, export_button, feats, feats_fig):
     mo.stop(not export_button.value)
-    _written = [
-        *save_figure(feats_fig, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
-        *save_table(feats, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    _name = f"{adapter_picker.selected_key}-top-feats"
+    mo.md(export_note(EXPORTS, figures={_name: feats_fig}, tables={_name: feats}))
     return
 
 
 @app.cell
 def _(adapter_picker, export_button, per_token, per_token_fig):
     mo.stop(not export_button.value)
-    _written = [
-        *save_figure(per_token_fig, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
-        *save_table(per_token, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    _name = f"{adapter_picker.selected_key}-per-token"
+    mo.md(export_note(EXPORTS, figures={_name: per_token_fig}, tables={_name: per_token}))
     return
 
 
@@ -270,12 +264,12 @@ def _(adapter_picker, export_button, per_token, per_token_fig):
 def _(adapter_picker, dashboards, export_button):
     mo.stop(not export_button.value)
     _name = adapter_picker.selected_key
-    _written = []
-    for _lat, _d in dashboards.items():
-        _written += save_figure(_d.histogram, EXPORTS, f"{_name}-latent-{_lat}-histogram")
-        _written += save_table(_d.examples, EXPORTS, f"{_name}-latent-{_lat}-examples")
-        _written += save_table(_d.top_logits, EXPORTS, f"{_name}-latent-{_lat}-top-logits")
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    _figures = {f"{_name}-latent-{_l}-histogram": _d.histogram for _l, _d in dashboards.items()}
+    _tables = {}
+    for _l, _d in dashboards.items():
+        _tables[f"{_name}-latent-{_l}-examples"] = _d.examples
+        _tables[f"{_name}-latent-{_l}-top-logits"] = _d.top_logits
+    mo.md(export_note(EXPORTS, figures=_figures, tables=_tables))
     return
 
 

@@ -8,9 +8,9 @@ with app.setup:
 
     from saelora_core import analysis
     from saelora_core.reporting import figures
-    from saelora_core.reporting.export import save_figure, save_table
     from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
+        export_note,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
@@ -131,19 +131,16 @@ def _():
 def _(adapter_picker, export_button, toks, toks_fig):
     mo.stop(not export_button.value)
     _name = adapter_picker.selected_key
-    written = [
-        *save_figure(toks_fig, EXPORTS, f"{_name}-top-toks"),
-        *save_table(toks, EXPORTS, f"{_name}-top-toks"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
+    _names = {f"{_name}-top-toks": toks_fig}
+    mo.md(export_note(EXPORTS, figures=_names, tables={f"{_name}-top-toks": toks}))
     return
 
 
 @app.cell
 def _(adapter_picker, attribution, export_button):
     mo.stop(not export_button.value)
-    _written = save_table(attribution, EXPORTS, f"{adapter_picker.selected_key}-edit-attribution")
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    _name = f"{adapter_picker.selected_key}-edit-attribution"
+    mo.md(export_note(EXPORTS, tables={_name: attribution}))
     return
 
 

@@ -65,7 +65,7 @@ class LoraTrainingConfig(ConfigBase):
     """``sparsity="topk"``/``"group_topk"`` only: the k of each epoch in turn (e.g. ``[512, 256, 128, 64, 32]``),
     then ``topk`` for the remaining epochs. Cutting the support gradually lets the kept latents
     take over the work of the dropped ones a few at a time; cutting a dense adapter to 16 at
-    once loses most of its effect (``bench/sparsity_sweep.py``)."""
+    once loses most of its effect (``studies/sparsity_sweep.py``)."""
     init: Init = "random"
     """``random``: Gaussian a/b (the seed's); ``uniform_small``: every entry equal, so untouched
     latents carry no random pattern (see lora.py); ``gradient_svd``: read vectors from the top-``rank``

@@ -22,6 +22,7 @@ from saelora_core.adapter.saving import CheckpointError, LoadedLora, load_lora
 from saelora_core.io.paths import REPO_ROOT
 from saelora_core.models.hub import PresetUnavailableError
 from saelora_core.models.presets import ModelAndSae, load_model_and_sae
+from saelora_core.reporting.export import export_results
 
 DEFAULT_LORA_NAME = "demo-math-upper"
 """The demo adapter with a measurable effect (math -> uppercase); the French flagship sits beside it."""
@@ -247,3 +248,18 @@ def training_metadata(dataset_dir: Path) -> dict:
         if found:
             out["detector"] = found[0]
     return out
+
+
+def export_note(
+    out_dir: Path,
+    *,
+    figures: dict[str, Any] | None = None,
+    tables: dict[str, Any] | None = None,
+    root: Path | None = None,
+) -> str:
+    """Export ``figures`` and ``tables`` under their names (``reporting.export.export_results``)
+    and say what was written, as Markdown (paths relative to ``root`` when given): the one call
+    of every notebook's export cell."""
+    written = export_results(out_dir, figures=figures, tables=tables)
+    shown = [p.relative_to(root) if root else p for p in written]
+    return "Wrote:\n\n" + "\n".join(f"- `{p}`" for p in shown)
