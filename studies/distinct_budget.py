@@ -27,7 +27,7 @@ With ``--baselines`` each behaviour also gets, on the same fresh prompts: the pr
 prompt) and a dense residual-space steer with a rank-1 latent adapter's parameter budget
 (``steer.py``, NodiReFT-style with a ReLU gate, trained on the same CE and data).
 
-Usage: python bench/distinct_budget.py [--behaviours french upper] [--quick] [--ship]
+Usage: python studies/distinct_budget.py [--behaviours french upper] [--quick] [--ship]
        [--baselines]
 """
 
@@ -352,7 +352,7 @@ def ship(mas, lora: SaeLora, gain: float, run_dir: Path, dest: Path, row: dict) 
         "gain": gain,
         "source": str(run_dir),
         "heldout": {k: row[k] for k in ("in_topic", "off_topic", "effect", "retained")},
-        "command": "python bench/distinct_budget.py --ship",
+        "command": "python studies/distinct_budget.py --ship",
     }
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

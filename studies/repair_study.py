@@ -1,7 +1,7 @@
 """The SAE-gap repair comparison on the default model: every method and the two combinations at
 one token budget, one evaluation, one table, two figures.
 
-    python scripts/repair_study.py [--train-tokens 32768] [--eval-tokens 4096] [--out runs/repair-study]
+    python studies/repair_study.py [--train-tokens 32768] [--eval-tokens 4096] [--out runs/repair-study]
 
 Runs resume (each run's checkpoint, and a finished run is not redone). Writes
 ``results/repair/`` (table.csv, table.md, curves.csv, gap.png/html, curves.png/html,

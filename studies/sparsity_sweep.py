@@ -23,7 +23,11 @@ figures (HTML + PNG). The distilled student with the largest effect, its random 
 teacher are also scored on 80 + 80 prompts outside every dataset split (``heldout.csv``), since
 20 eval prompts leave a rate at ±0.1.
 
-Usage: python bench/sparsity_sweep.py [--quick] [--epochs N] [--eval-prompts N] [--only M ...]
+Stages (each a function below, each resumable from what it wrote): ``train_runs``,
+``diagnose``, ``pick_adapter_to_prune``, ``prune``, ``finetune_pruned``, ``distil``,
+``heldout_check``, ``plot``, ``feature_reports``.
+
+Usage: python studies/sparsity_sweep.py [--quick] [--epochs N] [--eval-prompts N] [--only M ...]
        [--prune LORA_DIR]
 """
 
@@ -32,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import plotly.express as px
@@ -43,7 +49,6 @@ from saelora_core import (
     SaeLora,
     load_lora,
     load_model_and_sae,
-    prune_topk,
     random_support_control,
     save_lora,
     train_lora,
@@ -59,8 +64,11 @@ from saelora_core.analysis import (
     response_ce,
     top_feats_summary,
 )
+from saelora_core.analysis.behaviour import BehaviourResult
+from saelora_core.analysis.prune_sweep import prune_variants, score_variants
 from saelora_core.data.heldout import EVAL_NEW_TOKENS, heldout_prompts
 from saelora_core.demo.behaviours import SWEEP_BEHAVIOUR, build_demo_dataset
+from saelora_core.models.presets import ModelAndSae
 from saelora_core.reporting import figures
 from saelora_core.reporting.export import save_figure, save_table
 from saelora_core.training.loop import split_dataset
@@ -150,7 +158,37 @@ def heldout_table(files: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main() -> None:
+@dataclass
+class Sweep:
+    """What every stage reads: the model, the data, the evaluation settings and the output."""
+
+    args: argparse.Namespace
+    out: Path
+    mas: ModelAndSae
+    ds: Any
+    data: dict
+    eval_rows: list[dict]
+    ce_rows: list[dict]
+    gen: dict
+    base: BehaviourResult
+
+
+@dataclass
+class Pruning:
+    """The adapter the pruning stages start from, and its own effect and CE gain."""
+
+    full: SaeLora
+    full_name: str
+    src: str | None
+    """Its directory when it is a saved adapter (fine-tuning and distillation need one)."""
+    in_rows: list[dict]
+    base_in: BehaviourResult
+    base_ce: Any
+    full_effect: float
+    full_gain: float
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="16 train rows, 2 eval prompts a side")
     ap.add_argument("--epochs", type=int, default=2)
@@ -162,10 +200,13 @@ def main() -> None:
         help="adapter to prune (default: the demo's; if missing, the sweep's best sparse run)",
     )
     ap.add_argument("--out", default="exports/sparsity_sweep")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def setup(args: argparse.Namespace) -> Sweep:
+    """Load the model, build the flagship dataset, and generate the base model's answers."""
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     mas = load_model_and_sae("gemma-3-270m")
     ds = build_demo_dataset(SWEEP_BEHAVIOUR).dataset
     data = {"train": ds["train"], "eval": ds["eval"]}
@@ -178,80 +219,95 @@ def main() -> None:
     gen = {"detector": SWEEP_BEHAVIOUR.detector, "max_new_tokens": EVAL_NEW_TOKENS}
     base = evaluate_behaviour(mas, None, eval_rows, **gen)
     print("base", base.rates.to_dict(orient="records"), flush=True)
+    return Sweep(args, out, mas, ds, data, eval_rows, ce_rows, gen, base)
 
+
+def run_config(sw: Sweep, method: str, lam: float, init: str, name: str) -> LoraTrainingConfig:
+    extra = (
+        {"topk": int(lam), "sparsity_weight": 0.0} if method == "topk" else {"sparsity_weight": lam}
+    )
+    if method == "hard_concrete":
+        extra["gate_lr"] = 0.3  # log_alpha must travel from 2 to below -2.4 in ~25 steps
+    return LoraTrainingConfig.from_dict(
+        {
+            **SWEEP_CONFIG.to_dict(),
+            "epochs": sw.args.epochs,
+            "sparsity": method,
+            "init": init,
+            "name": name,
+            **extra,
+        }
+    )
+
+
+def train_run(sw: Sweep, method: str, lam: float, init: str) -> tuple[dict, SaeLora]:
+    """Train one (method, strength, init) and score it; cached in ``runs/<name>/sweep_row.json``."""
+    name = f"{method}-{lam:g}-{init}"
+    run_dir = sw.out / "runs" / name
+    row_file = run_dir / "sweep_row.json"
+    if row_file.exists():
+        row = json.loads(row_file.read_text())
+        print("cached", json.dumps(row), flush=True)
+        return row, load_lora(run_dir).lora
+    cfg = run_config(sw, method, lam, init, name)
+    t = time.perf_counter()
+    res = train_lora(sw.mas, sw.data, cfg, out_dir=run_dir, progress=False)
+    beh = evaluate_behaviour(sw.mas, res.lora, sw.eval_rows, base=sw.base, **sw.gen)
+    ce = response_ce(sw.mas, res.lora, sw.ce_rows, max_len=cfg.max_len, logits_dtype="bfloat16")
+    (l0r,), (l0w,) = res.lora.l0()
+    row = {
+        "name": name,
+        "method": method,
+        "strength": lam,
+        "init": init,
+        "l0_read": l0r,
+        "l0_write": l0w,
+        "l0": max(l0r, l0w),
+        "in_topic": beh.rate("adapter", "in_topic"),
+        "off_topic": beh.rate("adapter", "off_topic"),
+        "base_in_topic": beh.rate("base", "in_topic"),
+        "base_off_topic": beh.rate("base", "off_topic"),
+        "effect": beh.effect,
+        "ce_gain_in_topic": ce.gain("in_topic"),
+        "ce_gain_off_topic": ce.gain("off_topic"),
+        "eval_ce": res.history[-1]["eval_ce"],
+        "eval_ce_start": res.history[0]["eval_ce"],
+        "s": res.lora.s.item(),
+        "raw_norm_a": res.lora.a.norm().item(),
+        "raw_norm_b": res.lora.b.norm().item(),
+        "seconds": time.perf_counter() - t,
+    }
+    sp = adapter_sparsity(res.lora, noise_baseline=False).set_index("side")
+    row |= {
+        f"{side}_{k}": float(sp.loc[side, k])
+        for side in ("read", "write")
+        for k in ("hoyer", "gini", "top16_mass")
+    }
+    row_file.write_text(json.dumps(row, indent=1))
+    beh.samples.to_csv(run_dir / "samples.csv", index=False)
+    print(json.dumps(row), flush=True)
+    return row, res.lora
+
+
+def train_runs(sw: Sweep) -> tuple[pd.DataFrame, dict[str, SaeLora]]:
+    """Stage 1: every method of ``RUNS`` (or ``--only``), written to ``runs.csv``."""
     rows, adapters = [], {}
     for method, lam, init in RUNS:
-        if args.only and method not in args.only:
+        if sw.args.only and method not in sw.args.only:
             continue
-        name = f"{method}-{lam:g}-{init}"
-        run_dir = out / "runs" / name
-        extra = (
-            {"topk": int(lam), "sparsity_weight": 0.0}
-            if method == "topk"
-            else {"sparsity_weight": lam}
-        )
-        if method == "hard_concrete":
-            extra["gate_lr"] = 0.3  # log_alpha must travel from 2 to below -2.4 in ~25 steps
-        cfg = LoraTrainingConfig.from_dict(
-            {
-                **SWEEP_CONFIG.to_dict(),
-                "epochs": args.epochs,
-                "sparsity": method,
-                "init": init,
-                "name": name,
-                **extra,
-            }
-        )
-        row_file = run_dir / "sweep_row.json"
-        if row_file.exists():
-            row = json.loads(row_file.read_text())
-            adapters[name] = load_lora(run_dir).lora
-            rows.append(row)
-            print("cached", json.dumps(row), flush=True)
-            continue
-        t = time.perf_counter()
-        res = train_lora(mas, data, cfg, out_dir=run_dir, progress=False)
-        beh = evaluate_behaviour(mas, res.lora, eval_rows, base=base, **gen)
-        ce = response_ce(mas, res.lora, ce_rows, max_len=cfg.max_len, logits_dtype="bfloat16")
-        (l0r,), (l0w,) = res.lora.l0()
-        row = {
-            "name": name,
-            "method": method,
-            "strength": lam,
-            "init": init,
-            "l0_read": l0r,
-            "l0_write": l0w,
-            "l0": max(l0r, l0w),
-            "in_topic": beh.rate("adapter", "in_topic"),
-            "off_topic": beh.rate("adapter", "off_topic"),
-            "base_in_topic": beh.rate("base", "in_topic"),
-            "base_off_topic": beh.rate("base", "off_topic"),
-            "effect": beh.effect,
-            "ce_gain_in_topic": ce.gain("in_topic"),
-            "ce_gain_off_topic": ce.gain("off_topic"),
-            "eval_ce": res.history[-1]["eval_ce"],
-            "eval_ce_start": res.history[0]["eval_ce"],
-            "s": res.lora.s.item(),
-            "raw_norm_a": res.lora.a.norm().item(),
-            "raw_norm_b": res.lora.b.norm().item(),
-            "seconds": time.perf_counter() - t,
-        }
-        sp = adapter_sparsity(res.lora, noise_baseline=False).set_index("side")
-        row |= {
-            f"{side}_{k}": float(sp.loc[side, k])
-            for side in ("read", "write")
-            for k in ("hoyer", "gini", "top16_mass")
-        }
-        row_file.write_text(json.dumps(row, indent=1))
-        beh.samples.to_csv(run_dir / "samples.csv", index=False)
+        row, lora = train_run(sw, method, lam, init)
         rows.append(row)
-        adapters[name] = res.lora
-        print(json.dumps(row), flush=True)
+        adapters[row["name"]] = lora
     runs = pd.DataFrame(rows)
-    runs.to_csv(out / "runs.csv", index=False)
+    runs.to_csv(sw.out / "runs.csv", index=False)
+    return runs, adapters
 
-    # Diagnosis: never-firing latents and what each init leaves on them.
-    train_ex, _, _ = split_dataset(mas, data, LoraTrainingConfig(max_len=SWEEP_CONFIG.max_len))
+
+def diagnose(sw: Sweep, adapters: dict[str, SaeLora]) -> None:
+    """Stage 2: never-firing latents and what each init leaves on them (``diagnosis.json`` and
+    its figure)."""
+    mas, out = sw.mas, sw.out
+    train_ex, _, _ = split_dataset(mas, sw.data, LoraTrainingConfig(max_len=SWEEP_CONFIG.max_len))
     fired = fired_on(mas, train_ex)
     diag: dict = {"d_sae": int(fired.numel()), "never_fire_share": 1 - fired.float().mean().item()}
     d_sae = mas.sae.cfg.d_sae
@@ -268,7 +324,6 @@ def main() -> None:
             diag[name] = {"read_mass_never_firing": a[~fired].pow(2).sum().item()}
     (out / "diagnosis.json").write_text(json.dumps(diag, indent=1))
     print("diagnosis", json.dumps(diag), flush=True)
-
     dg = pd.DataFrame(
         [
             {"adapter": n, "latents": g, "share of |Â|²": v}
@@ -286,142 +341,176 @@ def main() -> None:
         )
         save_figure(fig, out, "diagnosis_never_firing", formats=("html", "png"))
 
-    # The adapter to prune: the largest behaviour effect among the sparse methods (ties: the
-    # larger in-topic CE gain). Pruned adapters answer the in-topic prompts only (the effect is
-    # defined there); the base answers are reused.
+
+def pick_adapter_to_prune(sw: Sweep, runs: pd.DataFrame, adapters: dict[str, SaeLora]) -> Pruning:
+    """Stage 3: the adapter to prune, ``--prune`` (the demo's) when it exists, else the sparse
+    run with the largest behaviour effect (ties: the larger in-topic CE gain). Pruned adapters
+    answer the in-topic prompts only (the effect is defined there); the base answers are reused."""
+    mas, gen = sw.mas, sw.gen
     sparse = pd.DataFrame(runs[~runs.method.isin(["l1_raw", "none"])])
     pick = (sparse if len(sparse) else runs).sort_values(by=["effect", "ce_gain_in_topic"]).iloc[-1]
     full, full_name = adapters[pick["name"]], str(pick["name"])
-    prune_src = args.prune if args.prune and Path(args.prune, "params.pt").exists() else None
-    if prune_src:  # the demo's adapter, by default
-        full, full_name = load_lora(prune_src).lora, str(prune_src)
-    in_rows = [r for r in ds["eval"] if r["in_topic"]][: 2 if args.quick else None]
+    args = sw.args
+    src = args.prune if args.prune and Path(args.prune, "params.pt").exists() else None
+    if src:
+        full, full_name = load_lora(src).lora, str(src)
+    in_rows = [r for r in sw.ds["eval"] if r["in_topic"]][: 2 if args.quick else None]
     base_in = evaluate_behaviour(mas, None, in_rows, **gen)
-    base_ce = response_ce(mas, full, ce_rows, max_len=SWEEP_CONFIG.max_len, logits_dtype="bfloat16")
+    base_ce = response_ce(
+        mas, full, sw.ce_rows, max_len=SWEEP_CONFIG.max_len, logits_dtype="bfloat16"
+    )
     full_effect = evaluate_behaviour(mas, full, in_rows, base=base_in, **gen).effect
     full_gain = base_ce.gain("in_topic")
     print(f"pruning {full_name}: effect {full_effect:+.3f}, CE gain {full_gain:+.4f}", flush=True)
+    return Pruning(full, full_name, src, in_rows, base_in, base_ce, full_effect, full_gain)
 
-    def prune_row(kind: str, k: int, lora: SaeLora) -> dict:
-        """Effect (greedy, in-topic prompts) and CE gains of a pruned adapter."""
-        beh = evaluate_behaviour(mas, lora, in_rows, base=base_in, **gen)
-        ce = response_ce(
-            mas, lora, ce_rows, max_len=SWEEP_CONFIG.max_len, logits_dtype="bfloat16", base=base_ce
-        )
-        return {
-            "adapter": full_name,
-            "k": k,
-            "kind": kind,
-            "in_topic": beh.rate("adapter", "in_topic"),
-            "effect": beh.effect,
-            "retained": beh.effect / full_effect if full_effect else float("nan"),
-            "ce_gain_in_topic": ce.gain("in_topic"),
-            "ce_gain_off_topic": ce.gain("off_topic"),
-            "ce_retained": ce.gain("in_topic") / full_gain if full_gain else float("nan"),
-        }
 
-    prune = []
-    prune_file = out / "prune.csv"
-    if prune_file.exists():  # a re-run reuses the pruning rows of the same adapter
+def pruned_columns(sw: Sweep, p: Pruning, lora: SaeLora, beh: BehaviourResult) -> dict:
+    """Effect retained and CE gains of a pruned adapter whose in-topic answers are ``beh``."""
+    ce = response_ce(
+        sw.mas, lora, sw.ce_rows, max_len=SWEEP_CONFIG.max_len, logits_dtype="bfloat16",
+        base=p.base_ce,
+    )  # fmt: skip
+    return {
+        "adapter": p.full_name,
+        "in_topic": beh.rate("adapter", "in_topic"),
+        "retained": beh.effect / p.full_effect if p.full_effect else float("nan"),
+        "ce_gain_in_topic": ce.gain("in_topic"),
+        "ce_gain_off_topic": ce.gain("off_topic"),
+        "ce_retained": ce.gain("in_topic") / p.full_gain if p.full_gain else float("nan"),
+    }
+
+
+def prune_row(sw: Sweep, p: Pruning, kind: str, k: int, lora: SaeLora) -> dict:
+    """Effect (greedy, in-topic prompts) and CE gains of a trained, pruned adapter."""
+    beh = evaluate_behaviour(sw.mas, lora, p.in_rows, base=p.base_in, **sw.gen)
+    return {"k": k, "kind": kind, "effect": beh.effect} | pruned_columns(sw, p, lora, beh)
+
+
+def prune(sw: Sweep, p: Pruning) -> list[dict]:
+    """Stage 4: top-k pruning against a same-L0 random control, k = 1 … 64
+    (``analysis.prune_sweep``); a re-run reuses the rows of the same adapter in ``prune.csv``."""
+    prune_file = sw.out / "prune.csv"
+    if prune_file.exists():
         cached = pd.read_csv(prune_file)
-        if set(cached.adapter) == {full_name} and set(cached.k) == set(PRUNE_K):
-            prune = cached[~cached.kind.str.contains("fine-tuned|distilled")].to_dict(
+        if set(cached.adapter) == {p.full_name} and set(cached.k) == set(PRUNE_K):
+            return cached[~cached.kind.str.contains("fine-tuned|distilled")].to_dict(
                 orient="records"
             )
-    for k in () if prune else PRUNE_K:
-        for kind, lora in (
-            ("top-k latents", prune_topk(full, k).lora),
-            (
-                "random latents (same L0)",
-                random_support_control(full, k, torch.Generator().manual_seed(k)),
-            ),
-        ):
-            prune.append(prune_row(kind, k, lora))
-            print(json.dumps(prune[-1]), flush=True)
-    # Prune, then fine-tune: start from the pruned adapter (init_from + sparsity="topk") and
-    # train it for --epochs on the same data, so the kept latents can take over the work of
-    # the dropped ones.
-    off_rows = [r for r in eval_rows if not r["in_topic"]]
-    base_off = None  # generated on the first fine-tune that is not cached
-    for k in FINETUNE_K if prune_src else ():
+    variants = prune_variants(
+        p.full,
+        PRUNE_K,
+        lambda k: torch.Generator().manual_seed(k),
+        include_full=False,
+        kinds=("top-k latents", "random latents (same L0)"),
+    )
+    table = score_variants(
+        sw.mas,
+        variants,
+        p.in_rows,
+        base=p.base_in,
+        extra=lambda v, beh: pruned_columns(sw, p, v.lora, beh),
+        **sw.gen,
+    )
+    print(table.to_string(), flush=True)
+    return table.to_dict(orient="records")
+
+
+def off_topic_rate(sw: Sweep, lora: SaeLora, cache: dict) -> float:
+    """The adapter's off-topic rate; the base answers are generated once (kept in ``cache``)."""
+    off_rows = [r for r in sw.eval_rows if not r["in_topic"]]
+    if "base" not in cache:
+        cache["base"] = evaluate_behaviour(sw.mas, None, off_rows, **sw.gen)
+    off = evaluate_behaviour(sw.mas, lora, off_rows, base=cache["base"], **sw.gen)
+    return off.rate("adapter", "off_topic")
+
+
+def finetune_pruned(sw: Sweep, p: Pruning, off_cache: dict) -> list[dict]:
+    """Stage 5: prune, then fine-tune: start from the pruned adapter (init_from +
+    sparsity="topk") and train it for --epochs on the same data, so the kept latents can take
+    over the work of the dropped ones."""
+    rows = []
+    for k in FINETUNE_K if p.src else ():
         name = f"finetune-top{k}"
-        run_dir = out / "runs" / name
+        run_dir = sw.out / "runs" / name
         row_file = run_dir / "prune_row.json"
         if row_file.exists():
-            prune.append(json.loads(row_file.read_text()))
+            rows.append(json.loads(row_file.read_text()))
             continue
         ft_cfg = LoraTrainingConfig.from_dict(
             {
                 **SWEEP_CONFIG.to_dict(),
-                "epochs": args.epochs,
+                "epochs": sw.args.epochs,
                 "sparsity": "topk",
                 "topk": k,
                 "sparsity_weight": 0.0,
-                "init_from": str(prune_src),
+                "init_from": str(p.src),
                 "name": name,
             }
         )
-        lora = train_lora(mas, data, ft_cfg, out_dir=run_dir, progress=False).lora
-        base_off = base_off or evaluate_behaviour(mas, None, off_rows, **gen)
-        off = evaluate_behaviour(mas, lora, off_rows, base=base_off, **gen)
-        row = prune_row("top-k, fine-tuned", k, lora) | {
-            "off_topic": off.rate("adapter", "off_topic"),
+        lora = train_lora(sw.mas, sw.data, ft_cfg, out_dir=run_dir, progress=False).lora
+        row = prune_row(sw, p, "top-k, fine-tuned", k, lora) | {
+            "off_topic": off_topic_rate(sw, lora, off_cache),
             "l0_read": lora.l0()[0][0],
             "l0_write": lora.l0()[1][0],
         }
         row_file.write_text(json.dumps(row, indent=1))
-        prune.append(row)
+        rows.append(row)
         print(json.dumps(row), flush=True)
-    # Distil the adapter into sparse students, and the same-L0 random-latent controls.
-    for rank, k in DISTILL if prune_src else ():
+    return rows
+
+
+def distil_config(sw: Sweep, p: Pruning, rank: int, k: int, name: str, control: bool):
+    """The student's config: top-k along ``DISTILL_SCHEDULE`` from the pruned adapter, or (the
+    control) random latents with the student's per-vector L0 and the support frozen."""
+    common = {
+        **SWEEP_CONFIG.to_dict(),
+        "epochs": len(DISTILL_SCHEDULE) + DISTILL_EPOCHS_AT_K,
+        "rank": rank,
+        "s_lr": DISTILL_S_LR,
+        "sparsity_weight": 0.0,
+        "distill_from": str(p.src),
+        "name": name,
+    }
+    if not control:
+        extra = {"sparsity": "topk", "topk": k, "topk_schedule": DISTILL_SCHEDULE}
+        return LoraTrainingConfig.from_dict(common | extra | {"init_from": str(p.src)})
+    start = random_support_control(
+        split_rank(p.full, rank), k, torch.Generator().manual_seed(rank * 100 + k)
+    )
+    init_dir = sw.out / "runs" / name / "init"
+    meta = build_metadata(
+        start,
+        config={},
+        preset=sw.mas.preset,
+        sae_identity=sw.mas.sae_identity,
+        layer=sw.mas.layer,
+        mode=SWEEP_CONFIG.mode,
+    )
+    save_lora(start, init_dir, meta)
+    extra = {"sparsity": "none", "init_from": str(init_dir), "freeze_support": True}
+    return LoraTrainingConfig.from_dict(common | extra)
+
+
+def distil(sw: Sweep, p: Pruning, off_cache: dict) -> list[dict]:
+    """Stage 6: distil the adapter into sparse students, and the same-L0 random-latent
+    controls; each cached in ``runs/<name>/prune_row.json``."""
+    rows = []
+    for rank, k in DISTILL if p.src else ():
         for control in (False, True):
             name = f"distill-r{rank}-top{k}" + ("-random" if control else "")
-            run_dir = out / "runs" / name
-            row_file = run_dir / "prune_row.json"
+            row_file = sw.out / "runs" / name / "prune_row.json"
             if row_file.exists():
-                prune.append(json.loads(row_file.read_text()))
+                rows.append(json.loads(row_file.read_text()))
                 continue
-            common = {
-                **SWEEP_CONFIG.to_dict(),
-                "epochs": len(DISTILL_SCHEDULE) + DISTILL_EPOCHS_AT_K,
-                "rank": rank,
-                "s_lr": DISTILL_S_LR,
-                "sparsity_weight": 0.0,
-                "distill_from": str(prune_src),
-                "name": name,
-            }
-            if control:  # random latents with the student's per-vector L0, support frozen
-                start = random_support_control(
-                    split_rank(full, rank), k, torch.Generator().manual_seed(rank * 100 + k)
-                )
-                init_dir = run_dir / "init"
-                meta = build_metadata(
-                    start,
-                    config={},
-                    preset=mas.preset,
-                    sae_identity=mas.sae_identity,
-                    layer=mas.layer,
-                    mode=SWEEP_CONFIG.mode,
-                )
-                save_lora(start, init_dir, meta)
-                extra = {"sparsity": "none", "init_from": str(init_dir), "freeze_support": True}
-            else:
-                extra = {
-                    "sparsity": "topk",
-                    "topk": k,
-                    "topk_schedule": DISTILL_SCHEDULE,
-                    "init_from": str(prune_src),
-                }
-            cfg = LoraTrainingConfig.from_dict(common | extra)
+            cfg = distil_config(sw, p, rank, k, name, control)
             t = time.perf_counter()
-            lora = train_lora(mas, data, cfg, out_dir=run_dir, progress=False).lora
-            base_off = base_off or evaluate_behaviour(mas, None, off_rows, **gen)
-            off = evaluate_behaviour(mas, lora, off_rows, base=base_off, **gen)
+            lora = train_lora(sw.mas, sw.data, cfg, out_dir=row_file.parent, progress=False).lora
             l0r, l0w = lora.l0()
             kind = "random latents, distilled" if control else "top-k, distilled"
-            row = prune_row(f"{kind} (rank {rank})", k, lora) | {
+            row = prune_row(sw, p, f"{kind} (rank {rank})", k, lora) | {
                 "rank": rank,
-                "off_topic": off.rate("adapter", "off_topic"),
+                "off_topic": off_topic_rate(sw, lora, off_cache),
                 "l0_read": max(l0r),
                 "l0_write": max(l0w),
                 "latents_read": int((lora.a != 0).any(1).sum()),
@@ -429,21 +518,24 @@ def main() -> None:
                 "seconds": time.perf_counter() - t,
             }
             row_file.write_text(json.dumps(row, indent=1))
-            prune.append(row)
+            rows.append(row)
             print(json.dumps(row), flush=True)
-    pdf = pd.DataFrame(prune)
-    pdf.to_csv(prune_file, index=False)
-    # The student with the largest effect on the 20 eval prompts (the sparse adapter to
-    # describe), its random control and the teacher, on a larger held-out set: 80 math and 80
-    # general prompts that no dataset split contains (demo.heldout_prompts).
+    return rows
+
+
+def heldout_check(sw: Sweep, p: Pruning, pdf: pd.DataFrame) -> str | None:
+    """Stage 7: the student with the largest effect on the eval prompts (the sparse adapter to
+    describe), its random control and the teacher, on a larger held-out set: 80 math and 80
+    general prompts that no dataset split contains (``data.heldout``). Returns the student."""
     dist = pdf[pdf.kind.str.startswith("top-k, distilled")] if len(pdf) else pdf
     best = None
     if len(dist):
         row = dist.sort_values("effect").iloc[-1]
         best = f"distill-r{int(row['rank'])}-top{int(row['k'])}"
     held = heldout_prompts()
-    held = held[:2] + held[-2:] if args.quick else held
-    cands = [("teacher", full, out / "heldout_teacher.json")]
+    held = held[:2] + held[-2:] if sw.args.quick else held
+    out = sw.out
+    cands = [("teacher", p.full, out / "heldout_teacher.json")]
     for name in (best, f"{best}-random") if best else ():
         if (out / "runs" / name / "params.pt").exists():
             cands.append(
@@ -452,8 +544,8 @@ def main() -> None:
     base_held = None
     for name, lora, f in cands:
         if not f.exists():
-            base_held = base_held or evaluate_behaviour(mas, None, held, **gen)
-            r = evaluate_behaviour(mas, lora, held, base=base_held, **gen)
+            base_held = base_held or evaluate_behaviour(sw.mas, None, held, **sw.gen)
+            r = evaluate_behaviour(sw.mas, lora, held, base=base_held, **sw.gen)
             r.samples.to_csv(f.with_suffix(".samples.csv"), index=False)
             f.write_text(
                 json.dumps(
@@ -472,28 +564,50 @@ def main() -> None:
     hdf = heldout_table([f for _, _, f in cands])
     hdf.to_csv(out / "heldout.csv", index=False)
     print(hdf.to_string(), flush=True)
+    return best
+
+
+def plot(sw: Sweep, p: Pruning, runs: pd.DataFrame, pdf: pd.DataFrame) -> None:
+    """Stage 8: the Pareto figure of the methods and the pruning curves."""
     retained = runs.assign(
-        effect_retained=runs.effect / full_effect if full_effect else float("nan"),
+        effect_retained=runs.effect / p.full_effect if p.full_effect else float("nan"),
         method=runs.method + " (" + runs.init + ")",
     )
-    save_figure(figures.fig_pareto(retained, x="l0"), out, "pareto", formats=("html", "png"))
+    save_figure(figures.fig_pareto(retained, x="l0"), sw.out, "pareto", formats=("html", "png"))
     save_figure(
         figures.fig_prune_curve(pdf, x="k", y="retained", color="kind"),
-        out,
+        sw.out,
         "prune",
         formats=("html", "png"),
     )
 
-    # Are the chosen latents the topic's? Firing rates on in/off-topic train prompts, and
-    # max-activating examples of the top read latents.
-    texts = load_texts(mas, ds["train"], n=120)
-    feats = write_feature_report(mas, full, ds, texts, out, "")
+
+def feature_reports(sw: Sweep, p: Pruning, best: str | None) -> None:
+    """Stage 9: are the chosen latents the topic's? Firing rates on in/off-topic train prompts,
+    and max-activating examples of the top read latents, for the pruned adapter and the best
+    distilled student."""
+    texts = load_texts(sw.mas, sw.ds["train"], n=120)
+    feats = write_feature_report(sw.mas, p.full, sw.ds, texts, sw.out, "")
     print(feats.to_string(), flush=True)
-    # The same for the best distilled student: its read latents, their firing rates and
-    # max-activating examples.
     if best:
-        write_feature_report(mas, load_lora(out / "runs" / best).lora, ds, texts, out, "distilled")
-    print(f"done in {time.perf_counter() - t0:.0f}s; results in {out}", flush=True)
+        student = load_lora(sw.out / "runs" / best).lora
+        write_feature_report(sw.mas, student, sw.ds, texts, sw.out, "distilled")
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    sw = setup(parse_args())
+    runs, adapters = train_runs(sw)
+    diagnose(sw, adapters)
+    p = pick_adapter_to_prune(sw, runs, adapters)
+    off_cache: dict = {}  # the base model's off-topic answers, generated once when needed
+    rows = prune(sw, p) + finetune_pruned(sw, p, off_cache) + distil(sw, p, off_cache)
+    pdf = pd.DataFrame(rows)
+    pdf.to_csv(sw.out / "prune.csv", index=False)
+    best = heldout_check(sw, p, pdf)
+    plot(sw, p, runs, pdf)
+    feature_reports(sw, p, best)
+    print(f"done in {time.perf_counter() - t0:.0f}s; results in {sw.out}", flush=True)
 
 
 if __name__ == "__main__":
