@@ -11,11 +11,7 @@ import pytest
 from saelora_core.data import ApiKeyError, LlmClient, resolve_api_key
 from saelora_core.data.llm import retry_after_seconds
 from saelora_core.data.prompts import classify_messages, parse_classification, parse_rewrite
-
-try:
-    from llm_server import FAKE_KEY, Reply, answer_json, keyword_script, running_server
-except ImportError:  # tests/ imported as a package
-    from tests.llm_server import FAKE_KEY, Reply, answer_json, keyword_script, running_server
+from tests.llm_server import FAKE_KEY, Reply, answer_json, keyword_script, running_server
 
 MESSAGES = classify_messages("mathematics", "math question: 2 + 2?")
 

@@ -17,11 +17,7 @@ from saelora_core.data import (
     load_source,
 )
 from saelora_core.data.sources import Columns
-
-try:
-    from llm_server import seed_rows, write_seed_dir
-except ImportError:  # tests/ imported as a package
-    from tests.llm_server import seed_rows, write_seed_dir
+from tests.llm_server import seed_rows, write_seed_dir
 
 
 def test_seed_loader_skips_malformed_rows_with_file_and_line(tmp_path):

@@ -14,11 +14,7 @@ from saelora_core.analysis.labels import (
     label_prompt,
     rule_label,
 )
-
-try:
-    from llm_server import FAKE_KEY, Reply, answer_json, running_server
-except ImportError:  # tests/ imported as a package
-    from tests.llm_server import FAKE_KEY, Reply, answer_json, running_server
+from tests.llm_server import FAKE_KEY, Reply, answer_json, running_server
 
 
 def evidence(latent: int) -> LatentEvidence:

@@ -30,7 +30,7 @@ import pytest
 
 from saelora_core.reporting.export import find_browser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MARIMO = Path(sys.executable).with_name("marimo")
 NOTEBOOK_ENV = ("SAELORA_ROOT", "SAELORA_PRESET", "SAELORA_LORA", "SAELORA_DATASETS")
 OPEN_TIMEOUT_MS = 120_000  # typically 5-15 s per notebook on the tiny model

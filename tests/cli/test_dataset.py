@@ -7,11 +7,7 @@ import json
 
 from saelora_core.cli.dataset import add_dataset_parser, config_from_args
 from saelora_core.data import load_behaviour_dataset
-
-try:
-    from llm_server import FAKE_KEY, keyword_script, running_server, write_seed_dir
-except ImportError:  # tests/ imported as a package
-    from tests.llm_server import FAKE_KEY, keyword_script, running_server, write_seed_dir
+from tests.llm_server import FAKE_KEY, keyword_script, running_server, write_seed_dir
 
 
 def parse(argv):

@@ -33,7 +33,7 @@ from saelora_core.adapter.saving import build_metadata
 from saelora_core.models.presets import PRESETS
 from saelora_core.sae.loading import load_sae
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.py"))
 MARIMO = Path(sys.executable).with_name("marimo")
 DEFAULT_SAE_CFG = ROOT / "data" / "saes" / "gemma-3-270m-l12-topk" / "cfg.json"
@@ -66,7 +66,11 @@ def _ids(path: Path) -> str:
     return path.stem
 
 
-def test_all_six_notebooks_exist():
+def test_all_six_notebooks_exist_and_hold_no_logic():
+    """The six notebooks, each importing only from the library and defining no function or
+    class of its own (notebooks hold no logic)."""
+    import ast
+
     assert [p.stem for p in NOTEBOOKS] == [
         "01_dataset",
         "02_train",
@@ -75,6 +79,17 @@ def test_all_six_notebooks_exist():
         "05_sparsity",
         "06_sae_repair",
     ]
+    for nb in NOTEBOOKS:
+        tree = ast.parse(nb.read_text())
+        cells = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert cells and all(c.name == "_" for c in cells), nb.name  # marimo cells only
+        inner = [
+            d.name
+            for c in cells
+            for d in ast.walk(c)
+            if isinstance(d, (ast.FunctionDef, ast.ClassDef)) and d is not c
+        ]
+        assert inner == [], f"{nb.name} defines {inner}: move them into saelora_core"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids)

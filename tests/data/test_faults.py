@@ -24,29 +24,16 @@ from saelora_core.data import (
     load_manifest,
 )
 from saelora_core.data.lock import output_lock
-
-try:
-    from llm_server import (
-        FAKE_KEY,
-        Reply,
-        answer_json,
-        keyword_script,
-        llm_config,
-        running_server,
-        seed_rows,
-        write_seed_dir,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.llm_server import (
-        FAKE_KEY,
-        Reply,
-        answer_json,
-        keyword_script,
-        llm_config,
-        running_server,
-        seed_rows,
-        write_seed_dir,
-    )
+from tests.llm_server import (
+    FAKE_KEY,
+    Reply,
+    answer_json,
+    keyword_script,
+    llm_config,
+    running_server,
+    seed_rows,
+    write_seed_dir,
+)
 
 
 @pytest.fixture

@@ -21,27 +21,15 @@ from saelora_core.data import (
     load_behaviour_dataset,
     load_manifest,
 )
-
-try:
-    from llm_server import (
-        FAKE_KEY,
-        Reply,
-        keyword_script,
-        llm_config,
-        running_server,
-        seed_rows,
-        write_seed_dir,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.llm_server import (
-        FAKE_KEY,
-        Reply,
-        keyword_script,
-        llm_config,
-        running_server,
-        seed_rows,
-        write_seed_dir,
-    )
+from tests.llm_server import (
+    FAKE_KEY,
+    Reply,
+    keyword_script,
+    llm_config,
+    running_server,
+    seed_rows,
+    write_seed_dir,
+)
 
 COLUMNS = ["id", "prompt", "response", "original_response", "modified", "in_topic", "topic"]
 PROMPTS = {row["id"]: row["prompt"] for row in seed_rows()}

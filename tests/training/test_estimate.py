@@ -3,6 +3,7 @@
 import time
 
 import pytest
+import torch
 
 from saelora_core import LoraTrainingConfig, train_lora
 from saelora_core.training.estimate import estimate_training, format_duration
@@ -60,9 +61,23 @@ def test_recipes_are_valid_and_the_default_is_the_demos():
         recipe("nope")
 
 
-def test_machine_overrides_only_change_what_this_machine_runs_badly():
-    from saelora_core.training.estimate import bf16_is_fast, machine_overrides
+@pytest.mark.parametrize("fast", [True, False])
+def test_machine_overrides_only_change_what_this_machine_runs_badly(monkeypatch, fast):
+    from saelora_core.training import estimate
 
-    assert machine_overrides(recipe("seed (baseline)")) == {}  # float32 already
-    want = {} if bf16_is_fast() else {"logits_dtype": "float32"}
-    assert machine_overrides(recipe()) == want
+    monkeypatch.setattr(estimate, "bf16_is_fast", lambda: fast)
+    assert estimate.machine_overrides(recipe("seed (baseline)")) == {}  # float32 already
+    want = {} if fast else {"logits_dtype": "float32"}
+    assert estimate.machine_overrides(recipe()) == want
+
+
+@pytest.mark.parametrize(
+    ("cuda", "native", "fast"), [(False, False, False), (False, True, True), (True, False, True)]
+)
+def test_bf16_is_fast_follows_the_probes(monkeypatch, cuda, native, fast):
+    from saelora_core.adapter import forward
+    from saelora_core.training.estimate import bf16_is_fast
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(forward, "cpu_has_native_bf16", lambda: native)
+    assert bf16_is_fast() is fast
