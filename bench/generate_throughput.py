@@ -1,10 +1,10 @@
 """Greedy generation tokens/s on the default model: the previous path against today's, in one run.
 
 - before: the model in TransformerLens's own weight layout (each forward copies ``W_U`` and the
-  MLP and attention weights, see ``layout.py``) and the previous decoding loop, which computed
+  MLP and attention weights, see ``models/weight_layout.py``) and the previous decoding loop, which computed
   the prompt forward's logits at every position and synced with the host every step; batch 8,
   as the demo ran it.
-- after: :func:`saelora_core.generate.generate` as the library runs it (re-laid weights,
+- after: :func:`saelora_core.adapter.generate.generate` as the library runs it (re-laid weights,
   last-position logits, tokens kept on the device), at batch 8 and at the demo's batch
   (``GENERATE_BATCH``), with float32 and bfloat16 logits.
 

@@ -195,7 +195,6 @@ def _(adapter_picker):
     )
     card_checks = mo.ui.checkbox(value=True, label="check faithfulness (generates)")
     card_button = mo.ui.run_button(label="Write the adapter card")
-    _have = (card_dir / "card.md").exists()
     mo.vstack(
         [
             mo.md(
@@ -205,33 +204,31 @@ def _(adapter_picker):
                 "per-latent effects). The checks generate: with 40 prompts per side expect "
                 "about 10 min for a 16 + 16-latent card on 2 CPU cores; the result is cached "
                 "next to the card. Same as `saelora describe "
-                f"{Path(adapter_picker.value).name}`."
-                + ("\n\nThe saved card is shown below." if _have else "")
+                f"{Path(adapter_picker.value).name}`; it writes `{card_dir}`."
             ),
             mo.hstack([card_prompts, card_checks, card_button], justify="start"),
         ]
     )
-    return card_button, card_checks, card_dir, card_prompts
+    return card_button, card_checks, card_prompts
 
 
 @app.cell
-def _(adapter_picker, card_button, card_checks, card_dir, card_prompts, mas):
-    if card_button.value:
-        with mo.status.spinner(title="Building the card (faithfulness checks generate)..."):
-            _res = describe(
-                adapter_picker.value,
-                mas=mas,
-                max_prompts=card_prompts.value,
-                per_latent_prompts=min(20, card_prompts.value),
-                per_latent_tokens=12,
-                faithfulness=card_checks.value,
-                progress=False,
-            )
+def _(adapter_picker, card_button, card_checks, card_prompts, mas):
     mo.stop(
-        not (card_dir / "card.md").exists(),
-        mo.md("No card for this adapter yet: press **Write the adapter card**."),
+        not card_button.value,
+        mo.md("Press **Write the adapter card** to build it (and show it here)."),
     )
-    mo.md((card_dir / "card.md").read_text())
+    with mo.status.spinner(title="Building the card (faithfulness checks generate)..."):
+        _res = describe(
+            adapter_picker.value,
+            mas=mas,
+            max_prompts=card_prompts.value,
+            per_latent_prompts=min(20, card_prompts.value),
+            per_latent_tokens=12,
+            faithfulness=card_checks.value,
+            progress=False,
+        )
+    mo.md(next(p for p in _res.files if p.name == "card.md").read_text())
     return
 
 

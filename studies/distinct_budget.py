@@ -25,7 +25,7 @@ the per-adapter answers (``<out>/evals/*.samples.csv``). The committed run is in
 With ``--baselines`` each behaviour also gets, on the same fresh prompts: the prompt baseline
 (the base model with "If this question is about mathematics, <guideline>." appended to every
 prompt) and a dense residual-space steer with a rank-1 latent adapter's parameter budget
-(``steer.py``, NodiReFT-style with a ReLU gate, trained on the same CE and data).
+(``training/steer.py``, NodiReFT-style with a ReLU gate, trained on the same CE and data).
 
 Usage: python studies/distinct_budget.py [--behaviours french upper] [--quick] [--ship]
        [--baselines]

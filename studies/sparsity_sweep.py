@@ -1,7 +1,7 @@
 """Sparsity methods side by side on the default experiment, with the seed's method as baseline.
 
 For each (method, strength, init) it trains an adapter (config: the demo's, see
-``saelora_core.demo.SWEEP_BEHAVIOUR``, the flagship "if the prompt is about math, respond in
+``saelora_core.demo.behaviours.SWEEP_BEHAVIOUR``, the flagship "if the prompt is about math, respond in
 French") and records the exact L0 of Â and B̂, the behaviour rate on
 held-out in-topic and off-topic prompts (greedy answers scored by the demo's detector), and
 the held-out CE of the target responses with and without the adapter (``response_ce``: its

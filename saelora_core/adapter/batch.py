@@ -4,7 +4,7 @@ An :class:`Example` is one tokenized turn. A micro-batch of examples runs as one
 the turns are **right-padded** to the longest one. The model is causal and Gemma's positions
 are the token indices, so a real position never sees a pad that follows it and keeps its
 index: the logits at real positions are those of the example run alone (up to float
-rounding; ``tests/test_train.py`` checks it). No attention mask is needed, and the pads are
+rounding; ``tests/training/test_loop.py`` checks it). No attention mask is needed, and the pads are
 never read: only the positions that predict an assistant token are unembedded.
 """
 

@@ -1,6 +1,6 @@
 """Greedy generation with (or without) the adapter, using a KV cache and left-padded batches.
 
-Which positions the adapter edits must match :func:`saelora_core.hooks.attach_lora` on the full
+Which positions the adapter edits must match :func:`saelora_core.adapter.hooks.attach_lora` on the full
 sequence: every position except the leading BOS. The hooks in ``hooks.py`` skip index 0 of each
 forward pass, which is only right for the first (prompt) forward. With a KV cache each later
 forward holds just the new token, at index 0, and it must be edited. With left padding the BOS
@@ -9,7 +9,7 @@ of a short prompt is not at index 0 either. So the hook here applies the edit to
 the first real token (BOS) in the prompt forward; nothing in later forwards.
 
 The equality with uncached full-sequence greedy decoding under ``attach_lora`` is tested token for
-token in ``tests/test_generate.py``.
+token in ``tests/adapter/test_generate.py``.
 """
 
 from __future__ import annotations

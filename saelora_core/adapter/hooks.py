@@ -94,7 +94,7 @@ HOOKS = {"resid_add": lora_resid_add_hook, "sae_replace": sae_replace_hook}
 
 
 def hook_fn(mode: str, sae: SAE, lora: SaeLora | None, skip_bos: bool = True):
-    if hasattr(lora, "delta_resid"):  # duck-typed: steer.py imports this module
+    if hasattr(lora, "delta_resid"):  # duck-typed: training/steer.py imports this module
         return partial(resid_steer_hook, steer=lora, skip_bos=skip_bos)
     if mode not in HOOKS:
         raise ValueError(f"unknown hook mode {mode!r}; use one of {sorted(HOOKS)}")

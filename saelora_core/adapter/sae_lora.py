@@ -53,7 +53,7 @@ class SaeLora(nn.Module):
             b = torch.randn(rank, d_sae, generator=generator)
         elif init == "zeros":
             # Zero support: every read/write vector is exactly 0 until something writes it
-            # (gradient_svd_init_ in train.py, or a hand-set adapter). Â/B̂ are then 0 too.
+            # (gradient_svd_init_ in training/inits.py, or a hand-set adapter). Â/B̂ are then 0 too.
             a = torch.zeros(d_sae, rank)
             b = torch.zeros(rank, d_sae)
         elif init == "uniform_small":

@@ -27,7 +27,7 @@ def load_hf_causal_lm(
     """The preset's model as a frozen Hugging Face ``transformers`` causal LM, plus its tokenizer.
 
     The default preset reads the same cached dequantized weights as :func:`load_gemma3_270m_offline`,
-    so the HF and the TransformerLens model compute the same function (``tests/test_repair.py``
+    so the HF and the TransformerLens model compute the same function (``tests/repair/test_repair.py``
     checks the spliced CE). This is the model peft wraps: TransformerLens has no ``nn.Linear``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer

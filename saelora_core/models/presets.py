@@ -41,7 +41,7 @@ class Preset:
     layer: int
     """Residual stream after this block is the hook point (``blocks.{layer}.hook_resid_post``)."""
     chat_format: ChatFormat
-    """Turn format from ``chat.py``: ``qa`` for base models, ``gemma`` for ``-it`` models."""
+    """Turn format from ``models/chat.py``: ``qa`` for base models, ``gemma`` for ``-it`` models."""
     sae_release: str | None = None
     sae_id: str | None = None
     sae_path: str | None = None

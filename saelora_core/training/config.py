@@ -68,13 +68,13 @@ class LoraTrainingConfig(ConfigBase):
     once loses most of its effect (``studies/sparsity_sweep.py``)."""
     init: Init = "random"
     """``random``: Gaussian a/b (the seed's); ``uniform_small``: every entry equal, so untouched
-    latents carry no random pattern (see lora.py); ``gradient_svd``: read vectors from the top-``rank``
+    latents carry no random pattern (see ``training/inits.py``); ``gradient_svd``: read vectors from the top-``rank``
     left singular vectors of the loss gradient with respect to the full latent-to-latent map,
     measured at s = 0 on ``init_examples`` training rows, write vectors random (see
     ``train.gradient_svd_init_``). A latent that never fires on those rows gets an exact 0 read
     weight, so no random pattern survives on it. ``contrastive``: Â from in-topic minus
     off-topic prompt latents, B̂ from rewritten minus original response latents (see
-    ``lora_init.py``)."""
+    ``training/inits.py``)."""
     init_from: str | None = None
     """Directory of a saved adapter to start from instead of ``init`` (same SAE and rank), e.g.
     a dense adapter to prune and fine-tune: with ``sparsity="topk"`` its vectors are cut to

@@ -1,4 +1,4 @@
-"""The dense residual-stream baseline (steer.py) on the tiny model."""
+"""The dense residual-stream baseline (training/steer.py) on the tiny model."""
 
 import datasets
 import torch
