@@ -71,7 +71,7 @@ from saelora_core.demo.behaviours import SWEEP_BEHAVIOUR, build_demo_dataset
 from saelora_core.models.presets import ModelAndSae
 from saelora_core.reporting import figures
 from saelora_core.reporting.export import save_figure, save_table
-from saelora_core.training.loop import split_dataset
+from saelora_core.training.splits import split_dataset
 
 # (method, strength, init). For topk the strength is k; otherwise it is sparsity_weight.
 RUNS = [

@@ -26,7 +26,7 @@ from saelora_core.adapter.forward import batch_losses, hook_resids
 from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.models.presets import ModelAndSae
 from saelora_core.training.config import LoraTrainingConfig
-from saelora_core.training.loop import split_dataset
+from saelora_core.training.splits import split_dataset
 
 _MEASURED: dict[tuple, tuple[float, float, float]] = {}
 

@@ -106,7 +106,7 @@ MAX_OFF_TOPIC_FREQ = 0.05
 
 
 @torch.no_grad()
-def _latent_stats(mas: ModelAndSae, chats) -> dict[str, torch.Tensor]:
+def latent_stats(mas: ModelAndSae, chats) -> dict[str, torch.Tensor]:
     """Mean SAE latents at the decision positions (``decision``, with the firing frequency
     ``fired``) and over the response tokens (``response``) of ``chats``, in batched forward
     passes up to the hook."""
@@ -150,9 +150,9 @@ def contrastive_init_(
     if not ins or not offs:
         raise ValueError("init='contrastive' needs both in-topic (rewritten) and off-topic rows")
     turn = lambda r, key: format_turn(tok, r["prompt"], r[key], fmt, max_len)  # noqa: E731
-    rewritten = _latent_stats(mas, [turn(r, "response") for r in ins])
-    original = _latent_stats(mas, [turn(r, "original_response") for r in ins])
-    off = _latent_stats(mas, [turn(r, "original_response") for r in offs])
+    rewritten = latent_stats(mas, [turn(r, "response") for r in ins])
+    original = latent_stats(mas, [turn(r, "original_response") for r in ins])
+    off = latent_stats(mas, [turn(r, "original_response") for r in offs])
     selective = off["fired"] <= MAX_OFF_TOPIC_FREQ
     read = (original["decision"] - off["decision"]).clamp_min(0) * selective
     if not read.any():  # no selective latent differs: fall back to the plain difference

@@ -21,15 +21,14 @@ Checkpoints: ``params.pt`` + ``metadata.json`` + ``train_state.pt`` (optimizer, 
 history) are written atomically at the end of each epoch and every ``checkpoint_every`` steps;
 ``train_lora`` on the same ``out_dir`` resumes where the last checkpoint left off (``resume.py``).
 
-``train_lora`` is a short loop over named steps: :func:`start_run` (examples, adapter, optimizer,
+``train_lora`` is a short loop over named steps: ``run.start_run`` (examples, adapter, optimizer,
 teacher), :func:`resume_or_init`, then per step :func:`train_step`, per epoch :func:`end_epoch`
-and :func:`save_checkpoint`.
+and ``resume.save_checkpoint``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,16 +37,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from saelora_core.adapter.batch import Example, chunks, device_of, make_batch, tokenize_rows
-from saelora_core.adapter.forward import batch_losses, evaluate_ce, hook_resids
+from saelora_core.adapter.batch import chunks, device_of, make_batch
+from saelora_core.adapter.forward import batch_losses
 from saelora_core.adapter.sae_lora import SaeLora, penalty
-from saelora_core.adapter.saving import build_metadata, load_lora, save_lora
 from saelora_core.adapter.sparsity import project_
-from saelora_core.io.atomic import atomic_torch_save
 from saelora_core.models.presets import ModelAndSae
 from saelora_core.training.config import LoraTrainingConfig, topk_at
 from saelora_core.training.inits import data_init_, warm_start_
-from saelora_core.training.resume import load_state, state_path
+from saelora_core.training.resume import load_state, save_checkpoint, state_path
+from saelora_core.training.run import Run, eval_ce, start_run
+from saelora_core.training.splits import dataset_split_rows
 
 logger = logging.getLogger(__name__)
 
@@ -59,125 +58,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     metadata: dict[str, Any]
     skipped_rows: list[str] = field(default_factory=list)
-
-
-def dataset_split_rows(dataset, split: str) -> list[dict] | None:
-    if hasattr(dataset, "keys") and callable(dataset.keys) and split in dataset:  # DatasetDict
-        return list(dataset[split])
-    if split == "train" and not (hasattr(dataset, "keys") and callable(dataset.keys)):
-        return list(dataset)
-    return None
-
-
-def split_dataset(
-    mas: ModelAndSae, dataset, cfg: LoraTrainingConfig
-) -> tuple[list[Example], list[Example], list[str]]:
-    train_rows = dataset_split_rows(dataset, "train")
-    if not train_rows:
-        raise ValueError(
-            "the training dataset is empty: build one with `saelora dataset make` "
-            "or pass rows with 'prompt' and 'response'"
-        )
-    train, skipped = tokenize_rows(mas, train_rows, cfg.max_len, cfg.response_tokens or None)
-    eval_rows = dataset_split_rows(dataset, "eval")
-    if eval_rows is not None:
-        ev, sk = tokenize_rows(mas, eval_rows, cfg.max_len, cfg.response_tokens or None)
-        skipped += sk
-    else:
-        g = torch.Generator().manual_seed(cfg.seed)
-        perm = torch.randperm(len(train), generator=g).tolist()
-        n_eval = int(len(train) * cfg.eval_fraction)
-        ev, train = [train[i] for i in perm[:n_eval]], [train[i] for i in perm[n_eval:]]
-    if not train:
-        raise ValueError(
-            f"no usable training rows; all {len(train_rows)} were malformed: {skipped[:3]}"
-        )
-    return train, ev, skipped
-
-
-@dataclass
-class Run:
-    """Everything one training run holds between its steps."""
-
-    mas: ModelAndSae
-    cfg: LoraTrainingConfig
-    out: Path
-    layer: int
-    train: list[Example]
-    ev: list[Example]
-    skipped: list[str]
-    lora: SaeLora
-    opt: torch.optim.Optimizer
-    teacher: SaeLora | None
-    steps_per_epoch: int
-    history: list[dict[str, Any]] = field(default_factory=list)
-    epoch: int = 0
-    step_in_epoch: int = 0
-    created: str | None = None
-    ce_sum: float = float("nan")
-    support: tuple[torch.Tensor, torch.Tensor] | None = None
-    extra_metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def new_adapter(mas: ModelAndSae, cfg: LoraTrainingConfig) -> SaeLora:
-    """A fresh adapter for ``cfg`` on the model's device (random read/write, ``s = 0``)."""
-    torch.manual_seed(cfg.seed)
-    return SaeLora(
-        mas.sae.cfg.d_sae,
-        cfg.rank,
-        init="random" if cfg.init in ("gradient_svd", "contrastive") else cfg.init,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        gates=cfg.sparsity == "hard_concrete",
-    ).to(device_of(mas))
-
-
-def new_optimizer(lora: SaeLora, cfg: LoraTrainingConfig) -> torch.optim.Optimizer:
-    """Adam with one learning rate for the directions, one for ``s`` and one for the gates."""
-    groups = [
-        {"params": [lora.a, lora.b], "lr": cfg.lr},
-        {"params": [lora.s], "lr": cfg.s_lr or cfg.lr},
-    ]
-    if lora.gates:
-        groups.append({"params": [lora.log_alpha_a, lora.log_alpha_b], "lr": cfg.gate_lr})
-    return torch.optim.Adam(groups)
-
-
-def load_teacher(mas: ModelAndSae, cfg: LoraTrainingConfig) -> SaeLora | None:
-    """The frozen ``distill_from`` adapter (any rank: only its output distribution is used)."""
-    if not cfg.distill_from:
-        return None
-    loaded = load_lora(cfg.distill_from, sae_identity=mas.sae_identity)
-    return loaded.lora.requires_grad_(False).to(device_of(mas))
-
-
-def start_run(
-    mas: ModelAndSae, dataset, cfg: LoraTrainingConfig, out: Path, extra_metadata: dict | None
-) -> Run:
-    """Tokenize the rows (and cache their hook residuals), build the adapter and optimizer."""
-    layer = cfg.layer if cfg.layer is not None else mas.layer
-    if layer != mas.layer:
-        raise ValueError(f"config layer {layer} differs from the loaded SAE's layer {mas.layer}")
-    train, ev, skipped = split_dataset(mas, dataset, cfg)
-    for s in skipped:
-        logger.warning("skipped %s", s)
-    if cfg.precompute:  # every hook residual once, in batches
-        hook_resids(mas, train + ev, cfg.micro_batch)
-    lora = new_adapter(mas, cfg)
-    return Run(
-        mas, cfg, out, layer, train, ev, skipped, lora, new_optimizer(lora, cfg),
-        load_teacher(mas, cfg), math.ceil(len(train) / cfg.batch_size),
-        extra_metadata=dict(extra_metadata or {}),
-    )  # fmt: skip
-
-
-def eval_ce(run: Run) -> float | None:
-    """Mean response CE on the eval examples (None without any)."""
-    if not run.ev:
-        return None
-    cfg = run.cfg
-    return evaluate_ce(
-        run.mas, run.lora, run.ev, cfg.mode, cfg.precompute, cfg.logits_dtype, cfg.micro_batch
-    )
 
 
 def resume_or_init(run: Run, dataset, resume: bool) -> None:
@@ -205,47 +85,6 @@ def resume_or_init(run: Run, dataset, resume: bool) -> None:
     # freeze_support: the support at the start (a resumed run has kept exactly it).
     if run.cfg.freeze_support:
         run.support = (run.lora.a != 0, run.lora.b != 0)
-
-
-def save_checkpoint(run: Run, done: bool) -> dict:
-    """Write the adapter (folded when gated), its metadata and the training state; return the
-    metadata."""
-    cfg, lora = run.cfg, run.lora
-    plain = lora.folded() if lora.gates else lora
-    meta = build_metadata(
-        plain,
-        config=cfg.to_dict(),
-        preset=run.mas.preset,
-        sae_identity=run.mas.sae_identity,
-        layer=run.layer,
-        mode=cfg.mode,
-        history=run.history,
-        created=run.created,
-        extra={
-            "n_train": len(run.train),
-            "n_eval": len(run.ev),
-            "complete": done,
-            "skipped_rows": run.skipped[:50],
-            **run.extra_metadata,
-        },
-    )
-    save_lora(plain, run.out, meta)
-    atomic_torch_save(
-        {
-            "config": cfg.to_dict(),
-            "lora": lora.state_dict(),
-            "optimizer": run.opt.state_dict(),
-            "epoch": run.epoch,
-            "step_in_epoch": run.step_in_epoch,
-            "history": run.history,
-            "last_train_ce": run.ce_sum,
-            "created": meta["created"],
-            "rng": torch.get_rng_state(),
-            "sae_hash": run.mas.sae_identity.get("hash"),
-        },
-        state_path(run.out),
-    )
-    return meta
 
 
 def epoch_order(run: Run) -> list[int]:

@@ -1,5 +1,6 @@
-"""Training state on disk: ``train_state.pt`` beside the adapter (optimizer, position, history),
-and whether a run in an ``out_dir`` can be resumed with a given config and SAE."""
+"""Checkpoints: the adapter, its metadata and ``train_state.pt`` (optimizer, position, history)
+written atomically (:func:`save_checkpoint`), and whether a run in an ``out_dir`` can be resumed
+with a given config and SAE."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from pathlib import Path
 
 import torch
 
+from saelora_core.adapter.saving import build_metadata, save_lora
+from saelora_core.io.atomic import atomic_torch_save
 from saelora_core.models.presets import ModelAndSae
 from saelora_core.training.config import LoraTrainingConfig
+from saelora_core.training.run import Run
 
 
 def state_path(out: Path) -> Path:
@@ -51,3 +55,44 @@ def load_state(out: Path, cfg: LoraTrainingConfig, mas: ModelAndSae, device) -> 
     if (why := state_mismatch(state, cfg, mas, out)) is not None:
         raise ValueError(why)
     return state
+
+
+def save_checkpoint(run: Run, done: bool) -> dict:
+    """Write the adapter (folded when gated), its metadata and the training state; return the
+    metadata."""
+    cfg, lora = run.cfg, run.lora
+    plain = lora.folded() if lora.gates else lora
+    meta = build_metadata(
+        plain,
+        config=cfg.to_dict(),
+        preset=run.mas.preset,
+        sae_identity=run.mas.sae_identity,
+        layer=run.layer,
+        mode=cfg.mode,
+        history=run.history,
+        created=run.created,
+        extra={
+            "n_train": len(run.train),
+            "n_eval": len(run.ev),
+            "complete": done,
+            "skipped_rows": run.skipped[:50],
+            **run.extra_metadata,
+        },
+    )
+    save_lora(plain, run.out, meta)
+    atomic_torch_save(
+        {
+            "config": cfg.to_dict(),
+            "lora": lora.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "epoch": run.epoch,
+            "step_in_epoch": run.step_in_epoch,
+            "history": run.history,
+            "last_train_ce": run.ce_sum,
+            "created": meta["created"],
+            "rng": torch.get_rng_state(),
+            "sae_hash": run.mas.sae_identity.get("hash"),
+        },
+        state_path(run.out),
+    )
+    return meta

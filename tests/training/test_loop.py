@@ -233,7 +233,7 @@ def test_hard_concrete_training_saves_plain_sparse_adapter_and_resumes(tiny_mas,
 
 
 def test_contrastive_init_reads_topic_and_writes_behaviour(tiny_mas, tmp_path):
-    from saelora_core.training.inits import MAX_OFF_TOPIC_FREQ, _latent_stats, contrastive_init_
+    from saelora_core.training.inits import MAX_OFF_TOPIC_FREQ, contrastive_init_, latent_stats
 
     rows = [
         {
@@ -259,7 +259,7 @@ def test_contrastive_init_reads_topic_and_writes_behaviour(tiny_mas, tmp_path):
     assert info["l0_read"] < tiny_mas.sae.cfg.d_sae  # latents not more active on topic: exact 0
     # Selective read: a latent firing on more than MAX_OFF_TOPIC_FREQ of the off-topic decision
     # positions gets exactly 0, however much more it fires in-topic.
-    off = _latent_stats(
+    off = latent_stats(
         tiny_mas,
         [
             format_turn(tiny_mas.tokenizer, r["prompt"], r["original_response"], "qa", 64)
@@ -293,7 +293,7 @@ def test_resume_refuses_a_run_on_another_sae(tiny_mas, tmp_path):
 def test_init_from_prunes_a_saved_adapter_and_fine_tunes_it(tiny_mas, tmp_path):
     from saelora_core import prune_topk
     from saelora_core.adapter.forward import evaluate_ce
-    from saelora_core.training.loop import split_dataset
+    from saelora_core.training.splits import split_dataset
 
     dense = train_lora(
         tiny_mas, ROWS, cfg(init="uniform_small"), out_dir=tmp_path / "d", progress=False
@@ -322,7 +322,7 @@ def test_init_from_prunes_a_saved_adapter_and_fine_tunes_it(tiny_mas, tmp_path):
 
 def test_distillation_matches_the_teacher_through_a_topk_schedule(tiny_mas, tmp_path):
     from saelora_core import prune_topk
-    from saelora_core.training.loop import split_dataset
+    from saelora_core.training.splits import split_dataset
 
     dense = train_lora(
         tiny_mas, ROWS, cfg(init="uniform_small", lr=0.2), out_dir=tmp_path / "d", progress=False
