@@ -44,13 +44,13 @@ demo: setup
 	$(VENV)/bin/saelora demo
 
 lint:
-	$(VENV)/bin/ruff format --check saelora_core tests bench scripts notebooks
-	$(VENV)/bin/ruff check saelora_core tests bench scripts notebooks
+	$(VENV)/bin/ruff format --check saelora_core tests bench studies scripts notebooks
+	$(VENV)/bin/ruff check saelora_core tests bench studies scripts notebooks
 	$(VENV)/bin/pyright
 
 format: setup
-	$(VENV)/bin/ruff format saelora_core tests bench scripts notebooks
-	$(VENV)/bin/ruff check --fix saelora_core tests bench scripts notebooks
+	$(VENV)/bin/ruff format saelora_core tests bench studies scripts notebooks
+	$(VENV)/bin/ruff check --fix saelora_core tests bench studies scripts notebooks
 
 check: setup lint test
 
@@ -93,7 +93,7 @@ bench: setup
 # The SAE-gap repair comparison (docs/sae_repair.md); resumes from runs/repair-study/.
 repair-study: setup
 	test -f data/corpus/train.jsonl || $(VENV)/bin/saelora sae corpus
-	$(PY) scripts/repair_study.py
+	$(PY) studies/repair_study.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,10 +1,10 @@
 """Greedy generation tokens/s on the default model: the previous path against today's, in one run.
 
 - before: the model in TransformerLens's own weight layout (each forward copies ``W_U`` and the
-  MLP and attention weights, see ``layout.py``) and the previous decoding loop, which computed
+  MLP and attention weights, see ``models/weight_layout.py``) and the previous decoding loop, which computed
   the prompt forward's logits at every position and synced with the host every step; batch 8,
   as the demo ran it.
-- after: :func:`saelora_core.generate.generate` as the library runs it (re-laid weights,
+- after: :func:`saelora_core.adapter.generate.generate` as the library runs it (re-laid weights,
   last-position logits, tokens kept on the device), at batch 8 and at the demo's batch
   (``GENERATE_BATCH``), with float32 and bfloat16 logits.
 
@@ -25,9 +25,7 @@ import torch
 from transformer_lens import TransformerLensKeyValueCache
 
 from saelora_core import load_lora, load_model_and_sae
-from saelora_core.chat import prompt_tokens, strip_response
-from saelora_core.demo import FRENCH, heldout_prompts
-from saelora_core.generate import (
+from saelora_core.adapter.generate import (
     GENERATE_BATCH,
     generate,
     left_pad,
@@ -35,7 +33,10 @@ from saelora_core.generate import (
     masked_hook,
     stop_token_ids,
 )
-from saelora_core.layout import relayout_, standard_layout_
+from saelora_core.data.heldout import heldout_prompts
+from saelora_core.demo.behaviours import FRENCH
+from saelora_core.models.chat import prompt_tokens, strip_response
+from saelora_core.models.weight_layout import relayout_, standard_layout_
 
 
 @torch.no_grad()

@@ -16,9 +16,11 @@ import time
 
 import torch
 
-from saelora_core.models import DEFAULT_SAE_DIR, PRESETS, load_hf_causal_lm, load_sae
+from saelora_core.models.hf import load_hf_causal_lm
+from saelora_core.models.presets import DEFAULT_SAE_DIR, PRESETS
 from saelora_core.repair import METHODS, RepairConfig, build_repair, corpus_windows, step_loss
 from saelora_core.repair.methods import after_backward, after_step
+from saelora_core.sae.loading import load_sae
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from saelora_core.forward import cpu_has_native_bf16
+from saelora_core.adapter.forward import cpu_has_native_bf16
 from saelora_core.sae.pipeline import DEFAULT_SAE_RECIPE
 from saelora_core.sae.train import SaeTrainConfig
 from saelora_core.sae.train_cached import training_sae
@@ -46,7 +46,7 @@ def sae_step_rate(d_sae: int, k: int, tokens: int, d_in: int = 640, steps: int =
 
 
 def forward_rate(batch: int = 32, ctx: int = 128) -> float:
-    from saelora_core.models import load_gemma3_270m_offline
+    from saelora_core.models.gguf import load_gemma3_270m_offline
 
     model = load_gemma3_270m_offline()
     toks = torch.randint(1000, 20000, (batch, ctx))

@@ -110,7 +110,7 @@ def random_jumprelu_sae(d_in: int, d_sae: int, layer: int, dtype, device, seed: 
 def build(config: str, device: str, dtype: torch.dtype):
     from sae_lens import HookedSAETransformer
 
-    from saelora_core.models import ModelAndSae
+    from saelora_core.models.presets import ModelAndSae
     from saelora_core.testing import tiny_tokenizer
 
     name, layer, width = CONFIGS[config]
@@ -133,8 +133,8 @@ class Shape:
 
 
 def examples(mas, shape: Shape, seed: int):
-    from saelora_core.chat import ChatTokens
-    from saelora_core.forward import Example
+    from saelora_core.adapter.batch import Example
+    from saelora_core.models.chat import ChatTokens
 
     g = torch.Generator().manual_seed(seed)
     vocab = mas.model.cfg.d_vocab
@@ -177,7 +177,8 @@ def step_flops(mas, shape: Shape) -> float:
 
 
 def train_step(mas, lora, exs, mode: str, micro: int, precompute: bool, device: str) -> float:
-    from saelora_core.forward import batch_losses, chunks, make_batch
+    from saelora_core.adapter.batch import chunks, make_batch
+    from saelora_core.adapter.forward import batch_losses
 
     for ex in exs:
         ex.resid = None  # every path pays for its own forward below the hook
@@ -207,8 +208,8 @@ def measure_peak_flops(device: str, dtype: torch.dtype) -> float:
 
 
 def run_one(config: str, device: str, dtype: torch.dtype, shape: Shape, peak: float) -> dict:
-    from saelora_core.generate import generate_tokens
-    from saelora_core.lora import SaeLora
+    from saelora_core.adapter.generate import generate_tokens
+    from saelora_core.adapter.sae_lora import SaeLora
 
     t0 = time.perf_counter()
     mas = build(config, device, dtype)
@@ -369,7 +370,7 @@ def main() -> None:
         print(fmt(row), flush=True)
         rows.append(row)
     if args.json:
-        from saelora_core.checkpoint import atomic_write_json
+        from saelora_core.io.atomic import atomic_write_json
 
         atomic_write_json(args.json, {"peak_flops": peak, "device": dev_name, "rows": rows})
     if any("skipped" in r and r["skipped"].startswith("failed") for r in rows):

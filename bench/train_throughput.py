@@ -30,8 +30,8 @@ import time
 import torch
 
 from saelora_core import LoraTrainingConfig, load_model_and_sae, train_lora
-from saelora_core.demo import FRENCH, build_demo_dataset
-from saelora_core.forward import tokenize_rows
+from saelora_core.adapter.batch import tokenize_rows
+from saelora_core.demo.behaviours import FRENCH, build_demo_dataset
 
 
 def rows(n: int) -> list[dict]:

@@ -6,7 +6,6 @@ app = marimo.App(width="medium", app_title="saelora · 01 dataset")
 with app.setup:
     import marimo as mo
 
-    from saelora_core import plots
     from saelora_core.data import (
         OFFLINE_GUIDELINES,
         DatasetConfig,
@@ -15,11 +14,12 @@ with app.setup:
         load_behaviour_dataset,
         load_manifest,
     )
-    from saelora_core.notebook_support import (
+    from saelora_core.ui.notebook_support import (
         counts_summary,
         dataset_form_defaults,
         dataset_names,
         default_choice,
+        export_note,
         notebook_env,
     )
 
@@ -251,11 +251,8 @@ def _():
 @app.cell
 def _(dataset, export_button, picker):
     mo.stop(not export_button.value)
-    written = [
-        *plots.save_table(dataset["train"].to_pandas(), EXPORTS, f"{picker.value}-train"),
-        *plots.save_table(dataset["eval"].to_pandas(), EXPORTS, f"{picker.value}-eval"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
+    _tables = {f"{picker.value}-{split}": dataset[split].to_pandas() for split in ("train", "eval")}
+    mo.md(export_note(EXPORTS, tables=_tables))
     return
 
 

@@ -7,25 +7,23 @@ with app.setup:
     import marimo as mo
     import pandas as pd
 
-    from saelora_core import plots, train_lora
-    from saelora_core.config import DEFAULT_RECIPE, RECIPES, recipe
+    from saelora_core import train_lora
     from saelora_core.data import load_behaviour_dataset
-    from saelora_core.notebook_support import (
+    from saelora_core.reporting import figures
+    from saelora_core.training.estimate import estimate_training, format_duration, machine_overrides
+    from saelora_core.training.recipes import DEFAULT_RECIPE, RECIPES, recipe
+    from saelora_core.ui.notebook_support import (
+        export_note,
         load_model_or_stop,
         notebook_env,
         show_table,
         training_metadata,
     )
-    from saelora_core.train_controls import (
+    from saelora_core.ui.train_controls import (
         config_from_controls,
         controls_layout,
         live_training,
         training_controls,
-    )
-    from saelora_core.train_estimate import (
-        estimate_training,
-        format_duration,
-        machine_overrides,
     )
 
     ENV = notebook_env("02_train")
@@ -43,7 +41,7 @@ def _():
     # 2 · Train an adapter
 
     Trains `Δz = ((z @ Â) * s) @ B̂` at the hook point with the model and SAE frozen:
-    `loss = CE(assistant tokens) + l1_weight · penalty(Â, B̂)`. The checkpoint goes to
+    `loss = CE(assistant tokens) + sparsity_weight · penalty(Â, B̂)`. The checkpoint goes to
     `loras/NAME/` (`params.pt`, `metadata.json`, `train_state.pt`).
 
     Start from a **recipe**; every field it sets stays editable below. `recommended` is the
@@ -178,7 +176,7 @@ def _(cfg, dataset, dataset_picker, estimate, mas, out_dir, resume, train_button
 
 @app.cell
 def _(result, steps):
-    loss_fig = plots.fig_loss_curve(result.history, steps)
+    loss_fig = figures.fig_loss_curve(result.history, steps)
     history_df = pd.DataFrame(result.history)
     steps_df = pd.DataFrame(steps)
     _l0 = result.lora.l0()
@@ -215,12 +213,8 @@ def _():
 @app.cell
 def _(cfg, export_button, history_df, loss_fig, steps_df):
     mo.stop(not export_button.value)
-    written = [
-        *plots.save_figure(loss_fig, EXPORTS, f"{cfg.name}-loss"),
-        *plots.save_table(history_df, EXPORTS, f"{cfg.name}-history"),
-        *plots.save_table(steps_df, EXPORTS, f"{cfg.name}-steps"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
+    _tables = {f"{cfg.name}-history": history_df, f"{cfg.name}-steps": steps_df}
+    mo.md(export_note(EXPORTS, figures={f"{cfg.name}-loss": loss_fig}, tables=_tables))
     return
 
 

@@ -8,15 +8,14 @@ with app.setup:
 
     import marimo as mo
 
-    from saelora_core import (
-        analysis,
-        plots,
-    )
+    from saelora_core import analysis
+    from saelora_core.adapter.summary import adapter_info, summary_line
+    from saelora_core.analysis.describe import describe
     from saelora_core.data import load_behaviour_dataset
-    from saelora_core.describe import describe
-    from saelora_core.notebook_support import (
+    from saelora_core.reporting import figures
+    from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
-        adapter_summary,
+        export_note,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
@@ -67,7 +66,7 @@ def _():
 def _(adapter_picker, mas):
     loaded = load_adapter_or_stop(adapter_picker.value, mas)
     lora = loaded.lora
-    mo.md(f"Adapter **{adapter_picker.selected_key}**: {adapter_summary(loaded)}.")
+    mo.md(f"Adapter **{adapter_picker.selected_key}**: {summary_line(adapter_info(loaded))}.")
     return loaded, lora
 
 
@@ -112,7 +111,7 @@ def _(k, lora, mas, texts_dataset):
             dataset=texts_dataset,
             neuronpedia_id=analysis.neuronpedia_id_for(mas),
         )
-    feats_fig = plots.fig_top_feats(feats)
+    feats_fig = figures.fig_top_feats(feats)
     mo.vstack([feats_fig, show_table(feats, page_size=20)])
     return feats, feats_fig
 
@@ -183,7 +182,7 @@ def _(lora, mas, prompt_box, response_box):
     per_token = analysis.per_token_reads_writes(
         lora, mas, prompt_box.value, response=response_box.value.strip() or None
     )
-    per_token_fig = plots.fig_per_token(per_token)
+    per_token_fig = figures.fig_per_token(per_token)
     mo.vstack([per_token_fig, show_table(per_token, page_size=20)])
     return per_token, per_token_fig
 
@@ -196,7 +195,6 @@ def _(adapter_picker):
     )
     card_checks = mo.ui.checkbox(value=True, label="check faithfulness (generates)")
     card_button = mo.ui.run_button(label="Write the adapter card")
-    _have = (card_dir / "card.md").exists()
     mo.vstack(
         [
             mo.md(
@@ -206,33 +204,31 @@ def _(adapter_picker):
                 "per-latent effects). The checks generate: with 40 prompts per side expect "
                 "about 10 min for a 16 + 16-latent card on 2 CPU cores; the result is cached "
                 "next to the card. Same as `saelora describe "
-                f"{Path(adapter_picker.value).name}`."
-                + ("\n\nThe saved card is shown below." if _have else "")
+                f"{Path(adapter_picker.value).name}`; it writes `{card_dir}`."
             ),
             mo.hstack([card_prompts, card_checks, card_button], justify="start"),
         ]
     )
-    return card_button, card_checks, card_dir, card_prompts
+    return card_button, card_checks, card_prompts
 
 
 @app.cell
-def _(adapter_picker, card_button, card_checks, card_dir, card_prompts, mas):
-    if card_button.value:
-        with mo.status.spinner(title="Building the card (faithfulness checks generate)..."):
-            _res = describe(
-                adapter_picker.value,
-                mas=mas,
-                max_prompts=card_prompts.value,
-                per_latent_prompts=min(20, card_prompts.value),
-                per_latent_tokens=12,
-                faithfulness=card_checks.value,
-                progress=False,
-            )
+def _(adapter_picker, card_button, card_checks, card_prompts, mas):
     mo.stop(
-        not (card_dir / "card.md").exists(),
-        mo.md("No card for this adapter yet: press **Write the adapter card**."),
+        not card_button.value,
+        mo.md("Press **Write the adapter card** to build it (and show it here)."),
     )
-    mo.md((card_dir / "card.md").read_text())
+    with mo.status.spinner(title="Building the card (faithfulness checks generate)..."):
+        _res = describe(
+            adapter_picker.value,
+            mas=mas,
+            max_prompts=card_prompts.value,
+            per_latent_prompts=min(20, card_prompts.value),
+            per_latent_tokens=12,
+            faithfulness=card_checks.value,
+            progress=False,
+        )
+    mo.md(next(p for p in _res.files if p.name == "card.md").read_text())
     return
 
 
@@ -248,22 +244,16 @@ def _():
 @app.cell
 def _(adapter_picker, export_button, feats, feats_fig):
     mo.stop(not export_button.value)
-    _written = [
-        *plots.save_figure(feats_fig, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
-        *plots.save_table(feats, EXPORTS, f"{adapter_picker.selected_key}-top-feats"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    _name = f"{adapter_picker.selected_key}-top-feats"
+    mo.md(export_note(EXPORTS, figures={_name: feats_fig}, tables={_name: feats}))
     return
 
 
 @app.cell
 def _(adapter_picker, export_button, per_token, per_token_fig):
     mo.stop(not export_button.value)
-    _written = [
-        *plots.save_figure(per_token_fig, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
-        *plots.save_table(per_token, EXPORTS, f"{adapter_picker.selected_key}-per-token"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    _name = f"{adapter_picker.selected_key}-per-token"
+    mo.md(export_note(EXPORTS, figures={_name: per_token_fig}, tables={_name: per_token}))
     return
 
 
@@ -271,12 +261,12 @@ def _(adapter_picker, export_button, per_token, per_token_fig):
 def _(adapter_picker, dashboards, export_button):
     mo.stop(not export_button.value)
     _name = adapter_picker.selected_key
-    _written = []
-    for _lat, _d in dashboards.items():
-        _written += plots.save_figure(_d.histogram, EXPORTS, f"{_name}-latent-{_lat}-histogram")
-        _written += plots.save_table(_d.examples, EXPORTS, f"{_name}-latent-{_lat}-examples")
-        _written += plots.save_table(_d.top_logits, EXPORTS, f"{_name}-latent-{_lat}-top-logits")
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    _figures = {f"{_name}-latent-{_l}-histogram": _d.histogram for _l, _d in dashboards.items()}
+    _tables = {}
+    for _l, _d in dashboards.items():
+        _tables[f"{_name}-latent-{_l}-examples"] = _d.examples
+        _tables[f"{_name}-latent-{_l}-top-logits"] = _d.top_logits
+    mo.md(export_note(EXPORTS, figures=_figures, tables=_tables))
     return
 
 

@@ -6,12 +6,11 @@ app = marimo.App(width="medium", app_title="saelora · 04 logit attribution")
 with app.setup:
     import marimo as mo
 
-    from saelora_core import (
-        analysis,
-        plots,
-    )
-    from saelora_core.notebook_support import (
+    from saelora_core import analysis
+    from saelora_core.reporting import figures
+    from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
+        export_note,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
@@ -74,7 +73,7 @@ def _(adapter_picker, mas):
 @app.cell
 def _(k_latents, k_tokens, lora, mas):
     toks = analysis.top_toks_table(lora, mas, k_latents=k_latents.value, k_tokens=k_tokens.value)
-    toks_fig = plots.fig_top_toks(toks)
+    toks_fig = figures.fig_top_toks(toks)
     mo.vstack([toks_fig, show_table(toks, page_size=20)])
     return toks, toks_fig
 
@@ -132,21 +131,16 @@ def _():
 def _(adapter_picker, export_button, toks, toks_fig):
     mo.stop(not export_button.value)
     _name = adapter_picker.selected_key
-    written = [
-        *plots.save_figure(toks_fig, EXPORTS, f"{_name}-top-toks"),
-        *plots.save_table(toks, EXPORTS, f"{_name}-top-toks"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
+    _names = {f"{_name}-top-toks": toks_fig}
+    mo.md(export_note(EXPORTS, figures=_names, tables={f"{_name}-top-toks": toks}))
     return
 
 
 @app.cell
 def _(adapter_picker, attribution, export_button):
     mo.stop(not export_button.value)
-    _written = plots.save_table(
-        attribution, EXPORTS, f"{adapter_picker.selected_key}-edit-attribution"
-    )
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    _name = f"{adapter_picker.selected_key}-edit-attribution"
+    mo.md(export_note(EXPORTS, tables={_name: attribution}))
     return
 
 

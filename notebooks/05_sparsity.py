@@ -7,18 +7,15 @@ with app.setup:
     from pathlib import Path
 
     import marimo as mo
-    import pandas as pd
     import torch
 
-    from saelora_core import (
-        analysis,
-        plots,
-        prune_topk,
-        random_support_control,
-    )
+    from saelora_core import analysis
+    from saelora_core.analysis.prune_sweep import prune_variants, score_variants
     from saelora_core.data import load_behaviour_dataset
-    from saelora_core.notebook_support import (
+    from saelora_core.reporting import figures
+    from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
+        export_note,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
@@ -81,7 +78,7 @@ def _(adapter_picker, mas):
 @app.cell
 def _(lora):
     sparsity_table = analysis.adapter_sparsity(lora)
-    weights_fig = plots.fig_sorted_weights(analysis.sorted_weight_curves(lora))
+    weights_fig = figures.fig_sorted_weights(analysis.sorted_weight_curves(lora))
     mo.vstack([show_table(sparsity_table), weights_fig])
     return sparsity_table, weights_fig
 
@@ -159,32 +156,25 @@ def _(
         "max_new_tokens": int(max_new_tokens.value),
     }
     _gen = torch.Generator().manual_seed(int(prune_seed.value))
-    _variants = [("full adapter", lora.d_sae, lora)]
-    for _k in sorted(int(k) for k in ks.value):
-        _variants += [
-            ("top-k", _k, prune_topk(lora, _k).lora),
-            ("random control", _k, random_support_control(lora, _k, _gen)),
-        ]
-    prune_rows = []
-    _base = None  # the base model's answers, generated once and shared by every variant
-    for _kind, _k, _adapter in mo.status.progress_bar(
-        _variants, title="Pruning sweep", subtitle="generating with each adapter"
-    ):
-        _res = analysis.evaluate_behaviour(mas, _adapter, _eval, base=_base, **_kw)
-        _base = _base or _res
-        prune_rows.append(
-            {"kind": _kind, "k": _k, "effect": _res.effect, "conditional_gap": _res.conditional_gap}
-        )
-    prune_df = pd.DataFrame(prune_rows)
-    prune_fig = plots.fig_prune_curve(
+    prune_df = score_variants(
+        mas,
+        prune_variants(lora, [int(k) for k in ks.value], lambda _k: _gen),
+        _eval,
+        progress=lambda v: mo.status.progress_bar(
+            v, title="Pruning sweep", subtitle="generating with each adapter"
+        ),
+        **_kw,
+    )
+    _full = prune_df.iloc[0]
+    prune_fig = figures.fig_prune_curve(
         prune_df[prune_df["kind"] != "full adapter"], x="k", y="effect", color="kind"
     )
     mo.vstack(
         [
             mo.md(
                 f"Unpruned adapter (k = d_sae = {lora.d_sae}): effect "
-                f"**{prune_rows[0]['effect']:+.3f}**, conditional gap "
-                f"**{prune_rows[0]['conditional_gap']:+.3f}** ({detector.value} detector; effect = "
+                f"**{_full['effect']:+.3f}**, conditional gap "
+                f"**{_full['conditional_gap']:+.3f}** ({detector.value} detector; effect = "
                 "in-topic hit rate with the adapter − without)."
             ),
             prune_fig,
@@ -207,11 +197,8 @@ def _():
 def _(adapter_picker, export_button, sparsity_table, weights_fig):
     mo.stop(not export_button.value)
     _name = adapter_picker.selected_key
-    written = [
-        *plots.save_figure(weights_fig, EXPORTS, f"{_name}-sorted-weights"),
-        *plots.save_table(sparsity_table, EXPORTS, f"{_name}-sparsity"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in written))
+    _figures = {f"{_name}-sorted-weights": weights_fig}
+    mo.md(export_note(EXPORTS, figures=_figures, tables={f"{_name}-sparsity": sparsity_table}))
     return
 
 
@@ -219,11 +206,8 @@ def _(adapter_picker, export_button, sparsity_table, weights_fig):
 def _(adapter_picker, export_button, prune_df, prune_fig):
     mo.stop(not export_button.value)
     _name = adapter_picker.selected_key
-    _written = [
-        *plots.save_figure(prune_fig, EXPORTS, f"{_name}-prune-curve"),
-        *plots.save_table(prune_df, EXPORTS, f"{_name}-prune-curve"),
-    ]
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{p}`" for p in _written))
+    _name = f"{_name}-prune-curve"
+    mo.md(export_note(EXPORTS, figures={_name: prune_fig}, tables={_name: prune_df}))
     return
 
 

@@ -4,16 +4,12 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="saelora · 06 SAE repair")
 
 with app.setup:
-    from pathlib import Path
-
     import marimo as mo
 
     from saelora_core import analysis
-    from saelora_core.checkpoint import CheckpointError, load_lora
-    from saelora_core.notebook_support import load_model_or_stop, notebook_env, show_table
-    from saelora_core.plots import save_figure, save_table
+    from saelora_core.adapter.saving import CheckpointError, load_lora
+    from saelora_core.data.heldout import GENERAL_TEXT
     from saelora_core.repair import METHODS, RepairConfig, read_texts, run_repair
-    from saelora_core.repair.data import GENERAL_TEXT
     from saelora_core.repair.report import (
         comparison_table,
         curves_table,
@@ -23,6 +19,12 @@ with app.setup:
         fig_loss_curves,
         latent_usage,
         load_records,
+    )
+    from saelora_core.ui.notebook_support import (
+        export_note,
+        load_model_or_stop,
+        notebook_env,
+        show_table,
     )
 
     ENV = notebook_env("06_sae_repair")
@@ -52,7 +54,7 @@ def _():
     | latent adapter (ours) | an `SaeLora` adding `Δz` to the latents before decoding |
 
     **Fraction of the gap closed** = (CE spliced before − CE spliced after) / (CE spliced
-    before − CE clean). The tables below are the committed study (`scripts/repair_study.py`);
+    before − CE clean). The tables below are the committed study (`studies/repair_study.py`);
     the controls at the bottom run one more repair.
     """)
     return
@@ -65,7 +67,7 @@ def _():
         not records,
         mo.callout(
             mo.md(
-                f"No study results in `{RESULTS}/records/`: run `python scripts/repair_study.py`."
+                f"No study results in `{RESULTS}/records/`: run `python studies/repair_study.py`."
             ),
             kind="warn",
         ),
@@ -222,14 +224,8 @@ def _():
 @app.cell
 def _(curves_fig, export_button, gap_fig, loss_fig, pareto_fig, table):
     mo.stop(not export_button.value)
-    _written = save_table(table, EXPORTS, "repair_table")
-    for _name, _fig in {
-        "gap_closed": gap_fig,
-        "curves": curves_fig,
-        "latent_pareto": pareto_fig,
-    }.items():
-        _written += save_figure(_fig, EXPORTS, _name)
-    mo.md("Wrote:\n\n" + "\n".join(f"- `{Path(p).relative_to(ROOT)}`" for p in _written))
+    _figures = {"gap_closed": gap_fig, "curves": curves_fig, "latent_pareto": pareto_fig}
+    mo.md(export_note(EXPORTS, figures=_figures, tables={"repair_table": table}, root=ROOT))
     return
 
 

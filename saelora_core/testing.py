@@ -11,7 +11,8 @@ import torch
 from sae_lens import HookedSAETransformer, TopKSAE, TopKSAEConfig
 from transformer_lens import HookedTransformerConfig
 
-from .models import ModelAndSae, sae_identity
+from saelora_core.models.presets import ModelAndSae
+from saelora_core.sae.identity import sae_identity
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 
@@ -105,8 +106,8 @@ TINY_ROWS = [
 
 def save_planted_adapter(mas: ModelAndSae, out_dir):
     """Save a sparse rank-1 adapter that reads latents 7 and 3 and writes latents 12 and 50."""
-    from .checkpoint import build_metadata, save_lora
-    from .lora import SaeLora
+    from saelora_core.adapter.sae_lora import SaeLora
+    from saelora_core.adapter.saving import build_metadata, save_lora
 
     lora = SaeLora(mas.sae.cfg.d_sae, 1)
     with torch.no_grad():

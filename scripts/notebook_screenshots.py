@@ -22,7 +22,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from saelora_core.plots import find_browser
+from saelora_core.reporting.export import find_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "notebooks"

@@ -4,7 +4,7 @@ Usage: python scripts/train_default_sae.py [--tokens N] [--resume CHECKPOINT_DIR
 Equivalent CLI: saelora sae train --build-corpus
 """
 
-from saelora_core.cli import main
+from saelora_core.cli.app import main
 
 if __name__ == "__main__":
     import sys

@@ -1,10 +1,18 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from saelora_core import SaeLora, save_lora
-from saelora_core.checkpoint import build_metadata
+from saelora_core.adapter.saving import build_metadata
 from saelora_core.data import DatasetConfig, build_dataset
 from saelora_core.testing import tiny_model_and_sae
+
+# Subprocesses (marimo exports, the notebook server) import this checkout too, not whichever
+# clone the shared virtual environment's editable install points to.
+REPO = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(scope="session")

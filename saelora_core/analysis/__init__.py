@@ -10,7 +10,7 @@ DataFrames, or a plotly Figure.
 - ``behaviour``: :func:`evaluate_behaviour`, detectors, :func:`response_ce`
 """
 
-from .activations import (
+from saelora_core.analysis.activations import (
     LatentDashboard,
     TokenActs,
     dashboard_html,
@@ -20,7 +20,7 @@ from .activations import (
     load_texts,
     max_activating_examples,
 )
-from .behaviour import (
+from saelora_core.analysis.behaviour import (
     DETECTORS,
     BehaviourResult,
     ResponseCe,
@@ -31,20 +31,20 @@ from .behaviour import (
     response_ce,
     wilson_interval,
 )
-from .features import (
+from saelora_core.analysis.features import (
     latent_fire_freq,
     neuronpedia_id_for,
     per_token_reads_writes,
     top_feats_summary,
 )
-from .logits import (
+from saelora_core.analysis.logits import (
     edit_logit_attribution,
     edit_logit_diff,
     latent_logits,
     top_toks_table,
     unembed_scores,
 )
-from .sparsity import (
+from saelora_core.analysis.sparsity import (
     adapter_sparsity,
     noise_baseline_closed_form,
     random_unit_vectors,

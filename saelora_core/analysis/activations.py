@@ -20,9 +20,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..chat import TEMPLATES, prompt_text
-from ..models import ModelAndSae
-from .logits import latent_logits
+from saelora_core.analysis.logits import latent_logits
+from saelora_core.models.chat import TEMPLATES, prompt_text
+from saelora_core.models.presets import ModelAndSae
 
 
 def dataset_rows(dataset: Any, split: str | None = None) -> list[dict]:

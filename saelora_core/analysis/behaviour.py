@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..generate import GENERATE_BATCH, generate
-from ..lora import SaeLora
-from ..models import ModelAndSae
-from .activations import dataset_rows
+from saelora_core.adapter.generate import GENERATE_BATCH, generate
+from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.analysis.activations import dataset_rows
+from saelora_core.models.presets import ModelAndSae
 
 
 def detect_french(text: str) -> bool:
@@ -244,7 +244,8 @@ def response_ce(
     result on the same rows whose base CE is reused. ``response_tokens``: score only the first
     that many tokens of each target (e.g. as many as the greedy evaluation generates).
     """
-    from ..forward import evaluate_ce, tokenize_rows
+    from saelora_core.adapter.batch import tokenize_rows
+    from saelora_core.adapter.forward import evaluate_ce
 
     rows = dataset_rows(eval_rows)
     out = []

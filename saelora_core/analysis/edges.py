@@ -27,10 +27,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..lora import SaeLora
-from ..models import ModelAndSae
-from .behaviour import BehaviourResult, evaluate_behaviour
-from .card import latent_map
+from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.analysis.behaviour import BehaviourResult, evaluate_behaviour
+from saelora_core.analysis.card import latent_map
+from saelora_core.models.presets import ModelAndSae
 
 MAX_LATENTS = 16
 

@@ -33,9 +33,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..lora import SaeLora, restrict_latents
-from ..models import ModelAndSae
-from .behaviour import BehaviourResult, effect_retained, evaluate_behaviour
+from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.adapter.sparsity import restrict_latents
+from saelora_core.analysis.behaviour import BehaviourResult, effect_retained, evaluate_behaviour
+from saelora_core.models.presets import ModelAndSae
 
 CARRIES_AT = 0.75
 

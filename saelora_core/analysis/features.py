@@ -12,11 +12,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..chat import format_turn, prompt_tokens
-from ..hooks import write_matrix
-from ..lora import SaeLora
-from ..models import ModelAndSae
-from .activations import dataset_rows, sae_latents
+from saelora_core.adapter.hooks import write_matrix
+from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.adapter.summary import top_entries
+from saelora_core.analysis.activations import dataset_rows, sae_latents
+from saelora_core.models.chat import format_turn, prompt_tokens
+from saelora_core.models.presets import ModelAndSae
 
 NEURONPEDIA = "https://www.neuronpedia.org"
 
@@ -36,16 +37,6 @@ def neuronpedia_id_for(mas: ModelAndSae) -> str | None:
         return None
     ids = getattr(entry, "neuronpedia_id", None) or {}
     return ids.get(sae_id)
-
-
-def top_entries(v: torch.Tensor, k: int) -> list[tuple[int, float]]:
-    """(index, signed value) of the ``k`` largest |v|, exact zeros excluded."""
-    top = v.abs().topk(min(k, v.numel()))
-    return [
-        (i, float(v[i]))
-        for a, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-        if a > 0
-    ]
 
 
 @torch.no_grad()

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.cache import AnswerCache, CachedAnswer, CacheKey, sha256_text
-from ..data.config import DEFAULT_API_KEY_ENV
-from ..data.llm import LlmClient, resolve_api_key
-from ..data.prompts import SchemaError
+from saelora_core.data.cache import AnswerCache, CachedAnswer, CacheKey, sha256_text
+from saelora_core.data.config import DEFAULT_API_KEY_ENV
+from saelora_core.data.llm import LlmClient, resolve_api_key
+from saelora_core.data.prompts import SchemaError
 
 LABEL_TASK = "latent_label"
 MAX_LABEL_CHARS = 80

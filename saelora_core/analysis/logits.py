@@ -21,11 +21,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..chat import prompt_tokens
-from ..generate import lora_on
-from ..hooks import attach_lora, write_matrix
-from ..lora import SaeLora
-from ..models import ModelAndSae
+from saelora_core.adapter.generate import lora_on
+from saelora_core.adapter.hooks import attach_lora, write_matrix
+from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.models.chat import prompt_tokens
+from saelora_core.models.presets import ModelAndSae
 
 
 def unembed_scores(

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..lora import SaeLora
+from saelora_core.adapter.sae_lora import SaeLora
 
 TOPK = (1, 4, 16, 64)
 

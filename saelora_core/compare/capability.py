@@ -22,8 +22,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..models import REPO_ROOT, ModelAndSae
-from .edits import Edit
+from saelora_core.compare.edits import Edit
+from saelora_core.io.paths import REPO_ROOT
+from saelora_core.models.presets import ModelAndSae
 
 GENERAL_TEXT = REPO_ROOT / "data" / "heldout" / "general_text.jsonl"
 

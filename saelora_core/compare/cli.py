@@ -8,8 +8,8 @@ import sys
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .run import CompareSettings
-    from .study import compare_study
+    from saelora_core.compare.run import CompareSettings
+    from saelora_core.compare.study import compare_study
 
     res = compare_study(
         args.behaviour,
@@ -34,7 +34,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_compare_parser(sub) -> None:
-    from .run import DEFAULT_RUNS
+    from saelora_core.compare.run import DEFAULT_RUNS
 
     p = sub.add_parser(
         "compare",

@@ -30,10 +30,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ..generate import generate
-from ..hooks import attach_lora
-from ..models import ModelAndSae, repo_relative
-from .peft_patch import patched_weights, peft_deltas_from_dir
+from saelora_core.adapter.generate import generate
+from saelora_core.adapter.hooks import attach_lora
+from saelora_core.compare.peft_patch import patched_weights, peft_deltas_from_dir
+from saelora_core.io.paths import repo_relative
+from saelora_core.models.presets import ModelAndSae
 
 Kind = Literal["base", "prompt", "latent", "steer", "peft"]
 KINDS: tuple[str, ...] = ("base", "prompt", "latent", "steer", "peft")
@@ -132,7 +133,7 @@ def lora_params(lora) -> tuple[int, int]:
 
 def load_edit(spec: RowSpec, mas: ModelAndSae, *, guideline: str = "") -> Edit:
     """The edit a row spec names, loaded onto ``mas``'s device."""
-    from ..forward import device_of
+    from saelora_core.adapter.batch import device_of
 
     if spec.kind == "base":
         return Edit(spec.name, "base")
@@ -143,7 +144,7 @@ def load_edit(spec: RowSpec, mas: ModelAndSae, *, guideline: str = "") -> Edit:
     if not path.exists():
         raise FileNotFoundError(f"row {spec.name!r}: {path} does not exist")
     if spec.kind == "latent":
-        from ..checkpoint import load_lora
+        from saelora_core.adapter.saving import load_lora
 
         loaded = load_lora(path, sae_identity=mas.sae_identity)
         lora = loaded.lora.to(device_of(mas)).eval()
@@ -156,7 +157,7 @@ def load_edit(spec: RowSpec, mas: ModelAndSae, *, guideline: str = "") -> Edit:
             info={"rank": lora.rank},
         )  # fmt: skip
     if spec.kind == "steer":
-        from ..steer import load_steer
+        from saelora_core.training.steer import load_steer
 
         steer = load_steer(path, mas).eval()
         total, nonzero = lora_params(steer)
@@ -164,7 +165,7 @@ def load_edit(spec: RowSpec, mas: ModelAndSae, *, guideline: str = "") -> Edit:
             spec.name, "steer", adapter=steer, trainable_params=total, nonzero_params=nonzero,
             source=repo_relative(path), info={"rank": steer.rank},
         )  # fmt: skip
-    from .peft_lora import read_metadata
+    from saelora_core.compare.peft_lora import read_metadata
 
     deltas = peft_deltas_from_dir(path, mas.model.cfg)
     meta = read_metadata(path)

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.cache import AnswerCache, CachedAnswer, CacheKey, sha256_text
-from ..data.config import DEFAULT_API_KEY_ENV, DatasetConfig
-from ..data.llm import LlmClient
-from ..data.prompts import SchemaError
+from saelora_core.data.cache import AnswerCache, CachedAnswer, CacheKey, sha256_text
+from saelora_core.data.config import DEFAULT_API_KEY_ENV, DatasetConfig
+from saelora_core.data.llm import LlmClient
+from saelora_core.data.prompts import SchemaError
 
 JUDGE_TASK = "axbench_judge"
 SCORES = ("concept", "instruction", "fluency")

@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..chat import format_turn
-from ..checkpoint import VERSION, atomic_torch_save, atomic_write_bytes, atomic_write_json
-from ..forward import chunks, targets
+from saelora_core.adapter.batch import chunks, targets
+from saelora_core.adapter.saving import VERSION
+from saelora_core.io.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from saelora_core.models.chat import format_turn
 
 PEFT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 META_FILE = "metadata.json"

@@ -19,7 +19,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from ..models import REPO_ROOT
+from saelora_core.io.paths import REPO_ROOT
 
 HELDOUT_PROMPTS = REPO_ROOT / "data" / "heldout" / "prompts.jsonl"
 NEAR_MISS = REPO_ROOT / "data" / "heldout" / "near_miss.jsonl"

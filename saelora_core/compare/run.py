@@ -27,16 +27,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis.behaviour import DETECTORS, wilson_interval
-from ..demo import EVAL_NEW_TOKENS, FRENCH, UPPERCASE, DemoBehaviour
-from ..generate import GENERATE_BATCH
-from ..models import REPO_ROOT, ModelAndSae, repo_relative
-from .cache import CompareCache, key_of
-from .capability import capability_cost, general_texts
-from .edits import RowSpec, load_edit
-from .judge import LlmJudge
-from .prompts import SPLITS, eval_sets
-from .quality import answer_quality
+from saelora_core.adapter.generate import GENERATE_BATCH
+from saelora_core.analysis.behaviour import DETECTORS, wilson_interval
+from saelora_core.compare.cache import CompareCache, key_of
+from saelora_core.compare.capability import capability_cost, general_texts
+from saelora_core.compare.edits import RowSpec, load_edit
+from saelora_core.compare.judge import LlmJudge
+from saelora_core.compare.prompts import SPLITS, eval_sets
+from saelora_core.compare.quality import answer_quality
+from saelora_core.data.heldout import EVAL_NEW_TOKENS
+from saelora_core.demo.behaviours import FRENCH, UPPERCASE, DemoBehaviour
+from saelora_core.io.paths import REPO_ROOT, repo_relative
+from saelora_core.models.presets import ModelAndSae
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,17 @@ from typing import Any
 
 import pandas as pd
 
-from ..models import repo_relative
-from .edits import RowSpec
-from .peft_lora import PeftLoraConfig, read_metadata, train_peft_lora
-from .run import BEHAVIOURS, DEFAULT_OUT, DEFAULT_RUNS, CompareSettings, default_rows, run_compare
+from saelora_core.compare.edits import RowSpec
+from saelora_core.compare.peft_lora import PeftLoraConfig, read_metadata, train_peft_lora
+from saelora_core.compare.run import (
+    BEHAVIOURS,
+    DEFAULT_OUT,
+    DEFAULT_RUNS,
+    CompareSettings,
+    default_rows,
+    run_compare,
+)
+from saelora_core.io.paths import repo_relative
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +46,9 @@ BASELINES: dict[str, PeftLoraConfig] = {
 def train_baselines(mas, tag: str, specs: list[RowSpec], *, progress: bool = True) -> list[str]:
     """Train every steer and peft row of ``specs`` whose directory holds no finished run; the
     peft rows' directory names must be keys of :data:`BASELINES`. Returns what was trained."""
-    from ..demo import build_demo_dataset
-    from ..models import load_hf_causal_lm
-    from ..steer import SteerConfig, rank_for_params, train_steer
+    from saelora_core.demo.behaviours import build_demo_dataset
+    from saelora_core.models.hf import load_hf_causal_lm
+    from saelora_core.training.steer import SteerConfig, rank_for_params, train_steer
 
     b = BEHAVIOURS[tag]
     todo = [s for s in specs if s.kind in ("steer", "peft") and not finished(s)]
@@ -112,8 +119,8 @@ def compare_study(
     behaviour ``tag`` ("french" or "upper") and write the table to ``out`` (default
     ``results/compare/<tag>``). Rows whose adapter is missing are an error unless ``train``
     makes them (steer and peft baselines only)."""
-    from .judge import judge_from_env
-    from .table import write_outputs
+    from saelora_core.compare.judge import judge_from_env
+    from saelora_core.compare.table import write_outputs
 
     if tag not in BEHAVIOURS:
         raise ValueError(f"unknown behaviour {tag!r}; use one of {sorted(BEHAVIOURS)}")
@@ -127,7 +134,7 @@ def compare_study(
     out_dir = Path(out) if out else DEFAULT_OUT / tag
     cache = Path(cache_dir) if cache_dir else DEFAULT_RUNS / "cache"
     if mas is None:
-        from ..models import load_model_and_sae
+        from saelora_core.models.presets import load_model_and_sae
 
         mas = load_model_and_sae(preset)
     trained = train_baselines(mas, tag, specs, progress=progress) if train else []

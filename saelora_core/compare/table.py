@@ -22,8 +22,8 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from ..checkpoint import atomic_write_bytes, atomic_write_json
-from .run import NOT_JUDGED, CompareResult
+from saelora_core.compare.run import NOT_JUDGED, CompareResult
+from saelora_core.io.atomic import atomic_write_bytes, atomic_write_json
 
 
 def _num(x: Any, fmt: str = "{:.2f}") -> str:

@@ -6,7 +6,7 @@ unmodified examples plus a held-out eval split, and saves `<out>/<name>/hf` and
 `<out>/<name>/manifest.json`. `load_behaviour_dataset(<out>/<name>)` reads it back.
 """
 
-from .backends import (
+from saelora_core.data.backends import (
     OFFLINE_GUIDELINES,
     Backend,
     LlmBackend,
@@ -17,17 +17,9 @@ from .backends import (
     canonical_topic,
     make_backend,
 )
-from .build import (
-    FEATURES,
-    BuildResult,
-    FailedRow,
-    build_dataset,
-    build_dataset_async,
-    load_behaviour_dataset,
-    load_manifest,
-)
-from .cache import AnswerCache, CachedAnswer, CacheKey
-from .config import (
+from saelora_core.data.build import BuildResult, build_dataset, build_dataset_async
+from saelora_core.data.cache import AnswerCache, CachedAnswer, CacheKey
+from saelora_core.data.config import (
     ApiKeyError,
     BackendError,
     DatasetConfig,
@@ -38,8 +30,9 @@ from .config import (
     SourceError,
     default_seed_dir,
 )
-from .llm import LlmClient, LlmResult, UsageStats, resolve_api_key
-from .sources import (
+from saelora_core.data.failures import FailedRow
+from saelora_core.data.llm import LlmClient, LlmResult, UsageStats, resolve_api_key
+from saelora_core.data.sources import (
     SkippedRow,
     SourceData,
     SourceRow,
@@ -48,6 +41,7 @@ from .sources import (
     load_seed,
     load_source,
 )
+from saelora_core.data.store import FEATURES, load_behaviour_dataset, load_manifest
 
 __all__ = [
     "FEATURES",

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from .cache import AnswerCache, CachedAnswer, CacheKey, sha256_text
-from .config import BackendError, DatasetConfig
-from .llm import LlmClient, UsageStats
-from .prompts import (
+from saelora_core.data.cache import AnswerCache, CachedAnswer, CacheKey, sha256_text
+from saelora_core.data.config import BackendError, DatasetConfig
+from saelora_core.data.llm import LlmClient, UsageStats
+from saelora_core.data.prompts import (
     PARSERS,
     Messages,
     SchemaError,
@@ -29,7 +29,7 @@ from .prompts import (
     classify_messages,
     rewrite_messages,
 )
-from .sources import SourceRow
+from saelora_core.data.sources import SourceRow
 
 OFFLINE_MODEL = "offline"
 

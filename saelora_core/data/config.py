@@ -3,11 +3,12 @@ pipeline raises for input it cannot use."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
+
+from saelora_core.io.config import ConfigBase
 
 BackendName = Literal["llm", "offline"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
@@ -59,7 +60,7 @@ def slugify(text: str) -> str:
 
 
 @dataclass
-class DatasetConfig:
+class DatasetConfig(ConfigBase):
     """How to build one behaviour dataset: source, topic, guideline, sizes and the backend."""
 
     source: str = "seed"
@@ -169,16 +170,3 @@ class DatasetConfig:
     def out_dir(self) -> Path:
         """The dataset directory, `<out>/<dataset_name>/`."""
         return Path(self.out) / self.dataset_name
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields as a JSON-ready dict (it holds the env var's name, never the key)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DatasetConfig:
-        """Build a config from `to_dict` output; unknown keys are an error, missing ones default."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DatasetConfig fields: {unknown}")
-        return cls(**data)

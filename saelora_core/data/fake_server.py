@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .prompts import CLASSIFY_SYSTEM, REWRITE_SYSTEM
+from saelora_core.data.prompts import CLASSIFY_SYSTEM, REWRITE_SYSTEM
 
 _BLOCK = re.compile(r"<<<\n(.*?)\n>>>", re.DOTALL)
 

@@ -23,14 +23,14 @@ from typing import Any
 
 import openai
 
-from .config import (
+from saelora_core.data.config import (
     DEFAULT_API_KEY_ENV,
     FALLBACK_API_KEY_ENV,
     ApiKeyError,
     BackendError,
     DatasetConfig,
 )
-from .prompts import Messages, SchemaError, extract_json
+from saelora_core.data.prompts import Messages, SchemaError, extract_json
 
 logger = logging.getLogger(__name__)
 

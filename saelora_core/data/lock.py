@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import OutputLockedError
+from saelora_core.data.config import OutputLockedError
 
 LOCK_FILE = ".lock"
 

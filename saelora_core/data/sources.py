@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DatasetConfig, SourceError, default_seed_dir
+from saelora_core.data.config import DatasetConfig, SourceError, default_seed_dir
 
 logger = logging.getLogger(__name__)
 

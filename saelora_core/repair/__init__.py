@@ -8,11 +8,17 @@ Four methods, one data path, one objective and one evaluation (see each module):
 - ``latent_adapter``: this project's ``SaeLora`` in ``sae_replace`` mode, trained on the same KL.
 """
 
-from .config import METHODS, PUBLISHED_LR, RepairConfig, RepairMethod
-from .data import CorpusError, corpus_windows, read_texts, token_windows
-from .evaluate import Baseline, RepairEval, baseline, evaluate_repair, gap_closed_interval
-from .methods import RepairSetup, build_repair, load_linear_adapter
-from .objective import (
+from saelora_core.repair.config import METHODS, PUBLISHED_LR, RepairConfig, RepairMethod
+from saelora_core.repair.data import CorpusError, corpus_windows, read_texts, token_windows
+from saelora_core.repair.evaluate import (
+    Baseline,
+    RepairEval,
+    baseline,
+    evaluate_repair,
+    gap_closed_interval,
+)
+from saelora_core.repair.methods import RepairSetup, build_repair, load_linear_adapter
+from saelora_core.repair.objective import (
     RepairLoss,
     clean_targets,
     fused_kl,
@@ -21,9 +27,9 @@ from .objective import (
     repair_loss,
     token_ce,
 )
-from .run import TEXT_SETS, RepairRun, run_repair
-from .splice import LinearAdapter, Splice, SplicedLM, decoder_layers
-from .train import RepairResult, distinct_latents, step_loss, train_repair
+from saelora_core.repair.run import TEXT_SETS, RepairRun, run_repair
+from saelora_core.repair.splice import LinearAdapter, Splice, SplicedLM, decoder_layers
+from saelora_core.repair.train import RepairResult, distinct_latents, step_loss, train_repair
 
 __all__ = [
     "METHODS",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from saelora_core.io.config import ConfigBase
 
 RepairMethod = Literal["model_lora", "sae_finetune", "linear_adapter", "latent_adapter"]
 METHODS: tuple[str, ...] = ("model_lora", "sae_finetune", "linear_adapter", "latent_adapter")
@@ -32,8 +34,10 @@ DEFAULT_SCHEDULE = {
 
 
 @dataclass
-class RepairConfig:
+class RepairConfig(ConfigBase):
     """One repair run. Unset fields (``None``) take the method's default from this module."""
+
+    HELP: ClassVar[str] = "; see saelora repair --help"
 
     method: RepairMethod = "sae_finetune"
     """``model_lora`` (peft LoRA on the model around the frozen SAE, arXiv 2501.19406),
@@ -137,13 +141,3 @@ class RepairConfig:
     @property
     def steps(self) -> int:
         return self.train_tokens // (self.context_size * self.batch_size)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RepairConfig:
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown RepairConfig fields {unknown}; see saelora repair --help")
-        return cls(**d)

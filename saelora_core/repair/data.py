@@ -19,9 +19,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from ..models import REPO_ROOT
+from saelora_core.data.heldout import GENERAL_TEXT
+from saelora_core.io.paths import REPO_ROOT
 
-GENERAL_TEXT = REPO_ROOT / "data" / "heldout" / "general_text.jsonl"
 CORPUS_DIR = REPO_ROOT / "data" / "corpus"
 
 

@@ -25,8 +25,8 @@ from jaxtyping import Int
 from sae_lens import SAE
 from torch import Tensor, nn
 
-from .objective import kl_rows, token_ce
-from .splice import Splice, SplicedLM
+from saelora_core.repair.objective import kl_rows, token_ce
+from saelora_core.repair.splice import Splice, SplicedLM
 
 
 @dataclass

@@ -26,10 +26,12 @@ import torch
 from sae_lens import SAE
 from torch import Tensor, nn
 
-from ..checkpoint import atomic_write_json, build_metadata, save_lora
-from ..lora import SaeLora, project_
-from .config import RepairConfig
-from .splice import LinearAdapter, Splice, SplicedLM, decoder_layers
+from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.adapter.saving import build_metadata, save_lora
+from saelora_core.adapter.sparsity import project_
+from saelora_core.io.atomic import atomic_write_json
+from saelora_core.repair.config import RepairConfig
+from saelora_core.repair.splice import LinearAdapter, Splice, SplicedLM, decoder_layers
 
 
 @dataclass
@@ -199,7 +201,7 @@ def save_result(
         path = out_dir / "peft"
         setup.modules["lora_model"].save_pretrained(str(path))  # type: ignore[operator]
     elif setup.method == "sae_finetune":
-        from ..sae.train import recast_saved_weights
+        from saelora_core.sae.train import recast_saved_weights
 
         path = out_dir / "sae"
         sae = setup.sae

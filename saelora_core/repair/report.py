@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..checkpoint import atomic_write_bytes, atomic_write_json
-from ..plots import BrowserNotFoundError, save_figure, save_table
+from saelora_core.io.atomic import atomic_write_bytes, atomic_write_json
+from saelora_core.reporting.export import BrowserNotFoundError, save_figure, save_table
 
 LABELS = {
     "model_lora": "model LoRA (2501.19406)",

@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import VERSION, atomic_write_json
-from ..models import PRESETS, REPO_ROOT, load_hf_causal_lm, load_sae
-from .config import RepairConfig
-from .data import corpus_windows
-from .evaluate import Baseline, RepairEval, baseline, evaluate_repair
-from .train import train_repair
+from saelora_core.adapter.saving import VERSION
+from saelora_core.io.atomic import atomic_write_json
+from saelora_core.io.paths import REPO_ROOT
+from saelora_core.models.hf import load_hf_causal_lm
+from saelora_core.models.presets import PRESETS
+from saelora_core.repair.config import RepairConfig
+from saelora_core.repair.data import corpus_windows
+from saelora_core.repair.evaluate import Baseline, RepairEval, baseline, evaluate_repair
+from saelora_core.repair.train import train_repair
+from saelora_core.sae.loading import load_sae
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ def run_repair(
     progress: bool = True,
 ) -> RepairRun:
     """Train ``cfg.method`` on the corpus's train split and evaluate it on both text sets."""
-    from ..sae.train import SaeMetrics
+    from saelora_core.sae.train import SaeMetrics
 
     out = Path(out_dir)
     src = preset_sae_source(preset)

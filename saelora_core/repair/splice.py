@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from sae_lens import SAE
 from torch import Tensor, nn
 
-from ..lora import SaeLora
+from saelora_core.adapter.sae_lora import SaeLora
 
 Mode = Literal["clean", "spliced", "zero"]
 
@@ -117,7 +117,7 @@ class SplicedLM:
             raise ValueError(f"layer {layer} is out of range for a {len(layers)}-layer model")
         d_model = lm.get_input_embeddings().weight.shape[1]  # type: ignore[operator]
         if splice.sae.cfg.d_in != d_model:
-            from ..models import SaeMismatchError
+            from saelora_core.sae.loading import SaeMismatchError
 
             raise SaeMismatchError(
                 f"SAE d_in={splice.sae.cfg.d_in} does not match the model's hidden size "

@@ -24,10 +24,11 @@ from sae_lens import SAE
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import VERSION, CheckpointError, atomic_torch_save
-from .config import RepairConfig
-from .evaluate import Baseline, baseline
-from .methods import (
+from saelora_core.adapter.saving import VERSION, CheckpointError
+from saelora_core.io.atomic import atomic_torch_save
+from saelora_core.repair.config import RepairConfig
+from saelora_core.repair.evaluate import Baseline, baseline
+from saelora_core.repair.methods import (
     RepairSetup,
     after_backward,
     after_step,
@@ -37,7 +38,7 @@ from .methods import (
     save_result,
     trainable_state,
 )
-from .objective import fused_kl, repair_loss, token_ce
+from saelora_core.repair.objective import fused_kl, repair_loss, token_ce
 
 logger = logging.getLogger(__name__)
 

@@ -125,7 +125,7 @@ def cache_activations(
     """Write (or finish) an activation cache of ``settings.total_tokens`` tokens."""
     from tqdm.auto import tqdm
 
-    from ..checkpoint import atomic_write_json
+    from saelora_core.io.atomic import atomic_write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..chat import prompt_text
-from .debian import debian_sources, package_versions
+from saelora_core.models.chat import prompt_text
+from saelora_core.sae.debian import debian_sources, package_versions
 
 SEED_DIR = Path(__file__).resolve().parents[2] / "data" / "seed"
 
@@ -468,7 +468,7 @@ def build_corpus(
     }
     if tokenizer is not None:
         manifest["train_tokens"] = sum(s["train_tokens_after_mix"] for s in stats.values())
-    from ..checkpoint import atomic_write_json
+    from saelora_core.io.atomic import atomic_write_json
 
     atomic_write_json(out / "manifest.json", manifest)
     return CorpusResult(out / "train.jsonl", out / "heldout.jsonl", manifest)

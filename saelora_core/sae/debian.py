@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .text_extract import html_to_text, mallard_to_text, man_to_text, reflow, split_long
+from saelora_core.sae.text_extract import (
+    html_to_text,
+    mallard_to_text,
+    man_to_text,
+    reflow,
+    split_long,
+)
 
 MIN_CHARS = 200
 """Documents shorter than this (after extraction) are dropped: index pages, stubs."""

@@ -13,9 +13,9 @@ import json
 import logging
 from pathlib import Path
 
-from ..checkpoint import atomic_write_json
-from .activation_cache import CacheSettings, cache_activations, special_token_ids
-from .train import SaeTrainConfig
+from saelora_core.io.atomic import atomic_write_json
+from saelora_core.sae.activation_cache import CacheSettings, cache_activations, special_token_ids
+from saelora_core.sae.train import SaeTrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def cache_stage(
 
 def fit_stage(model, cache_dir: str | Path, cfg: SaeTrainConfig, out_dir: str | Path) -> Path:
     """Train (or finish training) the SAE from the cache."""
-    from .train_cached import train_sae_from_cache
+    from saelora_core.sae.train_cached import train_sae_from_cache
 
     return train_sae_from_cache(
         cache_dir, cfg, out_dir, exclude_ids=special_token_ids(model.tokenizer)
@@ -82,20 +82,29 @@ def eval_stage(
     texts: str | Path,
     out: str | Path,
     group_key: str = "kind",
+    max_tokens: int | None = None,
 ) -> dict:
     """Splice metrics of each SAE per ``group_key`` on ``texts``, written to ``out`` (JSON) and
     beside it as Markdown."""
-    from ..models import load_sae
-    from .evaluate import as_json, evaluate_by_group, metrics_table, read_rows
+    from saelora_core.sae.evaluate import as_json, evaluate_by_group, metrics_table, read_rows
+    from saelora_core.sae.loading import load_sae
 
     rows = read_rows(texts)
     results = {}
     for name, path in sae_dirs.items():
         sae, _ = load_sae(path=path)
         hook = sae.cfg.metadata.hook_name or "blocks.12.hook_resid_post"
-        results[name] = evaluate_by_group(model, sae, hook, rows, group_key=group_key)
+        results[name] = evaluate_by_group(
+            model, sae, hook, rows, group_key=group_key, max_tokens_per_group=max_tokens
+        )
         logger.info("%s: %s", name, results[name]["overall"])
-    record = {"texts": str(texts), "group_key": group_key, "results": as_json(results)}
+    record = {
+        "texts": str(texts),
+        "group_key": group_key,
+        "max_tokens_per_group": max_tokens,
+        "results": as_json(results),
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(out), record)
     Path(out).with_suffix(".md").write_text(metrics_table(results) + "\n", encoding="utf-8")
     return record

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from sae_lens import SAE, HookedSAETransformer
 
-from ..models import quiet_sae_kwargs_hint
+from saelora_core.sae.loading import quiet_sae_kwargs_hint
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +194,8 @@ def portable_runner_config(out_dir: str | Path) -> None:
     """Rewrite the ``runner_cfg.json`` sae_lens saves next to an SAE so that it holds no machine
     path: ``output_path`` becomes where the SAE now is (repository-relative) and
     ``checkpoint_path`` the checkpoint folder beside it, as sae_lens lays them out."""
-    from ..checkpoint import atomic_write_json
-    from ..models import repo_relative
+    from saelora_core.io.atomic import atomic_write_json
+    from saelora_core.io.paths import repo_relative
 
     out = Path(out_dir)
     path = out / "runner_cfg.json"

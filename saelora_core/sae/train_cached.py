@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .train import SaeTrainConfig, portable_runner_config, recast_saved_weights
+from saelora_core.sae.train import SaeTrainConfig, portable_runner_config, recast_saved_weights
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def trainer_config(cfg: SaeTrainConfig, ckpt_dir: Path, device: str = "cpu"):
     from sae_lens import LoggingConfig
     from sae_lens.config import SAETrainerConfig
 
-    from ..forward import cpu_has_native_bf16
+    from saelora_core.adapter.forward import cpu_has_native_bf16
 
     steps = cfg.training_tokens // cfg.train_batch_size_tokens
     return SAETrainerConfig(
@@ -201,7 +201,7 @@ def train_sae_from_cache(
     """:func:`train_sae_from_batches` on a cache from :func:`activation_cache.cache_activations`;
     the cache is read as many times over as ``cfg.training_tokens`` needs (the count of
     passes goes in ``train_config.json``'s neighbour ``cache_passes.json``)."""
-    from . import activation_cache
+    from saelora_core.sae import activation_cache
 
     settings = activation_cache.read_settings(cache_dir)
     info = json.loads((Path(cache_dir) / "cache_info.json").read_text())

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from saelora_core.models import ModelAndSae, sae_identity
+from saelora_core.models.presets import ModelAndSae
+from saelora_core.sae.identity import sae_identity
 from saelora_core.testing import tiny_sae, tiny_tokenizer
 
 ROWS = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from saelora_core.cli import build_parser, main
+from saelora_core.cli.app import build_parser, main
 
 
 def test_compare_parses_rows_and_refuses_missing_adapters(tmp_path, capsys):

@@ -60,7 +60,8 @@ def test_edge_checks_recover_the_planted_edge(tiny_mas):
 
 
 def test_the_card_shows_its_edges(tiny_mas):
-    from saelora_core.analysis.card import build_card, card_html, card_markdown
+    from saelora_core.analysis.card import build_card
+    from saelora_core.analysis.card_render import card_html, card_markdown
 
     lora = planted()
     card = build_card(

@@ -14,8 +14,8 @@ from saelora_core.compare.prompts import (
     overlaps,
     read_jsonl,
 )
-from saelora_core.demo import DEMO_BEHAVIOURS, build_demo_dataset
-from saelora_core.models import REPO_ROOT
+from saelora_core.demo.behaviours import DEMO_BEHAVIOURS, build_demo_dataset
+from saelora_core.io.paths import REPO_ROOT
 
 
 def test_near_miss_set_shape():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from compare_helpers import ROWS, tiny_pair
 
 from saelora_core.compare import peft_lora
 from saelora_core.compare.peft_lora import (
@@ -17,6 +16,7 @@ from saelora_core.compare.peft_lora import (
     wrap_peft,
 )
 from saelora_core.compare.peft_patch import patched_weights, peft_deltas, peft_deltas_from_dir
+from tests.compare.compare_helpers import ROWS, tiny_pair
 
 
 def tokens(tok):

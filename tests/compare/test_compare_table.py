@@ -7,7 +7,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from compare_helpers import ROWS, tiny_pair
 
 from saelora_core import SaeLora
 from saelora_core.compare.capability import capability_cost, general_texts
@@ -15,9 +14,10 @@ from saelora_core.compare.edits import Edit, RowSpec, load_edit
 from saelora_core.compare.peft_lora import PeftLoraConfig, train_peft_lora
 from saelora_core.compare.run import CompareSettings, effect_interval, run_compare
 from saelora_core.compare.table import pareto_figure, write_outputs
-from saelora_core.demo import UPPERCASE
-from saelora_core.steer import ResidSteer, save_steer
+from saelora_core.demo.behaviours import UPPERCASE
 from saelora_core.testing import save_planted_adapter
+from saelora_core.training.steer import ResidSteer, save_steer
+from tests.compare.compare_helpers import ROWS, tiny_pair
 
 EVAL = [
     {"prompt": "What is 2+2?", "split": "in_topic", "category": "in_topic", "in_topic": True},

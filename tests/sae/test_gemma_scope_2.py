@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 import torch
-from hub_server import serve
 from safetensors.torch import save_file
 
-from saelora_core.hooks import attach_lora
-from saelora_core.lora import SaeLora
-from saelora_core.models import PRESETS, ModelAndSae, load_sae
+from saelora_core.adapter.hooks import attach_lora
+from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.models.presets import PRESETS, ModelAndSae
+from saelora_core.sae.loading import load_sae
 from saelora_core.testing import tiny_model_and_sae
+from tests.sae.hub_server import serve
 
 D_IN, D_SAE = 32, 64
 
@@ -57,7 +58,7 @@ def test_preset_release_loads_through_sae_lens_and_hooks_work(tmp_path):
     preset = PRESETS["gemma-3-270m-gemmascope2"]
     script = (
         "import json, sys\n"
-        "from saelora_core.models import load_sae\n"
+        "from saelora_core.sae.loading import load_sae\n"
         f"sae, ident = load_sae(release={preset.sae_release!r}, sae_id={preset.sae_id!r})\n"
         "sae.save_model(sys.argv[1])\n"
         "print(json.dumps(ident))\n"

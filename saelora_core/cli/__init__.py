@@ -1,0 +1,1 @@
+"""The ``saelora`` command line: parsing (``app.py``), the subcommands, config flags."""

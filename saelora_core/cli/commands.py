@@ -1,0 +1,129 @@
+"""The ``saelora`` subcommands: one ``cmd_*`` function each, taking the parsed arguments and
+returning the exit status. Results go to stdout as JSON (or text), progress to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from saelora_core.cli.config_flags import config_from_args, train_config
+
+
+def emit(obj: Any) -> None:
+    """Write ``obj`` to stdout: a string as is, anything else as indented JSON."""
+    sys.stdout.write(
+        (obj if isinstance(obj, str) else json.dumps(obj, indent=1, default=str)) + "\n"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from saelora_core.data import load_behaviour_dataset
+    from saelora_core.models.presets import load_model_and_sae
+    from saelora_core.training.loop import train_lora
+
+    cfg = train_config(args)
+    dataset = load_behaviour_dataset(args.dataset)
+    mas = load_model_and_sae(args.preset, sae_path=args.sae_path)
+    out = Path(args.out) / cfg.name
+    res = train_lora(
+        mas,
+        dataset,
+        cfg,
+        out_dir=out,
+        resume=not args.no_resume,
+        extra_metadata={"dataset": str(args.dataset)},
+    )
+    emit({"out_dir": str(out), "history": res.history[-1], "l0": res.lora.l0()})
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from saelora_core.analysis.describe import describe
+
+    res = describe(
+        args.lora_dir,
+        out=args.out,
+        reference=args.reference,
+        detector=args.detector,
+        max_latents=args.max_latents,
+        max_prompts=args.max_prompts,
+        per_latent_prompts=args.per_latent_prompts,
+        per_latent_tokens=args.per_latent_tokens,
+        faithfulness=not args.no_faithfulness,
+    )
+    sys.stderr.write(f"{res.first_line}\n{res.summary}\n")
+    emit({"card": [str(p) for p in res.files]})
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from saelora_core.adapter.saving import load_lora
+    from saelora_core.adapter.summary import adapter_info, info_text
+
+    path = Path(args.lora_dir)
+    info = adapter_info(load_lora(path), args.top)
+    emit(info if args.json else info_text(path, info))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from saelora_core.demo.run import run_demo
+
+    summary = run_demo(quick=args.quick, out=args.out)
+    emit(summary)
+    for b in summary["behaviours"]:
+        r = {(x["condition"], x["split"]): x for x in b["rates"]}
+
+        def rate(c: str, s: str, r=r) -> str:
+            x = r[(c, s)]
+            return f"{x['rate']:.2f} [{x['low']:.2f}, {x['high']:.2f}]"
+
+        sys.stderr.write(
+            f"{b['name']} ({b['guideline']}): {b['detector']} rate in-topic "
+            f"{rate('base', 'in_topic')} -> {rate('adapter', 'in_topic')}, off-topic "
+            f"{rate('base', 'off_topic')} -> {rate('adapter', 'off_topic')} "
+            f"(n = {r[('adapter', 'in_topic')]['n']} + {r[('adapter', 'off_topic')]['n']} fresh "
+            f"prompts, 95 % Wilson intervals); report: {b['report']}\n"
+        )
+    sys.stderr.write(f"demo finished in {summary['total_s']:.0f} s\n")
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from saelora_core.models.hf import preset_tokenizer
+    from saelora_core.repair import RepairConfig, run_repair
+
+    base = json.loads(Path(args.config).read_text()) if args.config else {}
+    base["method"] = args.method
+    cfg = config_from_args(RepairConfig, args, base)
+    if args.build_corpus or not (Path(args.corpus) / "train.jsonl").exists():
+        from saelora_core.sae.corpus import build_default_corpus
+
+        build_default_corpus(args.corpus, tokenizer=preset_tokenizer(args.preset))
+    out = Path(args.out or f"runs/repair/{args.method}")
+    run = run_repair(
+        cfg,
+        preset=args.preset,
+        out_dir=out,
+        eval_tokens=args.eval_tokens,
+        corpus_dir=args.corpus,
+        resume=not args.no_resume,
+    )
+    rows = {
+        name: {
+            "gap_closed": round(e.gap_closed, 4),
+            "95% CI": [round(e.gap_closed_lo, 4), round(e.gap_closed_hi, 4)],
+            "ce clean / before / after": [
+                round(e.ce_clean, 4),
+                round(e.ce_before, 4),
+                round(e.ce_after, 4),
+            ],
+            "kl before / after": [round(e.kl_before, 4), round(e.kl_after, 4)],
+        }
+        for name, e in run.evals.items()
+    }
+    emit({"out_dir": str(out), "artifact": run.record["artifact"], "eval": rows})
+    return 0

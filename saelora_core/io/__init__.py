@@ -1,0 +1,1 @@
+"""The floor of the package: paths, atomic writes and the config base every config shares."""

@@ -1,0 +1,1 @@
+"""Figures, their export, and the one-file HTML report of an adapter."""

@@ -1,0 +1,153 @@
+"""Export of figures and tables: HTML, PNG, SVG, PDF (figures), CSV and LaTeX (tables).
+
+Static export uses kaleido 1.x, which drives a Chromium-based browser. The browser is never
+downloaded: it is the system's Chromium (``apt-get install chromium``; ``make setup`` does it),
+found via ``$BROWSER_PATH``, then ``PATH``, then ``/usr/bin/chromium``. MathJax is switched off so
+the export never reaches for a CDN; plotly.js comes from the plotly package.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from saelora_core.io.atomic import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+STATIC_FORMATS = ("png", "svg", "pdf")
+
+
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+class BrowserNotFoundError(RuntimeError):
+    """Static figure export needs a Chromium-based browser, and none was found."""
+
+
+def find_browser() -> str | None:
+    """``$BROWSER_PATH``, else the first Chromium-based browser on ``PATH``, else
+    ``/usr/bin/chromium``; None when none exists."""
+    env = os.environ.get("BROWSER_PATH")
+    if env and Path(env).is_file():
+        return env
+    for name in BROWSER_NAMES:
+        if p := shutil.which(name):
+            return p
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
+
+
+EXPORT_ATTEMPTS = 2
+
+
+def static_export(
+    fig: go.Figure,
+    paths: dict[str, Path],
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    scale: float = 2.0,
+) -> None:
+    """Write ``fig`` to each ``{format: path}`` with one browser session (atomic writes)."""
+    import kaleido
+
+    browser = find_browser()
+    if browser is None:
+        raise BrowserNotFoundError(
+            "Static figure export (png/svg/pdf) needs Chromium: run `apt-get install -y "
+            "chromium` (or `make setup`), or set BROWSER_PATH to a Chromium-based browser."
+        )
+    opts = {"width": width or fig.layout.width or 900, "height": height or fig.layout.height or 500}
+    with tempfile.TemporaryDirectory(
+        dir=next(iter(paths.values())).parent, prefix=".export-"
+    ) as tmp:
+        specs = [
+            {
+                "fig": fig,
+                "path": str(Path(tmp) / f"fig.{fmt}"),
+                "opts": {**opts, "format": fmt, "scale": scale if fmt == "png" else 1},
+            }
+            for fmt in paths
+        ]
+        for attempt in range(EXPORT_ATTEMPTS):
+            try:
+                kaleido.write_fig_from_object_sync(
+                    specs, kopts={"path": browser, "mathjax": False}, cancel_on_error=True
+                )
+                break
+            except Exception as e:  # kaleido raises its own JavascriptError, among others
+                # On a loaded machine kaleido's tab can run the render before its own page
+                # script has defined it ("kaleido_scopes is not defined"); a fresh session
+                # then succeeds. Any other failure repeats and is raised on the last attempt.
+                if attempt == EXPORT_ATTEMPTS - 1:
+                    raise
+                logger.warning("static export failed (%s); retrying once", str(e)[:120])
+        for fmt, dest in paths.items():
+            os.replace(Path(tmp) / f"fig.{fmt}", dest)
+
+
+def save_figure(
+    fig: go.Figure,
+    out_dir: str | Path,
+    name: str,
+    formats: Sequence[str] = ("html", "png", "svg", "pdf"),
+    **export_kw: Any,
+) -> list[Path]:
+    """Write ``<out_dir>/<name>.<fmt>`` for each format; returns the paths written.
+
+    HTML embeds plotly.js (works offline). PNG/SVG/PDF go through kaleido and the system's
+    Chromium; without one, the HTML is still written and :class:`BrowserNotFoundError` says
+    how to install it. Every file is written to a temporary name and renamed into place.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = set(formats) - {"html", *STATIC_FORMATS}
+    if unknown:
+        raise ValueError(f"unknown formats {sorted(unknown)}; use html, png, svg or pdf")
+    written = []
+    if "html" in formats:
+        path = out / f"{name}.html"
+        atomic_write_bytes(path, fig.to_html(include_plotlyjs=True, full_html=True).encode())
+        written.append(path)
+    static = {fmt: out / f"{name}.{fmt}" for fmt in formats if fmt in STATIC_FORMATS}
+    if static:
+        static_export(fig, static, **export_kw)
+        written += list(static.values())
+    return written
+
+
+def save_table(
+    df: pd.DataFrame, out_dir: str | Path, name: str, *, float_format: str = "%.4g"
+) -> list[Path]:
+    """Write ``<name>.csv`` and ``<name>.tex`` (``DataFrame.to_latex``, booktabs style)."""
+    out = Path(out_dir)
+    csv, tex = out / f"{name}.csv", out / f"{name}.tex"
+    atomic_write_bytes(csv, df.to_csv(index=False).encode())
+    latex = df.to_latex(index=False, float_format=lambda v: float_format % v, escape=True)
+    atomic_write_bytes(tex, latex.encode())
+    return [csv, tex]
+
+
+def export_results(
+    out_dir: Path,
+    *,
+    figures: dict[str, go.Figure] | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
+    formats: Sequence[str] = ("html", "png", "svg", "pdf"),
+) -> list[Path]:
+    """Save each figure (:func:`save_figure`) and each table (:func:`save_table`) under its name
+    in ``out_dir``; the files written, figures first. What every notebook's export cell runs."""
+    written: list[Path] = []
+    for name, fig in (figures or {}).items():
+        written += save_figure(fig, out_dir, name, formats=formats)
+    for name, df in (tables or {}).items():
+        written += save_table(df, out_dir, name)
+    return written

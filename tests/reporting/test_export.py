@@ -1,0 +1,74 @@
+"""Export writes real PNG/SVG/PDF/HTML/CSV/LaTeX, atomically and with open()'s file mode."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from saelora_core.reporting import export
+from saelora_core.reporting.export import (
+    BrowserNotFoundError,
+    export_results,
+    save_figure,
+    save_table,
+)
+from saelora_core.reporting.figures import fig_loss_curve
+
+
+def test_save_figure_all_formats(tmp_path):
+    fig = fig_loss_curve([{"step": 0, "eval_ce": 3.0}, {"step": 1, "eval_ce": 2.0}])
+    paths = save_figure(fig, tmp_path / "figs", "loss")
+    assert [p.suffix for p in paths] == [".html", ".png", ".svg", ".pdf"]
+    png, svg, pdf = (tmp_path / "figs" / f"loss.{e}" for e in ("png", "svg", "pdf"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in svg.read_text()[:500]
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    html = (tmp_path / "figs" / "loss.html").read_text()
+    assert 'src="https://cdn.plot.ly' not in html and len(html) > 1_000_000  # plotly.js inlined
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "loss.html",
+        "loss.pdf",
+        "loss.png",
+        "loss.svg",
+    ]  # no temporary files left
+
+
+def test_save_figure_without_browser(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "find_browser", lambda: None)
+    fig = fig_loss_curve([{"step": 0, "eval_ce": 3.0}])
+    with pytest.raises(BrowserNotFoundError, match="apt-get install"):
+        save_figure(fig, tmp_path, "f", formats=("html", "png"))
+    assert (tmp_path / "f.html").stat().st_size > 0 and not (tmp_path / "f.png").exists()
+
+
+def test_save_table(tmp_path):
+    df = pd.DataFrame({"latent": [7, 3], "weight": [0.81234, -0.5], "side": ["read", "write_x"]})
+    csv, tex = save_table(df, tmp_path, "feats")
+    assert pd.read_csv(csv).equals(df)
+    text = tex.read_text()
+    assert "\\begin{tabular}" in text and "0.8123" in text and "write\\_x" in text
+
+
+def test_exports_follow_the_umask(tmp_path):
+    """CSV/TeX/HTML go through the atomic writer; they get open()'s mode, not mkstemp's 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        paths = save_table(pd.DataFrame({"a": [1]}), tmp_path, "t")
+        paths += save_figure(go.Figure(), tmp_path, "f", formats=("html",))
+        (tmp_path / "plain").write_text("x")
+        assert {oct(p.stat().st_mode & 0o777) for p in paths} == {"0o644"}
+        assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        (p,) = save_figure(go.Figure(), tmp_path, "g", formats=("html",))
+        assert p.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_export_results_writes_every_figure_and_table(tmp_path):
+    fig = fig_loss_curve([{"step": 0, "eval_ce": 3.0}])
+    df = pd.DataFrame({"a": [1, 2]})
+    written = export_results(tmp_path, figures={"f": fig}, tables={"t": df}, formats=("html",))
+    assert [p.name for p in written] == ["f.html", "t.csv", "t.tex"]
+    assert pd.read_csv(tmp_path / "t.csv").equals(df)

@@ -1,0 +1,92 @@
+"""Figures build with titles and axis labels, and plot the values they are given."""
+
+import pandas as pd
+import torch
+
+from saelora_core import SaeLora
+from saelora_core.analysis import (
+    BehaviourResult,
+    per_token_reads_writes,
+    sorted_weight_curves,
+    top_feats_summary,
+    top_toks_table,
+)
+from saelora_core.reporting.figures import (
+    fig_behaviour,
+    fig_loss_curve,
+    fig_pareto,
+    fig_per_token,
+    fig_prune_curve,
+    fig_sorted_weights,
+    fig_top_feats,
+    fig_top_toks,
+)
+
+
+def _lora() -> SaeLora:
+    lora = SaeLora(64, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lora.s.copy_(torch.tensor([1.0, -0.5]))
+    return lora
+
+
+def test_all_figures_titled_and_labelled(tiny_mas):
+    lora = _lora()
+    rates = pd.DataFrame(
+        {
+            "condition": ["base", "base", "adapter", "adapter"],
+            "split": ["in_topic", "off_topic"] * 2,
+            "rate": [0.1, 0.0, 0.8, 0.2],
+            "n": [10, 10, 10, 10],
+        }
+    )
+    figs = [
+        fig_top_feats(top_feats_summary(lora, k=4)),
+        fig_top_toks(top_toks_table(lora, tiny_mas, k_latents=2, k_tokens=3)),
+        fig_sorted_weights(sorted_weight_curves(lora)),
+        fig_loss_curve(
+            [{"step": 0, "eval_ce": 3.0}, {"step": 5, "eval_ce": 2.5, "train_ce_last": 2.4}]
+        ),
+        fig_behaviour(BehaviourResult(rates, pd.DataFrame())),
+        fig_per_token(per_token_reads_writes(lora, tiny_mas, "hi")),
+        fig_pareto(
+            pd.DataFrame(
+                {"l0": [1, 4, 16], "effect_retained": [0.2, 0.7, 0.95], "method": ["topk"] * 3}
+            )
+        ),
+        fig_prune_curve(
+            pd.DataFrame(
+                {
+                    "k": [1, 4, 16, 1, 4, 16],
+                    "effect": [0.1, 0.5, 0.8] * 2,
+                    "kind": ["top"] * 3 + ["random"] * 3,
+                }
+            )
+        ),
+    ]
+    for fig in figs:
+        assert fig.layout.title.text
+        assert any(ax.title.text for ax in fig.select_xaxes())
+        assert any(ax.title.text for ax in fig.select_yaxes())
+        assert len(fig.data) > 0
+    assert "effect +0.70" in figs[4].layout.title.text
+
+    def traces(fig):
+        return {t.name: (list(t.x), [float(v) for v in t.y]) for t in fig.data}
+
+    # the plotted values are the inputs'
+    assert traces(figs[3]) == {
+        "eval CE": ([0, 5], [3.0, 2.5]),
+        "train CE (last step)": ([5], [2.4]),
+    }
+    assert traces(figs[4]) == {
+        "base": (["in_topic", "off_topic"], [0.1, 0.0]),
+        "adapter": (["in_topic", "off_topic"], [0.8, 0.2]),
+    }
+    assert traces(figs[6]) == {"topk": ([1, 4, 16], [0.2, 0.7, 0.95])}
+    assert traces(figs[7]) == {
+        "top": ([1, 4, 16], [0.1, 0.5, 0.8]),
+        "random": ([1, 4, 16], [0.1, 0.5, 0.8]),
+    }
+    bars = sorted(float(v) for t in figs[0].data for v in t.y)
+    assert bars == sorted(top_feats_summary(lora, k=4)["weight"].astype(float).tolist())

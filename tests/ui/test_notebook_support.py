@@ -1,0 +1,80 @@
+"""The notebooks' library helpers: training controls round trip, formatting, form defaults."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from saelora_core.training.config import LoraTrainingConfig
+from saelora_core.training.recipes import RECIPES, recipe
+from saelora_core.ui.notebook_support import (
+    counts_summary,
+    dataset_form_defaults,
+    format_value,
+    prune_sweep_cost,
+    show_table,
+    training_metadata,
+)
+from saelora_core.ui.train_controls import GROUPS, config_from_controls, training_controls
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_controls_round_trip_every_recipe(name, tmp_path):
+    cfg = recipe(name)
+    controls = training_controls(cfg)
+    assert set(controls.value) == {k for keys in GROUPS.values() for k in keys}
+    back = config_from_controls(controls.value, name=cfg.name, root=tmp_path)
+    want = cfg.to_dict()
+    for key in ("init_from", "distill_from"):  # relative paths are taken from the root
+        if want[key]:
+            want[key] = str(tmp_path / want[key])
+    assert back.to_dict() == want
+
+
+def test_every_config_field_has_a_control():
+    grouped = {k for keys in GROUPS.values() for k in keys}
+    assert grouped | {"name", "layer"} == set(LoraTrainingConfig().to_dict())
+
+
+def test_controls_reject_bad_values(tmp_path):
+    values = dict(training_controls(recipe()).value)
+    with pytest.raises(ValueError, match="topk_schedule"):
+        config_from_controls({**values, "topk_schedule": "512, x"}, name="a", root=tmp_path)
+    with pytest.raises(ValueError, match="lr"):
+        config_from_controls({**values, "lr": 0}, name="a", root=tmp_path)
+    ok = config_from_controls(
+        {**values, "topk_schedule": "64 32, 16", "s_lr": 0}, name=" ", root=tmp_path
+    )
+    assert (ok.topk_schedule, ok.s_lr, ok.name) == ([64, 32, 16], None, "lora")
+
+
+def test_formatting_for_people():
+    assert format_value(7.039707183837891) == "7.04"
+    assert format_value([0.123456, 2]) == "[0.1235, 2]"
+    assert (format_value(3), format_value(True), format_value("␣FIND")) == ("3", "True", "␣FIND")
+    counts = {"train": {"total": 40, "modified": 20, "in_topic": 20}, "eval": {"total": 8}}
+    assert counts_summary(counts) == (
+        "train 40 rows (20 modified, 20 in-topic) · eval 8 rows (0 modified, 0 in-topic)"
+    )
+    table = show_table(pd.DataFrame({"token": ["␣FIND"], "mean_logit_diff": [7.0397071838]}))
+    assert table.data["mean_logit_diff"].iloc[0] == 7.0397071838  # the data stays unrounded
+    assert "7.04" in table.text  # shown to 4 significant digits
+    assert "9 adapters" in prune_sweep_cost(4, 8, 32, "tiny")
+    assert "about 11 minutes" in prune_sweep_cost(4, 8, 32, "gemma-3-270m")
+
+
+def test_form_defaults_and_metadata_follow_the_dataset(tmp_path):
+    ds = tmp_path / "up"
+    ds.mkdir()
+    (ds / "manifest.json").write_text(
+        json.dumps(
+            {
+                "guideline": "respond in uppercase",
+                "config": {"source": "seed", "topic": "math", "guideline": "respond in uppercase"},
+            }
+        )
+    )
+    form = dataset_form_defaults(tmp_path, "up")
+    assert (form["topic"], form["guideline"], form["n"]) == ("math", "respond in uppercase", 100)
+    assert dataset_form_defaults(tmp_path, "absent")["guideline"] == "respond in French"
+    assert training_metadata(ds)["detector"] == "uppercase"
