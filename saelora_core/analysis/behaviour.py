@@ -89,7 +89,8 @@ class BehaviourResult:
         return self.rate("adapter", "in_topic") - self.rate("adapter", "off_topic")
 
 
-def _detector(detector: str | Callable[[str], bool]) -> tuple[str, Callable[[str], bool]]:
+def detector_fn(detector: str | Callable[[str], bool]) -> tuple[str, Callable[[str], bool]]:
+    """The name and function of a detector given by name (``DETECTORS``) or as a callable."""
     if callable(detector):
         return getattr(detector, "__name__", "custom"), detector
     if detector not in DETECTORS:
@@ -121,7 +122,7 @@ def evaluate_behaviour(
     result on the same rows whose base answers are reused (e.g. across a pruning sweep), so
     only the adapter's answers are generated.
     """
-    name, fn = _detector(detector)
+    name, fn = detector_fn(detector)
     rows = [
         r
         for r in dataset_rows(eval_rows)

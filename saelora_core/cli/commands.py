@@ -69,6 +69,43 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_try(args: argparse.Namespace) -> int:
+    from saelora_core.adapter.saving import load_lora
+    from saelora_core.analysis.playground import (
+        behaviour_rate,
+        playground_text,
+        rate_line,
+        try_adapter,
+    )
+    from saelora_core.models import presets
+
+    meta = load_lora(args.lora_dir).metadata
+    mas = presets.load_model_and_sae(args.preset or meta.get("preset") or "gemma-3-270m")
+    lora = load_lora(args.lora_dir, sae_identity=mas.sae_identity).lora
+    mode = args.mode or meta.get("mode") or "resid_add"
+    detector = args.detector or meta.get("detector")
+    pg = try_adapter(
+        mas,
+        lora,
+        args.prompts,
+        mode=mode,
+        max_new_tokens=args.max_new_tokens,
+        detector=detector,
+        k_latents=args.latents,
+    )
+    emit(playground_text(pg).rstrip())
+    if args.batch:
+        if not detector:
+            raise ValueError(
+                f"{args.lora_dir} names no behaviour detector in its metadata; pass --detector "
+                "(french or uppercase) to measure the rate"
+            )
+        emit(
+            rate_line(behaviour_rate(mas, lora, detector=detector, n_prompts=args.batch, mode=mode))
+        )
+    return 0
+
+
 def cmd_sae_train(args: argparse.Namespace) -> int:
     from saelora_core.models.presets import load_base_model
     from saelora_core.sae.corpus import build_corpus
