@@ -16,10 +16,12 @@ with app.setup:
     from saelora_core.reporting.export import save_figure, save_table
     from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
+        dataset_picker,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
         show_table,
+        stop_until_chosen,
     )
 
     ENV = notebook_env("03_features")
@@ -72,13 +74,7 @@ def _(adapter_picker, mas):
 
 @app.cell
 def _(loaded):
-    _names = sorted(p.parent.name for p in DATASETS.glob("*/manifest.json"))
-    _default = Path(loaded.metadata.get("dataset") or DEFAULT_DATASET).name
-    text_picker = mo.ui.dropdown(
-        _names,
-        value=_default if _default in _names else (_names[0] if _names else None),
-        label="texts from (data/datasets/)",
-    )
+    text_picker = dataset_picker(ENV, loaded, "texts from (data/datasets/)")
     text_split = mo.ui.radio(["eval", "train"], value="eval", label="split", inline=True)
     n_texts = mo.ui.slider(8, 400, step=8, value=40, label="texts", show_value=True)
     mo.hstack([text_picker, text_split, n_texts], justify="start")
@@ -86,14 +82,8 @@ def _(loaded):
 
 
 @app.cell
-def _(mas, n_texts, text_picker, text_split):
-    mo.stop(
-        text_picker.value is None,
-        mo.callout(
-            mo.md(f"No dataset in `{DATASETS}` to take texts from: build one in `01_dataset.py`."),
-            kind="warn",
-        ),
-    )
+def _(loaded, mas, n_texts, text_picker, text_split):
+    stop_until_chosen(ENV, loaded, text_picker)
     texts_dataset = load_behaviour_dataset(DATASETS / text_picker.value)[text_split.value]
     texts = analysis.load_texts(mas, texts_dataset, n=n_texts.value)
     return texts, texts_dataset

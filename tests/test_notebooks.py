@@ -48,7 +48,13 @@ NOTEBOOK_ENV = (
     "SAELORA_DATASET",
 )
 # Shown by a notebook that stopped early because something it needs is missing.
-STOP_MESSAGES = ("No adapter in", "No dataset in", "Cannot load", "No study results")
+STOP_MESSAGES = (
+    "No adapter in",
+    "No dataset in",
+    "Cannot load",
+    "No study results",
+    "it was trained on above",
+)
 # What each notebook shows before any button is pressed (plotly figures render as
 # <marimo-plotly>; latent dashboards as <div class="saelora-dashboard">).
 # "{adapter}" is the adapter directory's name.
@@ -219,6 +225,7 @@ def default_env(tiny_env: dict[str, str], tmp_path_factory) -> dict[str, str]:
             sae_identity=ident,
             layer=preset.layer,
             mode="resid_add",
+            extra={"dataset": "small", "guideline": "respond in French", "detector": "french"},
         ),
     )
     return {

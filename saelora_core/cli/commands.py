@@ -20,6 +20,7 @@ def emit(obj: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from saelora_core.analysis.behaviour import behaviour_metadata
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.models.presets import load_model_and_sae
     from saelora_core.training.loop import train_lora
@@ -34,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg,
         out_dir=out,
         resume=not args.no_resume,
-        extra_metadata={"dataset": str(args.dataset)},
+        extra_metadata=behaviour_metadata(args.dataset),
     )
     emit({"out_dir": str(out), "history": res.history[-1], "l0": res.lora.l0()})
     return 0

@@ -41,7 +41,13 @@ from tqdm.auto import tqdm
 from saelora_core.adapter.batch import Example, chunks, device_of, make_batch, tokenize_rows
 from saelora_core.adapter.forward import batch_losses, evaluate_ce, hook_resids
 from saelora_core.adapter.sae_lora import SaeLora, penalty
-from saelora_core.adapter.saving import build_metadata, load_lora, save_lora
+from saelora_core.adapter.saving import (
+    behaviour_of,
+    build_metadata,
+    load_lora,
+    missing_behaviour,
+    save_lora,
+)
 from saelora_core.adapter.sparsity import project_
 from saelora_core.io.atomic import atomic_torch_save
 from saelora_core.models.presets import ModelAndSae
@@ -163,11 +169,32 @@ def start_run(
     if cfg.precompute:  # every hook residual once, in batches
         hook_resids(mas, train + ev, cfg.micro_batch)
     lora = new_adapter(mas, cfg)
+    extra = run_behaviour(cfg, extra_metadata)
     return Run(
         mas, cfg, out, layer, train, ev, skipped, lora, new_optimizer(lora, cfg),
         load_teacher(mas, cfg), math.ceil(len(train) / cfg.batch_size),
-        extra_metadata=dict(extra_metadata or {}),
+        extra_metadata=extra,
     )  # fmt: skip
+
+
+def run_behaviour(cfg: LoraTrainingConfig, extra_metadata: dict | None) -> dict[str, Any]:
+    """``extra_metadata`` completed with the behaviour (dataset, guideline, detector) of the
+    adapter the run distills from or starts from, where it names none: a student does what its
+    teacher does. A run that still lacks one is logged, since its adapter will be saved
+    without it."""
+    extra = dict(extra_metadata or {})
+    for src in (cfg.distill_from, cfg.init_from):
+        if src:
+            inherited = behaviour_of(src)
+            extra.update({k: v for k, v in inherited.items() if not extra.get(k)})
+    if missing := missing_behaviour(extra):
+        logger.warning(
+            "training %s without %s: pass train_lora(..., extra_metadata="
+            "analysis.behaviour_metadata(<dataset dir>)) so that the adapter records them",
+            cfg.name,
+            ", ".join(missing),
+        )
+    return extra
 
 
 def eval_ce(run: Run) -> float | None:

@@ -233,17 +233,55 @@ def prune_sweep_cost(n_ks: int, max_prompts: int, max_new_tokens: int, preset: s
 
 def training_metadata(dataset_dir: Path) -> dict:
     """What 02 records beside a trained adapter, as ``make demo`` does: the dataset, its
-    guideline and the behaviour detector that matches it (so 05 evaluates with the right one)."""
-    import json
+    guideline and the behaviour detector that matches it (``analysis.behaviour_metadata``)."""
+    from saelora_core.analysis.behaviour import behaviour_metadata
 
+    return behaviour_metadata(dataset_dir)
+
+
+def dataset_choice(names: list[str], metadata: dict) -> str | None:
+    """The dataset a picker starts on: the one the adapter's metadata records, when it is built
+    here; else None, so that the notebook asks rather than analyse the adapter on another
+    behaviour's texts."""
+    recorded = metadata.get("dataset")
+    name = Path(recorded).name if recorded else None
+    return name if name in names else None
+
+
+def detector_choice(metadata: dict) -> str | None:
+    """The behaviour detector the adapter's metadata records (None: the notebook asks)."""
     from saelora_core.analysis import DETECTORS
 
-    out: dict = {"dataset": str(dataset_dir)}
-    manifest = dataset_dir / "manifest.json"
-    if manifest.exists():
-        guideline = json.loads(manifest.read_text(encoding="utf-8")).get("guideline") or ""
-        out["guideline"] = guideline
-        found = [d for d in DETECTORS if d in guideline.lower()]
-        if found:
-            out["detector"] = found[0]
-    return out
+    det = metadata.get("detector")
+    return det if det in DETECTORS else None
+
+
+def dataset_picker(env: NotebookEnv, loaded: LoadedLora, label: str):
+    """A dropdown of the built datasets on the adapter's own (:func:`dataset_choice`)."""
+    import marimo as mo
+
+    names = sorted(p.parent.name for p in env.datasets.glob("*/manifest.json"))
+    return mo.ui.dropdown(names, value=dataset_choice(names, loaded.metadata), label=label)
+
+
+def stop_until_chosen(env: NotebookEnv, loaded: LoadedLora, picker, what: str = "dataset"):
+    """Stop the cell while ``picker`` has no value, saying why: nothing is built yet, or the
+    adapter records no ``what`` (or one not built here) and the reader must pick it."""
+    import marimo as mo
+
+    if picker.value is not None:
+        return
+    if what == "dataset" and not list(env.datasets.glob("*/manifest.json")):
+        msg = f"No dataset in `{env.datasets}`: build one in `01_dataset.py`."
+    else:
+        recorded = loaded.metadata.get(what)
+        why = (
+            f"records the {what} `{recorded}`, which is not available here"
+            if recorded
+            else f"records no {what} in its metadata"
+        )
+        msg = (
+            f"This adapter {why}. **Pick the {what} it was trained on above**: the analysis "
+            "below depends on it (add it to the adapter's `metadata.json` to skip this step)."
+        )
+    mo.stop(True, mo.callout(mo.md(msg), kind="warn"))
