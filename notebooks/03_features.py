@@ -10,6 +10,7 @@ with app.setup:
 
     from saelora_core import analysis
     from saelora_core.adapter.summary import adapter_info, summary_line
+    from saelora_core.analysis.card_render import card_fragment
     from saelora_core.analysis.describe import describe
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.reporting import figures
@@ -221,7 +222,7 @@ def _(adapter_picker, card_button, card_checks, card_dir, card_prompts, mas):
         not (card_dir / "card.md").exists(),
         mo.md("No card for this adapter yet: press **Write the adapter card**."),
     )
-    mo.md((card_dir / "card.md").read_text())
+    mo.Html(card_fragment(card_dir))
     return
 
 
