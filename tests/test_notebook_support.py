@@ -50,8 +50,9 @@ def test_controls_reject_bad_values(tmp_path):
 
 def test_formatting_for_people():
     assert format_value(7.039707183837891) == "7.04"
-    assert format_value([0.123456, 2]) == "[0.1235, 2]"
-    assert (format_value(3), format_value(True), format_value("␣FIND")) == ("3", "True", "␣FIND")
+    assert format_value([0.123456, 2]) == "0.1235, 2"
+    assert format_value(float("nan")) == "—"
+    assert (format_value(3), format_value(True), format_value("␣FIND")) == ("3", "yes", "␣FIND")
     counts = {"train": {"total": 40, "modified": 20, "in_topic": 20}, "eval": {"total": 8}}
     assert counts_summary(counts) == (
         "train 40 rows (20 modified, 20 in-topic) · eval 8 rows (0 modified, 0 in-topic)"

@@ -143,25 +143,16 @@ def cmd_sae_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from saelora_core.demo.run import run_demo
+    from saelora_core.demo.run import demo_table, run_demo
+    from saelora_core.io.format import fmt_num, text_table
 
     summary = run_demo(quick=args.quick, out=args.out)
-    emit(summary)
-    for b in summary["behaviours"]:
-        r = {(x["condition"], x["split"]): x for x in b["rates"]}
-
-        def rate(c: str, s: str, r=r) -> str:
-            x = r[(c, s)]
-            return f"{x['rate']:.2f} [{x['low']:.2f}, {x['high']:.2f}]"
-
-        sys.stderr.write(
-            f"{b['name']} ({b['guideline']}): {b['detector']} rate in-topic "
-            f"{rate('base', 'in_topic')} -> {rate('adapter', 'in_topic')}, off-topic "
-            f"{rate('base', 'off_topic')} -> {rate('adapter', 'off_topic')} "
-            f"(n = {r[('adapter', 'in_topic')]['n']} + {r[('adapter', 'off_topic')]['n']} fresh "
-            f"prompts, 95 % Wilson intervals); report: {b['report']}\n"
-        )
-    sys.stderr.write(f"demo finished in {summary['total_s']:.0f} s\n")
+    emit(text_table(demo_table(summary), max_width=60))
+    emit(
+        "rates: share of greedy answers the detector accepts on fresh prompts (adapter: 95 % "
+        f"Wilson interval); full results: {summary['json']}; demo finished in "
+        f"{fmt_num(summary['total_s'], 3)} s"
+    )
     return 0
 
 

@@ -130,19 +130,11 @@ def load_adapter_or_stop(path: Path, mas: ModelAndSae) -> LoadedLora:
 
 
 def format_value(v, digits: int = 4) -> str:
-    """A table cell as a person reads it: floats to ``digits`` significant digits (lists of
-    floats too), everything else as ``str``."""
-    import numbers
+    """A table cell as a person reads it (``io.format.fmt_value``): numbers to ``digits``
+    significant digits, lists as comma-separated values, NaN as "—"."""
+    from saelora_core.io.format import fmt_value
 
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, numbers.Integral):
-        return str(v)
-    if isinstance(v, numbers.Real):
-        return f"{float(v):.{digits}g}"
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(format_value(x, digits) for x in v) + "]"
-    return str(v)
+    return fmt_value(v, digits)
 
 
 def show_table(df, *, digits: int = 4, selection=None, **kw):
