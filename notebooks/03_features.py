@@ -18,6 +18,7 @@ with app.setup:
     from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
         dataset_picker,
+        detector_choice,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
@@ -71,6 +72,46 @@ def _(adapter_picker, mas):
     lora = loaded.lora
     mo.md(f"Adapter **{adapter_picker.selected_key}**: {summary_line(adapter_info(loaded))}.")
     return loaded, lora
+
+
+@app.cell
+def _():
+    try_prompt = mo.ui.text_area(
+        value="What is 12 times 7?", label="prompt (one per line)", full_width=True
+    )
+    try_batch = mo.ui.number(start=0, stop=80, value=8, label="fresh prompts per side (rate)")
+    try_button = mo.ui.run_button(label="Compare answers")
+    mo.vstack(
+        [
+            mo.md(
+                "### Playground: what does the adapter do?\n\nThe base model's greedy answer "
+                "beside the adapter's, and per token of the adapter's answer the read latents "
+                "that fired and what it wrote there. With fresh prompts, the behaviour rate and "
+                "its 95 % interval (seconds on the default model). Same as `saelora try`."
+            ),
+            try_prompt,
+            mo.hstack([try_batch, try_button], justify="start"),
+        ]
+    )
+    return try_batch, try_button, try_prompt
+
+
+@app.cell
+def _(loaded, lora, mas, try_batch, try_button, try_prompt):
+    mo.stop(not try_button.value, mo.md("Press **Compare answers**."))
+    _prompts = [p for p in try_prompt.value.splitlines() if p.strip()]
+    mo.stop(not _prompts, mo.md("Type a prompt first."))
+    with mo.status.spinner(title="Generating base and adapter answers..."):
+        _mode = loaded.metadata.get("mode", "resid_add")
+        _det = detector_choice(loaded.metadata)
+        _pg = analysis.try_adapter(mas, lora, _prompts, mode=_mode, detector=_det)
+        _rate = (
+            analysis.behaviour_rate(mas, lora, detector=_det, n_prompts=try_batch.value, mode=_mode)
+            if _det and try_batch.value
+            else None
+        )
+    mo.Html(analysis.playground_html(_pg, _rate))
+    return
 
 
 @app.cell

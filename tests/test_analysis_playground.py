@@ -152,3 +152,17 @@ def test_cli_try_batch_without_a_detector_says_what_to_pass(
     rc = main(["try", str(tmp_path / "planted"), "Hi", "--max-new-tokens", "4", "--batch", "2"])
     assert rc == 2
     assert "--detector" in capsys.readouterr().err
+
+
+def test_playground_html_shows_the_rate_answers_and_tokens(tiny_mas):
+    from saelora_core.analysis.playground import playground_html
+
+    lora = dense_adapter(tiny_mas)
+    pg = try_adapter(tiny_mas, lora, ["What is 2+2?"], max_new_tokens=6, detector="uppercase")
+    rate = behaviour_rate(
+        tiny_mas, lora, detector="uppercase", rows=fresh_prompts(1), max_new_tokens=4
+    )
+    out = playground_html(pg, rate)
+    assert out.startswith("<div class='saelora-playground'") and "<script" not in out
+    assert "uppercase rate in-topic" in out and "n = 1 + 1 fresh prompts" in out
+    assert "edit_norm" in out and "adapter (resid_add) · uppercase: " in out

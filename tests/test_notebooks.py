@@ -148,12 +148,13 @@ def test_export_html_tiny(notebook: Path, tiny_env: dict[str, str], tmp_path: Pa
 
 # The run buttons of the expensive steps (the export buttons stay unpressed: static figure export
 # needs Chromium and is tested with plots.py).
-RUN_BUTTONS = ("build_button", "train_button", "attr_button", "prune_button")
+RUN_BUTTONS = ("build_button", "train_button", "attr_button", "prune_button", "try_button")
 # Control defaults shrunk for the test: one k in the pruning sweep instead of four.
 SMALLER = {"05_sparsity": {'value=["1", "4", "16", "64"]': 'value=["4"]'}}
 PRESSED = {
     "01_dataset": "Built",
     "02_train": "Saved to",
+    "03_features": "saelora-playground",
     "04_logit_attribution": "mean_logit_diff",
     "05_sparsity": "Unpruned adapter",
 }

@@ -232,3 +232,42 @@ def playground_text(pg: Playground, width: int = 48) -> str:
             out.append(text_table(shown, max_width=40))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def playground_html(pg: Playground, rate: BehaviourResult | None = None) -> str:
+    """The playground as an HTML fragment at full width (no scripts): per prompt, both answers
+    in two columns and the per-token table of the adapter's answer; with ``rate``, its
+    :func:`rate_line` first. What the notebooks show."""
+    import html
+
+    from saelora_core.io.format import format_frame
+
+    e = html.escape
+    box = "flex:1;border:1px solid #ccc;padding:6px 10px;white-space:pre-wrap"
+    parts = ["<div class='saelora-playground' style='width:100%'>"]
+    if rate is not None:
+        parts.append(f"<p><b>{e(rate_line(rate))}</b></p>")
+    for i, ans in enumerate(pg.answers):
+        heads = ["base", f"adapter ({pg.mode})"]
+        if pg.hits:
+            heads = [
+                f"{h} · {pg.detector}: {'yes' if v else 'no'}" for h, v in zip(heads, pg.hits[i])
+            ]
+        parts.append(f"<p><b>prompt:</b> {e(ans.prompt)}</p><div style='display:flex;gap:12px'>")
+        for head, text in zip(heads, (ans.base, ans.adapter), strict=True):
+            parts.append(f"<div style='{box}'><b>{e(head)}</b><br>{e(text or '(empty)')}</div>")
+        parts.append("</div>")
+        if ans.tokens.empty:
+            parts.append("<p>The adapter's answer is empty: no per-token view.</p>")
+            continue
+        table = format_frame(
+            ans.tokens[TOKEN_COLUMNS].assign(token=ans.tokens["token"].map(quoted))
+        ).to_html(index=False, escape=True, border=0)
+        parts.append(
+            "<p>Per token of the adapter's answer: <code>edit_norm</code> = ‖Δz @ W_dec‖ "
+            "written at that token; <code>reads</code> = read latents that fired (activation); "
+            "<code>writes</code> = top written latents (Δz).</p>"
+            f"<div style='width:100%'>{table}</div>"
+        )
+    parts.append("</div>")
+    return "".join(parts)

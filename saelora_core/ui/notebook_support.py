@@ -277,3 +277,19 @@ def stop_until_chosen(env: NotebookEnv, loaded: LoadedLora, picker, what: str = 
             "below depends on it (add it to the adapter's `metadata.json` to skip this step)."
         )
     mo.stop(True, mo.callout(mo.md(msg), kind="warn"))
+
+
+def trained_summary(out_dir, lora, n_steps: int) -> tuple[str, str]:
+    """02's line after training and its callout kind: where the adapter went, its L0 and, when
+    it is dense, that it is and how to get a sparse one (``adapter.summary.dense_note``;
+    kind "warn")."""
+    from saelora_core.adapter.summary import dense_note
+    from saelora_core.io.format import fmt_list
+
+    read, write = lora.l0()
+    text = (
+        f"Saved to `{out_dir}` · L0 read {fmt_list(read)}, write {fmt_list(write)} "
+        f"(of {lora.d_sae} per vector) · {n_steps} steps this run"
+    )
+    note = dense_note({"l0": {"read": read, "write": write}, "d_sae": lora.d_sae})
+    return (text + f"\n\n**Dense adapter.** {note}", "warn") if note else (text, "success")
