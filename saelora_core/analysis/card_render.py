@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 
 from saelora_core.analysis.card import ALWAYS_ON, AdapterCard, CardLatent
@@ -21,8 +22,10 @@ def _rate(x: float) -> str:
     return MISSING if is_missing(x) else f"{x:.2f}"
 
 
-def _signed(x: float, digits: int = 3) -> str:
-    return MISSING if is_missing(x) else ("+" if x >= 0 else "") + fmt_num(x, digits)
+def _signed(x: float | None, digits: int = 3) -> str:
+    if x is None or is_missing(x):
+        return MISSING
+    return ("+" if x >= 0 else "") + fmt_num(x, digits)
 
 
 ALWAYS_ON_NOTE = (
@@ -36,7 +39,10 @@ def groups(cs: list[CardLatent]) -> list[tuple[str | None, list[CardLatent]]]:
     always-on ones under a heading of their own."""
     sel = [c for c in cs if not c.always_on]
     on = [c for c in cs if c.always_on]
-    return [(None, sel)] + ([(f"Always on ({len(on)}): {ALWAYS_ON_NOTE}", on)] if on else [])
+    out: list[tuple[str | None, list[CardLatent]]] = [(None, sel)]
+    if on:
+        out.append((f"Always on ({len(on)}): {ALWAYS_ON_NOTE}", on))
+    return out
 
 
 def per_latent_rows(card: AdapterCard) -> tuple[str, list[dict[str, str]]]:
@@ -61,7 +67,7 @@ def per_latent_rows(card: AdapterCard) -> tuple[str, list[dict[str, str]]]:
     )
     rows = []
     for r in f.per_latent.to_dict(orient="records"):
-        lo, hi = r.get("ci_low"), r.get("ci_high")
+        lo, hi = float(r.get("ci_low", math.nan)), float(r.get("ci_high", math.nan))
         known = not (is_missing(lo) or is_missing(hi))
         clear = known and (lo > 0 or hi < 0)
         rows.append(

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from saelora_core.adapter.saving import CheckpointError, LoadedLora, load_lora
 from saelora_core.io.paths import REPO_ROOT
@@ -279,7 +279,7 @@ def stop_until_chosen(env: NotebookEnv, loaded: LoadedLora, picker, what: str = 
     mo.stop(True, mo.callout(mo.md(msg), kind="warn"))
 
 
-def trained_summary(out_dir, lora, n_steps: int) -> tuple[str, str]:
+def trained_summary(out_dir, lora, n_steps: int) -> tuple[str, Literal["warn", "success"]]:
     """02's line after training and its callout kind: where the adapter went, its L0 and, when
     it is dense, that it is and how to get a sparse one (``adapter.summary.dense_note``;
     kind "warn")."""
