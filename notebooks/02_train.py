@@ -17,6 +17,7 @@ with app.setup:
         load_model_or_stop,
         notebook_env,
         show_table,
+        trained_summary,
         training_metadata,
     )
     from saelora_core.ui.train_controls import (
@@ -179,16 +180,10 @@ def _(result, steps):
     loss_fig = figures.fig_loss_curve(result.history, steps)
     history_df = pd.DataFrame(result.history)
     steps_df = pd.DataFrame(steps)
-    _l0 = result.lora.l0()
+    _text, _kind = trained_summary(result.out_dir, result.lora, len(steps))
     mo.vstack(
         [
-            mo.callout(
-                mo.md(
-                    f"Saved to `{result.out_dir}` · L0 read {_l0[0]}, write {_l0[1]} "
-                    f"(of {result.lora.d_sae} per vector) · {len(steps)} steps this run"
-                ),
-                kind="success",
-            ),
+            mo.callout(mo.md(_text), kind=_kind),
             loss_fig,
             mo.ui.tabs(
                 {

@@ -10,16 +10,20 @@ with app.setup:
 
     from saelora_core import analysis
     from saelora_core.adapter.summary import adapter_info, summary_line
+    from saelora_core.analysis.card_render import card_fragment
     from saelora_core.analysis.describe import describe
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.reporting import figures
     from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
+        dataset_picker,
+        detector_choice,
         export_note,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
         show_table,
+        stop_until_chosen,
     )
 
     ENV = notebook_env("03_features")
@@ -71,14 +75,48 @@ def _(adapter_picker, mas):
 
 
 @app.cell
-def _(loaded):
-    _names = sorted(p.parent.name for p in DATASETS.glob("*/manifest.json"))
-    _default = Path(loaded.metadata.get("dataset") or DEFAULT_DATASET).name
-    text_picker = mo.ui.dropdown(
-        _names,
-        value=_default if _default in _names else (_names[0] if _names else None),
-        label="texts from (data/datasets/)",
+def _():
+    try_prompt = mo.ui.text_area(
+        value="What is 12 times 7?", label="prompt (one per line)", full_width=True
     )
+    try_batch = mo.ui.number(start=0, stop=80, value=8, label="fresh prompts per side (rate)")
+    try_button = mo.ui.run_button(label="Compare answers")
+    mo.vstack(
+        [
+            mo.md(
+                "### Playground: what does the adapter do?\n\nThe base model's greedy answer "
+                "beside the adapter's, and per token of the adapter's answer the read latents "
+                "that fired and what it wrote there. With fresh prompts, the behaviour rate and "
+                "its 95 % interval (seconds on the default model). Same as `saelora try`."
+            ),
+            try_prompt,
+            mo.hstack([try_batch, try_button], justify="start"),
+        ]
+    )
+    return try_batch, try_button, try_prompt
+
+
+@app.cell
+def _(loaded, lora, mas, try_batch, try_button, try_prompt):
+    mo.stop(not try_button.value, mo.md("Press **Compare answers**."))
+    _prompts = [p for p in try_prompt.value.splitlines() if p.strip()]
+    mo.stop(not _prompts, mo.md("Type a prompt first."))
+    with mo.status.spinner(title="Generating base and adapter answers..."):
+        _mode = loaded.metadata.get("mode", "resid_add")
+        _det = detector_choice(loaded.metadata)
+        _pg = analysis.try_adapter(mas, lora, _prompts, mode=_mode, detector=_det)
+        _rate = (
+            analysis.behaviour_rate(mas, lora, detector=_det, n_prompts=try_batch.value, mode=_mode)
+            if _det and try_batch.value
+            else None
+        )
+    mo.Html(analysis.playground_html(_pg, _rate))
+    return
+
+
+@app.cell
+def _(loaded):
+    text_picker = dataset_picker(ENV, loaded, "texts from (data/datasets/)")
     text_split = mo.ui.radio(["eval", "train"], value="eval", label="split", inline=True)
     n_texts = mo.ui.slider(8, 400, step=8, value=40, label="texts", show_value=True)
     mo.hstack([text_picker, text_split, n_texts], justify="start")
@@ -86,14 +124,8 @@ def _(loaded):
 
 
 @app.cell
-def _(mas, n_texts, text_picker, text_split):
-    mo.stop(
-        text_picker.value is None,
-        mo.callout(
-            mo.md(f"No dataset in `{DATASETS}` to take texts from: build one in `01_dataset.py`."),
-            kind="warn",
-        ),
-    )
+def _(loaded, mas, n_texts, text_picker, text_split):
+    stop_until_chosen(ENV, loaded, text_picker)
     texts_dataset = load_behaviour_dataset(DATASETS / text_picker.value)[text_split.value]
     texts = analysis.load_texts(mas, texts_dataset, n=n_texts.value)
     return texts, texts_dataset
@@ -228,7 +260,7 @@ def _(adapter_picker, card_button, card_checks, card_prompts, mas):
             faithfulness=card_checks.value,
             progress=False,
         )
-    mo.md(next(p for p in _res.files if p.name == "card.md").read_text())
+    mo.Html(card_fragment(_res.out_dir))
     return
 
 

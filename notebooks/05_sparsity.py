@@ -4,8 +4,6 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="saelora · 05 sparsity")
 
 with app.setup:
-    from pathlib import Path
-
     import marimo as mo
     import torch
 
@@ -15,12 +13,15 @@ with app.setup:
     from saelora_core.reporting import figures
     from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
+        dataset_picker,
+        detector_choice,
         export_note,
         load_adapter_or_stop,
         load_model_or_stop,
         notebook_env,
         prune_sweep_cost,
         show_table,
+        stop_until_chosen,
     )
 
     ENV = notebook_env("05_sparsity")
@@ -85,19 +86,10 @@ def _(lora):
 
 @app.cell
 def _(loaded):
-    _names = sorted(p.parent.name for p in DATASETS.glob("*/manifest.json"))
-    _default = Path(loaded.metadata.get("dataset") or DEFAULT_DATASET).name
-    eval_picker = mo.ui.dropdown(
-        _names,
-        value=_default if _default in _names else (_names[0] if _names else None),
-        label="eval rows from (data/datasets/)",
-    )
+    eval_picker = dataset_picker(ENV, loaded, "eval rows from (data/datasets/)")
     ks = mo.ui.multiselect(PRUNE_KS, value=["1", "4", "16", "64"], label="k (entries kept)")
-    _det = loaded.metadata.get("detector")  # the demo records the behaviour's detector
     detector = mo.ui.dropdown(
-        sorted(analysis.DETECTORS),
-        value=_det if _det in analysis.DETECTORS else "french",
-        label="detector",
+        sorted(analysis.DETECTORS), value=detector_choice(loaded.metadata), label="detector"
     )
     max_prompts = mo.ui.number(start=1, stop=1000, value=8, label="max prompts")
     max_new_tokens = mo.ui.number(start=4, stop=512, value=32, label="max new tokens")
@@ -139,15 +131,8 @@ def _(
             "are generated once. Fewer k values, prompts or new tokens make it faster."
         ),
     )
-    mo.stop(
-        eval_picker.value is None,
-        mo.callout(
-            mo.md(
-                f"No dataset in `{DATASETS}` to draw eval prompts from: build one in `01_dataset.py`."
-            ),
-            kind="warn",
-        ),
-    )
+    stop_until_chosen(ENV, loaded, eval_picker)
+    stop_until_chosen(ENV, loaded, detector, "detector")
     _eval = load_behaviour_dataset(DATASETS / eval_picker.value)["eval"]
     _kw = {
         "detector": detector.value,

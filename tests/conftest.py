@@ -49,7 +49,7 @@ def tiny_env(tmp_path_factory) -> dict[str, str]:
                 {"epoch": 0, "step": 0, "eval_ce": 3.0},
                 {"epoch": 1, "step": 2, "eval_ce": 2.5},
             ],
-            extra={"dataset": "small"},
+            extra={"dataset": "small", "guideline": "respond in French", "detector": "french"},
         ),
     )
     datasets = tmp / "datasets"

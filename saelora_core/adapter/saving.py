@@ -9,6 +9,7 @@ killed mid-write leaves the previous checkpoint intact. ``params.pt`` is read wi
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.io.atomic import atomic_torch_save, atomic_write_json
 
 VERSION = "0.1.0"
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -30,6 +32,35 @@ class CheckpointError(ValueError):
 class LoadedLora:
     lora: SaeLora
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def missing_behaviour(self) -> list[str]:
+        """The behaviour fields (dataset, guideline, detector) its metadata lacks."""
+        return missing_behaviour(self.metadata)
+
+
+BEHAVIOUR_KEYS = ("dataset", "guideline", "detector")
+"""What an adapter was trained to do: its dataset directory, the dataset's guideline (e.g.
+"respond in French") and the behaviour detector that scores it (``analysis.DETECTORS``). The
+notebooks take texts and eval prompts from the dataset; the card and the playground measure
+the rate with the detector."""
+
+
+def missing_behaviour(meta: dict[str, Any]) -> list[str]:
+    """The :data:`BEHAVIOUR_KEYS` that ``meta`` lacks (none for an SAE-repair adapter, which is
+    trained on general text and has no behaviour)."""
+    if meta.get("repair"):
+        return []
+    return [k for k in BEHAVIOUR_KEYS if not meta.get(k)]
+
+
+def behaviour_of(lora_dir: str | Path) -> dict[str, Any]:
+    """The :data:`BEHAVIOUR_KEYS` recorded in ``lora_dir``'s metadata (those it has)."""
+    try:
+        meta = json.loads((Path(lora_dir) / "metadata.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {k: meta[k] for k in BEHAVIOUR_KEYS if meta.get(k)}
 
 
 def build_metadata(
@@ -110,4 +141,12 @@ def load_lora(lora_dir: str | Path, *, sae_identity: dict | None = None) -> Load
             )
     lora = SaeLora(d_sae, rank)
     lora.load_state_dict(params)
-    return LoadedLora(lora, meta)
+    loaded = LoadedLora(lora, meta)
+    if loaded.missing_behaviour:
+        logger.warning(
+            "adapter %s records no %s in its metadata.json: analyses cannot tell which texts "
+            "and detector belong to it; add them (see adapter.saving.BEHAVIOUR_KEYS)",
+            d,
+            ", ".join(loaded.missing_behaviour),
+        )
+    return loaded

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from saelora_core.adapter.saving import LoadedLora
+from saelora_core.adapter.saving import LoadedLora, missing_behaviour
+from saelora_core.io.format import MISSING, fmt_list, fmt_value
 
 INFO_KEYS = (
     "preset",
@@ -29,6 +30,8 @@ INFO_KEYS = (
     "n_train",
     "n_eval",
     "dataset",
+    "guideline",
+    "detector",
 )
 """The metadata fields the summary shows."""
 
@@ -50,6 +53,7 @@ def adapter_info(loaded: LoadedLora, top: int = 5) -> dict[str, Any]:
     info: dict[str, Any] = {k: meta.get(k) for k in INFO_KEYS}
     info["last_eval"] = info["last_metrics"] = (meta.get("history") or [{}])[-1]
     read, write, scales = lora.read_dirs().detach(), lora.write_dirs().detach(), lora.s.detach()
+    info["missing"] = missing_behaviour(meta)
     info["s"] = scales.tolist()
     info["top_latents"] = [
         {
@@ -106,6 +110,10 @@ def info_text(path: Path, info: dict[str, Any]) -> str:
         data.insert(0, str(info["dataset"]))
     if data:
         lines.append("data     " + ", ".join(data))
+    if info.get("guideline") or info.get("detector"):
+        lines.append(f"behaviour {info.get('guideline')} (detector {info.get('detector')})")
+    if info.get("missing"):
+        lines.append(f"WARNING  {missing_text(info['missing'])}")
     state = "complete" if info.get("complete") else "incomplete (resumable)"
     lines.append(f"status   {state}; updated {info.get('updated')}")
     lines.append("top latents (latent:weight, largest |weight| of each unit vector):")
@@ -121,15 +129,53 @@ def info_text(path: Path, info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def summary_line(info: dict[str, Any]) -> str:
-    """``rank 1, s = [0.873], L0 read 682 · write 1303 of 4096 per vector, sparsity `proximal_l1` ``."""
-    l0, fmt = info.get("l0") or {}, ", ".join
+def missing_text(missing: list[str]) -> str:
+    """What a reader should know about an adapter whose metadata lacks behaviour fields."""
     return (
-        f"rank {info.get('rank')}, s = [{fmt(f'{v:.3g}' for v in info.get('s') or [])}], "
-        f"L0 read {fmt(map(str, l0.get('read') or []))} · "
-        f"write {fmt(map(str, l0.get('write') or []))} of {info.get('d_sae')} per vector, "
+        f"the metadata records no {', '.join(missing)}: which texts and detector belong to this "
+        "adapter is unknown; choose them by hand, or add them to its metadata.json"
+    )
+
+
+DENSE_L0 = 100
+"""Latents per read or write vector from which an adapter is dense: too many to read as a
+description of what it does."""
+SPARSE_RECIPE = "sparse (distilled, rank 8, top-16)"
+"""The recipe (``training.recipes.RECIPES``) that compresses a dense adapter into a few latents."""
+
+
+def dense_note(info: dict[str, Any]) -> str | None:
+    """A sentence saying the adapter is dense (some vector has at least :data:`DENSE_L0`
+    nonzero latents) and how to get a sparse one; None when it is sparse."""
+    l0 = info.get("l0") or {}
+    read, write = l0.get("read") or [0], l0.get("write") or [0]
+    if max(read + write) < DENSE_L0:
+        return None
+    return (
+        f"This adapter is dense: it reads {fmt_list(read)} and writes {fmt_list(write)} of "
+        f"{info.get('d_sae')} latents per vector, too many to read as a description. For a "
+        f"sparse one, distil it with the recipe `{SPARSE_RECIPE}` (training.recipes: 16 "
+        "latents per vector, about 10 minutes on 2 CPU cores), setting its `distill_from` and "
+        "`init_from` to this adapter."
+    )
+
+
+def summary_line(info: dict[str, Any]) -> str:
+    """``rank 1, s = 0.873, L0 read 682 · write 1303 of 4096 per vector, sparsity
+    `proximal_l1`, behaviour "respond in French" (detector french)``, and a warning when the
+    metadata lacks the behaviour."""
+    l0 = info.get("l0") or {}
+    out = (
+        f"rank {info.get('rank')}, s = {fmt_list(info.get('s') or [], digits=3)}, "
+        f"L0 read {fmt_list(l0.get('read') or [])} · write {fmt_list(l0.get('write') or [])} "
+        f"of {info.get('d_sae')} per vector, "
         f"sparsity `{(info.get('config') or {}).get('sparsity')}`"
     )
+    if info.get("guideline"):
+        out += f', behaviour "{info["guideline"]}" (detector {info.get("detector") or MISSING})'
+    if info.get("missing"):
+        out += f". **Warning:** {missing_text(info['missing'])}"
+    return out
 
 
 def summary_table(info: dict[str, Any]) -> pd.DataFrame:
@@ -144,12 +190,15 @@ def summary_table(info: dict[str, Any]) -> pd.DataFrame:
         "rank": info.get("rank"),
         "hook": info.get("hook_name"),
         "mode": info.get("mode"),
-        "s": ", ".join(f"{v:.4g}" for v in info.get("s") or []),
-        "L0 read / write": f"{l0.get('read')} / {l0.get('write')}",
+        "s": fmt_list(info.get("s") or []),
+        "L0 read / write": f"{fmt_list(l0.get('read') or [])} / {fmt_list(l0.get('write') or [])}",
+        "dataset": info.get("dataset"),
+        "guideline": info.get("guideline"),
+        "detector": info.get("detector"),
         "n_train / n_eval": f"{info.get('n_train')} / {info.get('n_eval')}",
         "complete": info.get("complete"),
         "created": info.get("created"),
         "updated": info.get("updated"),
         "library version": info.get("version"),
     }
-    return pd.DataFrame({"field": list(items), "value": [str(v) for v in items.values()]})
+    return pd.DataFrame({"field": list(items), "value": [fmt_value(v) for v in items.values()]})

@@ -8,6 +8,8 @@ DataFrames, or a plotly Figure.
   :func:`latent_dashboard`, :func:`load_texts`
 - ``sparsity``: :func:`adapter_sparsity`, :func:`sorted_weight_curves` and the noise baseline
 - ``behaviour``: :func:`evaluate_behaviour`, detectors, :func:`response_ce`
+- ``playground``: :func:`try_adapter` (base vs adapter answers, the edit token by token),
+  :func:`behaviour_rate` (the rate on a handful of fresh prompts), :func:`playground_text`
 """
 
 from saelora_core.analysis.activations import (
@@ -24,6 +26,7 @@ from saelora_core.analysis.behaviour import (
     DETECTORS,
     BehaviourResult,
     ResponseCe,
+    behaviour_metadata,
     detect_french,
     detect_uppercase,
     effect_retained,
@@ -44,6 +47,15 @@ from saelora_core.analysis.logits import (
     top_toks_table,
     unembed_scores,
 )
+from saelora_core.analysis.playground import (
+    Playground,
+    PlaygroundAnswer,
+    behaviour_rate,
+    playground_html,
+    playground_text,
+    rate_line,
+    try_adapter,
+)
 from saelora_core.analysis.sparsity import (
     adapter_sparsity,
     noise_baseline_closed_form,
@@ -56,9 +68,13 @@ __all__ = [
     "DETECTORS",
     "BehaviourResult",
     "LatentDashboard",
+    "Playground",
+    "PlaygroundAnswer",
     "ResponseCe",
     "TokenActs",
     "adapter_sparsity",
+    "behaviour_metadata",
+    "behaviour_rate",
     "dashboard_html",
     "dataset_rows",
     "detect_french",
@@ -78,10 +94,14 @@ __all__ = [
     "neuronpedia_id_for",
     "noise_baseline_closed_form",
     "per_token_reads_writes",
+    "playground_html",
+    "playground_text",
+    "rate_line",
     "random_unit_vectors",
     "sorted_weight_curves",
     "top_feats_summary",
     "top_toks_table",
+    "try_adapter",
     "unembed_scores",
     "vector_sparsity",
 ]

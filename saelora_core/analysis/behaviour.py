@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,28 @@ DETECTORS: dict[str, Callable[[str], bool]] = {
     "french": detect_french,
     "uppercase": detect_uppercase,
 }
+
+
+def detector_for(guideline: str) -> str | None:
+    """The detector whose name the guideline mentions ("respond in French" → "french")."""
+    found = [d for d in DETECTORS if d in (guideline or "").lower()]
+    return found[0] if found else None
+
+
+def behaviour_metadata(dataset_dir: str | Path) -> dict[str, Any]:
+    """What an adapter trained on ``dataset_dir`` records (``adapter.saving.BEHAVIOUR_KEYS``):
+    the dataset directory, its manifest's guideline, and the detector that guideline names
+    (left out when it names none)."""
+    from saelora_core.data.store import MANIFEST, load_manifest
+
+    out: dict[str, Any] = {"dataset": str(dataset_dir)}
+    if (Path(dataset_dir) / MANIFEST).exists():
+        guideline = load_manifest(dataset_dir).get("guideline") or ""
+        if guideline:
+            out["guideline"] = guideline
+        if det := detector_for(guideline):
+            out["detector"] = det
+    return out
 
 
 @dataclass
@@ -89,7 +112,8 @@ class BehaviourResult:
         return self.rate("adapter", "in_topic") - self.rate("adapter", "off_topic")
 
 
-def _detector(detector: str | Callable[[str], bool]) -> tuple[str, Callable[[str], bool]]:
+def detector_fn(detector: str | Callable[[str], bool]) -> tuple[str, Callable[[str], bool]]:
+    """The name and function of a detector given by name (``DETECTORS``) or as a callable."""
     if callable(detector):
         return getattr(detector, "__name__", "custom"), detector
     if detector not in DETECTORS:
@@ -121,7 +145,7 @@ def evaluate_behaviour(
     result on the same rows whose base answers are reused (e.g. across a pruning sweep), so
     only the adapter's answers are generated.
     """
-    name, fn = _detector(detector)
+    name, fn = detector_fn(detector)
     rows = [
         r
         for r in dataset_rows(eval_rows)

@@ -10,8 +10,16 @@ share first; for each: weight, share, firing rate on in-topic and off-topic prom
 activating snippets, the tokens its decoder direction promotes and suppresses (direct path),
 a label (``labels.py``) and, where the SAE has one, its Neuronpedia page.
 
-The card's first line is the faithfulness verdict (``faithfulness.py``) when it was checked;
-it ends with the one-paragraph summary "reads …; writes …; s = …".
+The card's first line names the behaviour and its measured rates (adapter in-topic with its
+95 % Wilson interval, base in-topic, adapter off-topic: the rates the faithfulness check
+measures), then the faithfulness verdict (``faithfulness.py``) when it was checked.
+
+**Always-on** latents fire on more than :data:`ALWAYS_ON` of the prompt tokens both in-topic
+and off-topic: they say nothing about the topic, so they are marked and listed apart from the
+selective ones. A rule label is **unclear** when its evidence is noise (:func:`is_noise`:
+an always-on latent, or one whose top snippets peak only on whitespace or punctuation), rather
+than a list of such tokens. The card ends with a few sentences: what it reads (selective,
+then always-on, then unclear) and what it writes (raised, then lowered).
 """
 
 from __future__ import annotations
@@ -24,11 +32,29 @@ import torch
 
 from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.analysis.activations import latent_activations, max_activating_examples
+from saelora_core.analysis.behaviour import wilson_interval
 from saelora_core.analysis.faithfulness import Faithfulness
 from saelora_core.analysis.features import NEURONPEDIA, latent_fire_freq, neuronpedia_id_for
 from saelora_core.analysis.labels import LatentEvidence, LlmLabeller, label_latents
 from saelora_core.analysis.logits import latent_logits
+from saelora_core.io.format import fmt_interval, fmt_list
 from saelora_core.models.presets import ModelAndSae
+
+ALWAYS_ON = 0.5
+"""Firing rate (fraction of prompt tokens) above which, in-topic and off-topic both, a latent
+is always on."""
+UNCLEAR = "unclear"
+
+
+def is_always_on(fire_in: float, fire_off: float) -> bool:
+    """Fires on more than :data:`ALWAYS_ON` of the tokens in-topic and off-topic (NaN: no)."""
+    return fire_in > ALWAYS_ON and fire_off > ALWAYS_ON
+
+
+def is_noise(tokens: list[str], always_on: bool) -> bool:
+    """Whether a latent's evidence says nothing a label could name: it is always on, or the
+    tokens its top snippets peak on are all whitespace or punctuation (or there are none)."""
+    return always_on or all(not any(ch.isalnum() for ch in t) for t in tokens)
 
 
 @dataclass
@@ -47,6 +73,11 @@ class CardLatent:
     """Top activating contexts, the peak token in «»."""
     snippets_html: list[str] = field(default_factory=list)
     url: str | None = None
+    always_on: bool = False
+
+    @property
+    def unclear(self) -> bool:
+        return self.label.startswith(UNCLEAR)
 
 
 @dataclass
@@ -65,21 +96,75 @@ class AdapterCard:
         return [c.latent for c in self.reads], [c.latent for c in self.writes]
 
     @property
+    def behaviour_line(self) -> str | None:
+        """``Behaviour "respond in French" (detector french): in-topic 0.55 [0.44, 0.66] vs
+        base 0.01; off-topic 0.01.``, from the faithfulness check's own rates (None when it
+        was not run)."""
+        f = self.faithfulness
+        if f is None:
+            return None
+        row = f.table.set_index("check").loc["adapter"]
+        n_in, n_off = f.settings.get("prompts_in_topic", 0), f.settings.get("prompts_off_topic", 0)
+        rate_in, rate_off = float(row["in_topic"]), float(row["off_topic"])
+        base_in = rate_in - float(row["effect"])
+        low, high = wilson_interval(round(rate_in * n_in), n_in) if n_in else (None, None)
+        what = self.info.get("guideline")
+        det = self.info.get("detector") or f.settings.get("detector")
+        name = f'Behaviour "{what}"' if what else "Behaviour"
+        name += f" (detector {det})" if det else ""
+        return (
+            f"{name}: in-topic {fmt_interval(rate_in, low, high)} vs base "
+            f"{fmt_interval(base_in, None, None)}; off-topic {fmt_interval(rate_off, None, None)} "
+            f"(n = {n_in} + {n_off} fresh prompts)."
+        )
+
+    @property
     def first_line(self) -> str:
         if self.faithfulness is None:
             return "Unchecked: faithfulness was not measured for this card."
-        return self.faithfulness.headline
+        return f"{self.behaviour_line} {self.faithfulness.headline}"
 
     @property
     def summary(self) -> str:
-        def names(cs: list[CardLatent], signed: bool) -> str:
-            return "; ".join(
-                f"{('+' if c.weight >= 0 else '−') if signed else ''}{c.latent} ({c.label})"
-                for c in cs
-            )
+        """A few sentences: the reads (selective, always-on, unclear), then the writes (raised,
+        lowered), then ``s``."""
 
-        s = ", ".join(f"{v:.3g}" for v in self.info["s"])
-        return f"reads {names(self.reads, False)}; writes {names(self.writes, True)}; s = [{s}]."
+        def named(cs: list[CardLatent]) -> str:
+            return "; ".join(f"{c.latent} ({c.label})" for c in cs)
+
+        def plural(n: int, what: str) -> str:
+            return f"{n} {what} is" if n == 1 else f"{n} {what}s are"
+
+        def ids(cs: list[CardLatent]) -> str:
+            return fmt_list([c.latent for c in cs], max_items=16)
+
+        out = []
+        for verb, cs in (("reads", self.reads), ("writes", self.writes)):
+            sel = [c for c in cs if not c.always_on and not c.unclear]
+            on = [c for c in cs if c.always_on]
+            vague = [c for c in cs if c.unclear and not c.always_on]
+            bits = []
+            if verb == "reads" and sel:
+                n = f"{len(sel)} selective latent{'' if len(sel) == 1 else 's'}"
+                bits.append(f"It reads {n}: {named(sel)}.")
+            elif sel:
+                up = [c for c in sel if c.weight >= 0]
+                down = [c for c in sel if c.weight < 0]
+                if up:
+                    bits.append(f"It raises {len(up)}: {named(up)}.")
+                if down:
+                    bits.append(f"It lowers {len(down)}: {named(down)}.")
+            side = verb[:-1]
+            if on:
+                bits.append(
+                    f"{plural(len(on), side + ' latent')} always on (firing on most tokens in "
+                    f"and off topic, so not selecting the topic): {ids(on)}."
+                )
+            if vague:
+                bits.append(f"{plural(len(vague), side + ' latent')} unclear: {ids(vague)}.")
+            out.append(" ".join(bits) or f"It {verb} no listed latent.")
+        out.append(f"Scale s = {fmt_list(self.info['s'], digits=3)}.")
+        return " ".join(out)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +260,16 @@ def build_card(
             "url": f"{NEURONPEDIA}/{np_id}/{lat}" if np_id else None,
         }
     labels = label_latents([evidence[lat] for lat in latents], labeller)
+    on = {
+        lat: is_always_on(fire_in.get(lat, math.nan), fire_off.get(lat, math.nan))
+        for lat in latents
+    }
+    for lat in latents:
+        if labels[lat].source.startswith("rule") and is_noise(
+            evidence[lat].activating_tokens(), on[lat]
+        ):
+            why = "always on" if on[lat] else "fires on whitespace or punctuation only"
+            labels[lat].text = f"{UNCLEAR} ({why})"
     cards = [
         CardLatent(
             side,
@@ -186,9 +281,12 @@ def build_card(
             labels[lat].text,
             labels[lat].source,
             **extra[lat],
+            always_on=on[lat],
         )
         for side, lat, weight, share in entries
     ]
+    # Selective latents first, always-on ones after them (each group by share).
+    cards.sort(key=lambda c: (c.side != "read", c.always_on))
     base_info = {
         "rank": lora.rank,
         "s": lora.s.detach().cpu().tolist(),

@@ -134,6 +134,9 @@ def describe(
             "mode": mode,
             "reference": repo_relative(ref_dir) if ref_dir else None,
             "command": f"saelora describe {repo_relative(d)}",
+            "guideline": meta.get("guideline")
+            or (_meta(ref_dir).get("guideline") if ref_dir else None),
+            "detector": detector or meta.get("detector"),
         },
     )
     if faithfulness:

@@ -67,7 +67,9 @@ class Faithfulness:
     effect, compared_to, retained, ci_low, ci_high."""
     per_latent: pd.DataFrame
     """side, latent, in_topic_without, effect_change (its removal's change in effect, − =
-    the effect drops), share (of the full adapter's effect on the same prompts)."""
+    the effect drops) with its 95 % paired bootstrap interval (ci_low, ci_high; absent from
+    results saved before they were measured), share (of the full adapter's effect on the same
+    prompts)."""
     settings: dict[str, Any]
 
     def _verdict(self) -> tuple[bool, str]:
@@ -192,18 +194,30 @@ def check_faithfulness(
             )
             r = bar(evaluate_behaviour(mas, cut, few, base=pl_base, **pl_gen))
             change = r.effect - pl_full.effect
+            low, high = paired_change_interval(r.samples, pl_full.samples, seed=seed)
             per.append(
                 {
                     "side": side,
                     "latent": lat,
                     "in_topic_without": r.rate("adapter", "in_topic"),
                     "effect_change": change,
+                    "ci_low": low,
+                    "ci_high": high,
                     "share": -change / pl_full.effect if pl_full.effect else float("nan"),
                 }
             )
     bar.close()
     per_latent = pd.DataFrame(
-        per, columns=["side", "latent", "in_topic_without", "effect_change", "share"]
+        per,
+        columns=[
+            "side",
+            "latent",
+            "in_topic_without",
+            "effect_change",
+            "ci_low",
+            "ci_high",
+            "share",
+        ],
     )
     settings = {
         "prompts_in_topic": len(in_rows),
@@ -216,6 +230,28 @@ def check_faithfulness(
         "seed": seed,
     }
     return Faithfulness(table, per_latent, settings)
+
+
+MIN_PER_LATENT_PROMPTS = 20
+"""Fewer in-topic prompts than this cannot resolve one latent's part of the effect (one
+answer is 5 % of the rate or more): the card then leaves the per-latent effects out."""
+
+
+def paired_change_interval(
+    without: pd.DataFrame, full: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % paired bootstrap interval of the change in the in-topic adapter rate between two
+    :attr:`BehaviourResult.samples` on the same prompts (``without`` − ``full``)."""
+    import numpy as np
+
+    a = without.loc[without["in_topic"], "adapter_hit"].astype(float).to_numpy()
+    b = full.loc[full["in_topic"], "adapter_hit"].astype(float).to_numpy()
+    if len(a) == 0 or len(a) != len(b):
+        return float("nan"), float("nan")
+    d = a - b
+    idx = np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))
+    lo, hi = np.quantile(d[idx].mean(1), [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 def verdict(table: pd.DataFrame, has_ref: bool, n_read: int, n_write: int) -> tuple[bool, str]:

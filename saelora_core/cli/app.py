@@ -14,6 +14,7 @@ from saelora_core.cli.commands import (
     cmd_info,
     cmd_repair,
     cmd_train,
+    cmd_try,
 )
 from saelora_core.cli.config_flags import add_config_flags
 from saelora_core.cli.dataset import add_dataset_parser
@@ -59,6 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="latents to list per read/write vector")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "try",
+        help="what an adapter does: base vs adapter answers and its edit token by token",
+        description="Greedy answers to each PROMPT without and with the adapter, side by side, "
+        "then per token of the adapter's answer the read latents that fired, the norm of the "
+        "edit and the top written latents. With --batch N, also the behaviour rate (95 % "
+        "Wilson interval) on N in-topic and N off-topic fresh prompts.",
+    )
+    p.add_argument("lora_dir")
+    p.add_argument("prompts", nargs="+", metavar="PROMPT")
+    p.add_argument("--preset", default=None, help="model preset (default: the adapter's)")
+    p.add_argument("--mode", default=None, help="hook mode (default: the adapter's)")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--latents", type=int, default=3, help="read/write latents shown per token")
+    p.add_argument("--detector", default=None, help="behaviour detector (default: metadata's)")
+    p.add_argument(
+        "--batch", type=int, default=0, help="also measure the rate on N + N fresh prompts"
+    )
+    p.set_defaults(func=cmd_try)
 
     p = sub.add_parser(
         "describe",

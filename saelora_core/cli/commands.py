@@ -20,6 +20,7 @@ def emit(obj: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from saelora_core.analysis.behaviour import behaviour_metadata
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.models.presets import load_model_and_sae
     from saelora_core.training.loop import train_lora
@@ -34,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg,
         out_dir=out,
         resume=not args.no_resume,
-        extra_metadata={"dataset": str(args.dataset)},
+        extra_metadata=behaviour_metadata(args.dataset),
     )
     emit({"out_dir": str(out), "history": res.history[-1], "l0": res.lora.l0()})
     return 0
@@ -69,26 +70,54 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_try(args: argparse.Namespace) -> int:
+    from saelora_core.adapter.saving import load_lora
+    from saelora_core.analysis.playground import (
+        behaviour_rate,
+        playground_text,
+        rate_line,
+        try_adapter,
+    )
+    from saelora_core.models import presets
+
+    meta = load_lora(args.lora_dir).metadata
+    mas = presets.load_model_and_sae(args.preset or meta.get("preset") or "gemma-3-270m")
+    lora = load_lora(args.lora_dir, sae_identity=mas.sae_identity).lora
+    mode = args.mode or meta.get("mode") or "resid_add"
+    detector = args.detector or meta.get("detector")
+    pg = try_adapter(
+        mas,
+        lora,
+        args.prompts,
+        mode=mode,
+        max_new_tokens=args.max_new_tokens,
+        detector=detector,
+        k_latents=args.latents,
+    )
+    emit(playground_text(pg).rstrip())
+    if args.batch:
+        if not detector:
+            raise ValueError(
+                f"{args.lora_dir} names no behaviour detector in its metadata; pass --detector "
+                "(french or uppercase) to measure the rate"
+            )
+        emit(
+            rate_line(behaviour_rate(mas, lora, detector=detector, n_prompts=args.batch, mode=mode))
+        )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from saelora_core.demo.run import run_demo
+    from saelora_core.demo.run import demo_table, run_demo
+    from saelora_core.io.format import fmt_num, text_table
 
     summary = run_demo(quick=args.quick, out=args.out)
-    emit(summary)
-    for b in summary["behaviours"]:
-        r = {(x["condition"], x["split"]): x for x in b["rates"]}
-
-        def rate(c: str, s: str, r=r) -> str:
-            x = r[(c, s)]
-            return f"{x['rate']:.2f} [{x['low']:.2f}, {x['high']:.2f}]"
-
-        sys.stderr.write(
-            f"{b['name']} ({b['guideline']}): {b['detector']} rate in-topic "
-            f"{rate('base', 'in_topic')} -> {rate('adapter', 'in_topic')}, off-topic "
-            f"{rate('base', 'off_topic')} -> {rate('adapter', 'off_topic')} "
-            f"(n = {r[('adapter', 'in_topic')]['n']} + {r[('adapter', 'off_topic')]['n']} fresh "
-            f"prompts, 95 % Wilson intervals); report: {b['report']}\n"
-        )
-    sys.stderr.write(f"demo finished in {summary['total_s']:.0f} s\n")
+    emit(text_table(demo_table(summary), max_width=60))
+    emit(
+        "rates: share of greedy answers the detector accepts on fresh prompts (adapter: 95 % "
+        f"Wilson interval); full results: {summary['json']}; demo finished in "
+        f"{fmt_num(summary['total_s'], 3)} s"
+    )
     return 0
 
 

@@ -42,9 +42,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from saelora_core.data.heldout import EVAL_NEW_TOKENS, HELDOUT_PROMPTS, heldout_prompts
 from saelora_core.demo.behaviours import DEMO_BEHAVIOURS, DemoBehaviour, build_demo_dataset
 from saelora_core.io.atomic import atomic_write_json
+from saelora_core.io.format import fmt_interval
 from saelora_core.io.paths import REPO_ROOT, repo_relative
 from saelora_core.training.config import LoraTrainingConfig
 
@@ -80,12 +83,46 @@ def run_demo(
             _run_one(mas, b, quick=quick, out=out, max_eval_prompts=max_eval_prompts, base=base)
         )
         logger.info("%s: report written to %s", b.name, summaries[-1]["report"])
-    return {
+    summary = {
         "behaviours": summaries,
         "out": repo_relative(Path(out or DEFAULT_DEMO_OUT)),
         "load_s": load_s,
         "total_s": time.perf_counter() - t0,
     }
+    summary["json"] = repo_relative(Path(out or DEFAULT_DEMO_OUT) / SUMMARY_FILE)
+    atomic_write_json(Path(out or DEFAULT_DEMO_OUT) / SUMMARY_FILE, summary)
+    return summary
+
+
+SUMMARY_FILE = "demo_summary.json"
+"""The demo's full results (every behaviour's rates, timings, config), beside its adapters."""
+
+
+def demo_table(summary: dict) -> pd.DataFrame:
+    """One row per behaviour: its guideline, detector, in-topic and off-topic rates base →
+    adapter (the adapter's with its 95 % Wilson interval), the prompts and the report: what
+    ``make demo`` prints (formatted with ``io.format``)."""
+    rows = []
+    for b in summary["behaviours"]:
+        r = {(x["condition"], x["split"]): x for x in b["rates"]}
+
+        def rate(c: str, s: str, r=r, ci: bool = True) -> str:
+            x = r[(c, s)]
+            return fmt_interval(x["rate"], x["low"] if ci else None, x["high"] if ci else None)
+
+        rows.append(
+            {
+                "behaviour": f"{b['name']} ({b['guideline']})",
+                "detector": b["detector"],
+                "in-topic base → adapter": f"{rate('base', 'in_topic', ci=False)} → "
+                f"{rate('adapter', 'in_topic')}",
+                "off-topic base → adapter": f"{rate('base', 'off_topic', ci=False)} → "
+                f"{rate('adapter', 'off_topic')}",
+                "prompts": f"{r[('adapter', 'in_topic')]['n']} + {r[('adapter', 'off_topic')]['n']}",
+                "report": b["report"],
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _run_one(

@@ -20,6 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from saelora_core.io.atomic import atomic_write_bytes
+from saelora_core.io.format import DIGITS, format_frame
 
 logger = logging.getLogger(__name__)
 
@@ -125,14 +126,16 @@ def save_figure(
 
 
 def save_table(
-    df: pd.DataFrame, out_dir: str | Path, name: str, *, float_format: str = "%.4g"
+    df: pd.DataFrame, out_dir: str | Path, name: str, *, digits: int = DIGITS
 ) -> list[Path]:
-    """Write ``<name>.csv`` and ``<name>.tex`` (``DataFrame.to_latex``, booktabs style)."""
+    """Write ``<name>.csv`` and ``<name>.tex`` (``DataFrame.to_latex``), every cell formatted
+    by ``io.format.format_frame``: numbers to ``digits`` significant digits, lists as
+    comma-separated values, missing values as "—"."""
     out = Path(out_dir)
     csv, tex = out / f"{name}.csv", out / f"{name}.tex"
-    atomic_write_bytes(csv, df.to_csv(index=False).encode())
-    latex = df.to_latex(index=False, float_format=lambda v: float_format % v, escape=True)
-    atomic_write_bytes(tex, latex.encode())
+    cells = format_frame(df, digits)
+    atomic_write_bytes(csv, cells.to_csv(index=False).encode())
+    atomic_write_bytes(tex, cells.to_latex(index=False, escape=True).encode())
     return [csv, tex]
 
 

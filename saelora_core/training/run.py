@@ -14,7 +14,7 @@ import torch
 from saelora_core.adapter.batch import Example, device_of
 from saelora_core.adapter.forward import evaluate_ce, hook_resids
 from saelora_core.adapter.sae_lora import SaeLora
-from saelora_core.adapter.saving import load_lora
+from saelora_core.adapter.saving import behaviour_of, load_lora, missing_behaviour
 from saelora_core.models.presets import ModelAndSae
 from saelora_core.training.config import LoraTrainingConfig
 from saelora_core.training.splits import split_dataset
@@ -93,7 +93,7 @@ def start_run(
     return Run(
         mas, cfg, out, layer, train, ev, skipped, lora, new_optimizer(lora, cfg),
         load_teacher(mas, cfg), math.ceil(len(train) / cfg.batch_size),
-        extra_metadata=dict(extra_metadata or {}),
+        extra_metadata=run_behaviour(cfg, extra_metadata),
     )  # fmt: skip
 
 
@@ -105,3 +105,23 @@ def eval_ce(run: Run) -> float | None:
     return evaluate_ce(
         run.mas, run.lora, run.ev, cfg.mode, cfg.precompute, cfg.logits_dtype, cfg.micro_batch
     )
+
+
+def run_behaviour(cfg: LoraTrainingConfig, extra_metadata: dict | None) -> dict[str, Any]:
+    """``extra_metadata`` completed with the behaviour (dataset, guideline, detector) of the
+    adapter the run distills from or starts from, where it names none: a student does what its
+    teacher does. A run that still lacks one is logged, since its adapter will be saved
+    without it."""
+    extra = dict(extra_metadata or {})
+    for src in (cfg.distill_from, cfg.init_from):
+        if src:
+            inherited = behaviour_of(src)
+            extra.update({k: v for k, v in inherited.items() if not extra.get(k)})
+    if missing := missing_behaviour(extra):
+        logger.warning(
+            "training %s without %s: pass train_lora(..., extra_metadata="
+            "analysis.behaviour_metadata(<dataset dir>)) so that the adapter records them",
+            cfg.name,
+            ", ".join(missing),
+        )
+    return extra

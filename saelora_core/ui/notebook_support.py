@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from saelora_core.adapter.saving import CheckpointError, LoadedLora, load_lora
 from saelora_core.io.paths import REPO_ROOT
@@ -131,19 +131,11 @@ def load_adapter_or_stop(path: Path, mas: ModelAndSae) -> LoadedLora:
 
 
 def format_value(v, digits: int = 4) -> str:
-    """A table cell as a person reads it: floats to ``digits`` significant digits (lists of
-    floats too), everything else as ``str``."""
-    import numbers
+    """A table cell as a person reads it (``io.format.fmt_value``): numbers to ``digits``
+    significant digits, lists as comma-separated values, NaN as "—"."""
+    from saelora_core.io.format import fmt_value
 
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, numbers.Integral):
-        return str(v)
-    if isinstance(v, numbers.Real):
-        return f"{float(v):.{digits}g}"
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(format_value(x, digits) for x in v) + "]"
-    return str(v)
+    return fmt_value(v, digits)
 
 
 def show_table(df, *, digits: int = 4, selection=None, **kw):
@@ -234,20 +226,74 @@ def prune_sweep_cost(n_ks: int, max_prompts: int, max_new_tokens: int, preset: s
 
 def training_metadata(dataset_dir: Path) -> dict:
     """What 02 records beside a trained adapter, as ``make demo`` does: the dataset, its
-    guideline and the behaviour detector that matches it (so 05 evaluates with the right one)."""
-    import json
+    guideline and the behaviour detector that matches it (``analysis.behaviour_metadata``)."""
+    from saelora_core.analysis.behaviour import behaviour_metadata
 
+    return behaviour_metadata(dataset_dir)
+
+
+def dataset_choice(names: list[str], metadata: dict) -> str | None:
+    """The dataset a picker starts on: the one the adapter's metadata records, when it is built
+    here; else None, so that the notebook asks rather than analyse the adapter on another
+    behaviour's texts."""
+    recorded = metadata.get("dataset")
+    name = Path(recorded).name if recorded else None
+    return name if name in names else None
+
+
+def detector_choice(metadata: dict) -> str | None:
+    """The behaviour detector the adapter's metadata records (None: the notebook asks)."""
     from saelora_core.analysis import DETECTORS
 
-    out: dict = {"dataset": str(dataset_dir)}
-    manifest = dataset_dir / "manifest.json"
-    if manifest.exists():
-        guideline = json.loads(manifest.read_text(encoding="utf-8")).get("guideline") or ""
-        out["guideline"] = guideline
-        found = [d for d in DETECTORS if d in guideline.lower()]
-        if found:
-            out["detector"] = found[0]
-    return out
+    det = metadata.get("detector")
+    return det if det in DETECTORS else None
+
+
+def dataset_picker(env: NotebookEnv, loaded: LoadedLora, label: str):
+    """A dropdown of the built datasets on the adapter's own (:func:`dataset_choice`)."""
+    import marimo as mo
+
+    names = sorted(p.parent.name for p in env.datasets.glob("*/manifest.json"))
+    return mo.ui.dropdown(names, value=dataset_choice(names, loaded.metadata), label=label)
+
+
+def stop_until_chosen(env: NotebookEnv, loaded: LoadedLora, picker, what: str = "dataset"):
+    """Stop the cell while ``picker`` has no value, saying why: nothing is built yet, or the
+    adapter records no ``what`` (or one not built here) and the reader must pick it."""
+    import marimo as mo
+
+    if picker.value is not None:
+        return
+    if what == "dataset" and not list(env.datasets.glob("*/manifest.json")):
+        msg = f"No dataset in `{env.datasets}`: build one in `01_dataset.py`."
+    else:
+        recorded = loaded.metadata.get(what)
+        why = (
+            f"records the {what} `{recorded}`, which is not available here"
+            if recorded
+            else f"records no {what} in its metadata"
+        )
+        msg = (
+            f"This adapter {why}. **Pick the {what} it was trained on above**: the analysis "
+            "below depends on it (add it to the adapter's `metadata.json` to skip this step)."
+        )
+    mo.stop(True, mo.callout(mo.md(msg), kind="warn"))
+
+
+def trained_summary(out_dir, lora, n_steps: int) -> tuple[str, Literal["warn", "success"]]:
+    """02's line after training and its callout kind: where the adapter went, its L0 and, when
+    it is dense, that it is and how to get a sparse one (``adapter.summary.dense_note``;
+    kind "warn")."""
+    from saelora_core.adapter.summary import dense_note
+    from saelora_core.io.format import fmt_list
+
+    read, write = lora.l0()
+    text = (
+        f"Saved to `{out_dir}` · L0 read {fmt_list(read)}, write {fmt_list(write)} "
+        f"(of {lora.d_sae} per vector) · {n_steps} steps this run"
+    )
+    note = dense_note({"l0": {"read": read, "write": write}, "d_sae": lora.d_sae})
+    return (text + f"\n\n**Dense adapter.** {note}", "warn") if note else (text, "success")
 
 
 def export_note(

@@ -113,8 +113,9 @@ def test_card_lists_the_planted_latents_and_counts_distinct_latents(tiny_mas, pl
     assert (len(scard.reads), len(scard.writes)) == (2, 2)
     md = card_markdown(scard)
     assert "**2 read, 2 write**" in md and md.startswith("**Unchecked")
-    assert "reads 5 (" in scard.summary or "reads 17 (" in scard.summary
-    assert scard.summary.rstrip(".").split("s = ")[1].startswith("[")
+    assert scard.summary.startswith("It reads 2 selective latents: ")
+    assert "5 (" in scard.summary and "17 (" in scard.summary
+    assert scard.summary.endswith("Scale s = 60.")  # formatted, not a Python list
     write_sign = {c.latent: c.weight for c in scard.writes}
     assert write_sign[3] * write_sign[40] < 0  # one amplified, one suppressed
     html = card_html(scard)

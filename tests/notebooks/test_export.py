@@ -48,7 +48,13 @@ NOTEBOOK_ENV = (
     "SAELORA_DATASET",
 )
 # Shown by a notebook that stopped early because something it needs is missing.
-STOP_MESSAGES = ("No adapter in", "No dataset in", "Cannot load", "No study results")
+STOP_MESSAGES = (
+    "No adapter in",
+    "No dataset in",
+    "Cannot load",
+    "No study results",
+    "it was trained on above",
+)
 # What each notebook shows before any button is pressed (plotly figures render as
 # <marimo-plotly>; latent dashboards as <div class="saelora-dashboard">).
 # "{adapter}" is the adapter directory's name.
@@ -157,12 +163,13 @@ def test_export_html_tiny(notebook: Path, tiny_env: dict[str, str], tmp_path: Pa
 
 # The run buttons of the expensive steps (the export buttons stay unpressed: static figure export
 # needs Chromium and is tested in tests/reporting/test_export.py).
-RUN_BUTTONS = ("build_button", "train_button", "attr_button", "prune_button")
+RUN_BUTTONS = ("build_button", "train_button", "attr_button", "prune_button", "try_button")
 # Control defaults shrunk for the test: one k in the pruning sweep instead of four.
 SMALLER = {"05_sparsity": {'value=["1", "4", "16", "64"]': 'value=["4"]'}}
 PRESSED = {
     "01_dataset": "Built",
     "02_train": "Saved to",
+    "03_features": "saelora-playground",
     "04_logit_attribution": "mean_logit_diff",
     "05_sparsity": "Unpruned adapter",
 }
@@ -234,6 +241,7 @@ def default_env(tiny_env: dict[str, str], tmp_path_factory) -> dict[str, str]:
             sae_identity=ident,
             layer=preset.layer,
             mode="resid_add",
+            extra={"dataset": "small", "guideline": "respond in French", "detector": "french"},
         ),
     )
     return {

@@ -41,11 +41,22 @@ def test_save_figure_without_browser(tmp_path, monkeypatch):
 
 
 def test_save_table(tmp_path):
-    df = pd.DataFrame({"latent": [7, 3], "weight": [0.81234, -0.5], "side": ["read", "write_x"]})
+    df = pd.DataFrame(
+        {
+            "latent": [7, 3],
+            "weight": [0.81234, -0.5],
+            "side": ["read", "write_x"],
+            "l0": [[1.523008942604065], [679, 1303]],
+            "ce": [float("nan"), 1063.25],
+        }
+    )
     csv, tex = save_table(df, tmp_path, "feats")
-    assert pd.read_csv(csv).equals(df)
+    back = pd.read_csv(csv)
+    assert back["latent"].tolist() == [7, 3] and back["weight"].tolist() == [0.8123, -0.5]
+    assert back["l0"].tolist() == ["1.523", "679, 1303"]  # no Python list repr
     text = tex.read_text()
     assert "\\begin{tabular}" in text and "0.8123" in text and "write\\_x" in text
+    assert "[1.52" not in text and "1063 " in text and "—" in text
 
 
 def test_exports_follow_the_umask(tmp_path):

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from saelora_core.training.config import LoraTrainingConfig
 from saelora_core.training.recipes import RECIPES, recipe
@@ -50,8 +51,9 @@ def test_controls_reject_bad_values(tmp_path):
 
 def test_formatting_for_people():
     assert format_value(7.039707183837891) == "7.04"
-    assert format_value([0.123456, 2]) == "[0.1235, 2]"
-    assert (format_value(3), format_value(True), format_value("␣FIND")) == ("3", "True", "␣FIND")
+    assert format_value([0.123456, 2]) == "0.1235, 2"
+    assert format_value(float("nan")) == "—"
+    assert (format_value(3), format_value(True), format_value("␣FIND")) == ("3", "yes", "␣FIND")
     counts = {"train": {"total": 40, "modified": 20, "in_topic": 20}, "eval": {"total": 8}}
     assert counts_summary(counts) == (
         "train 40 rows (20 modified, 20 in-topic) · eval 8 rows (0 modified, 0 in-topic)"
@@ -78,3 +80,19 @@ def test_form_defaults_and_metadata_follow_the_dataset(tmp_path):
     assert (form["topic"], form["guideline"], form["n"]) == ("math", "respond in uppercase", 100)
     assert dataset_form_defaults(tmp_path, "absent")["guideline"] == "respond in French"
     assert training_metadata(ds)["detector"] == "uppercase"
+
+
+def test_trained_summary_says_when_the_adapter_is_dense():
+    from saelora_core import SaeLora
+    from saelora_core.ui.notebook_support import trained_summary
+
+    dense = SaeLora(4096, 1)  # random init: every latent nonzero
+    text, kind = trained_summary("loras/x", dense, 12)
+    assert kind == "warn" and "L0 read 4096, write 4096 (of 4096 per vector)" in text
+    assert "Dense adapter" in text and "sparse (distilled, rank 8, top-16)" in text
+    sparse = SaeLora(4096, 1, init="zeros")
+    with torch.no_grad():
+        sparse.a[[1, 2], 0] = 1.0
+        sparse.b[0, [3]] = 1.0
+    text, kind = trained_summary("loras/x", sparse, 12)
+    assert kind == "success" and "L0 read 2, write 1" in text and "Dense" not in text

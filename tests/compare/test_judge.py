@@ -15,11 +15,7 @@ from saelora_core.compare.judge import (
 )
 from saelora_core.data.config import ApiKeyError
 from saelora_core.data.prompts import SchemaError
-
-try:
-    from llm_server import FAKE_KEY, Reply, answer_json, running_server
-except ImportError:  # tests/ imported as a package
-    from tests.llm_server import FAKE_KEY, Reply, answer_json, running_server
+from tests.llm_server import FAKE_KEY, Reply, answer_json, running_server
 
 
 def test_parse_scores_and_harmonic_mean():
