@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from saelora_core.cli.commands import emit
 from saelora_core.cli.config_flags import add_config_flags, config_from_args
 
@@ -50,6 +52,15 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def caching_dtype() -> torch.dtype:
+    """The model's dtype while caching activations: bfloat16 where the hardware multiplies it
+    natively (a GPU, or a CPU with AMX / AVX512-BF16), float32 elsewhere."""
+    from saelora_core.adapter.forward import cpu_has_native_bf16
+
+    native = torch.cuda.is_available() or cpu_has_native_bf16()
+    return torch.bfloat16 if native else torch.float32
+
+
 def cmd_sae_build(args: argparse.Namespace) -> int:
     """Corpus (must exist) → activation cache → SAE from the cache → general-text metrics."""
     from dataclasses import replace
@@ -69,12 +80,20 @@ def cmd_sae_build(args: argparse.Namespace) -> int:
     base = json.loads(Path(args.config).read_text()) if args.config else {}
     cfg = config_from_args(type(DEFAULT_SAE_RECIPE), args, {**DEFAULT_SAE_RECIPE.to_dict(), **base})
     cfg = replace(cfg, matryoshka_widths=tuple(cfg.matryoshka_widths))
-    model = load_base_model(cfg.preset)
+    model = load_base_model(cfg.preset, dtype=caching_dtype())
     cache_stage(model, corpus, args.cache, args.cache_tokens or cfg.training_tokens, cfg)
     out = fit_stage(model, args.cache, cfg, args.out)
     if (corpus / "manifest.json").exists():
         (out / "corpus_manifest.json").write_text((corpus / "manifest.json").read_text())
-    record = eval_stage(model, {out.name: out}, args.texts, out / "general_text_eval.json")
+    if model.cfg.dtype != torch.float32:  # metrics in float32, as every SAE's are measured
+        model = load_base_model(cfg.preset, dtype=torch.float32)
+    record = eval_stage(
+        model,
+        {out.name: out},
+        args.texts,
+        out / "general_text_eval.json",
+        max_tokens=args.max_tokens,
+    )
     write_metrics(out, record, out.name)
     emit({"sae": str(out), "overall": record["results"][out.name]["overall"]})
     return 0
@@ -114,6 +133,7 @@ def add_sae_parser(sub) -> None:
     p.add_argument("--cache-tokens", type=int, default=None, help="default: training_tokens")
     p.add_argument("--out", default="data/saes/gemma-3-270m-l12-bt16k")
     p.add_argument("--texts", default=GENERAL_TEXT, help="JSONL of held-out text to measure on")
+    p.add_argument("--max-tokens", type=int, default=None, help="metrics: tokens per genre")
     p.add_argument("--config", default=None, help="JSON file of SaeTrainConfig fields")
     add_config_flags(p, SaeTrainConfig)
     p.set_defaults(func=cmd_sae_build)
