@@ -5,9 +5,10 @@ one token budget, one evaluation, one table, two figures.
 
 Runs resume (each run's checkpoint, and a finished run is not redone). Writes
 ``results/repair/`` (table.csv, table.md, curves.csv, gap.png/html, curves.png/html,
-latent_pareto.png, records/<name>.json), commits-size artifacts: the finetuned SAE under
-``data/saes/gemma-3-270m-l12-topk-klft/``, the model LoRA under ``data/repairs/`` (if ≤ 25 MB) and
-the best latent adapter under ``loras/repair-latent-best/``.
+latent_pareto.png, records/<name>.json) and the best latent adapter under
+``loras/repair-latent-best/``. The finetuned SAE (``runs/repair-study/sae_finetune/sae``) and the
+model LoRA (``runs/repair-study/model_lora/peft``) stay in the run folder, which git ignores: the
+study rebuilds them, and their figures are in ``docs/sae_repair.md``.
 """
 
 from __future__ import annotations
@@ -109,29 +110,8 @@ def latent_dashboards(lora_dir: Path, results: Path, n: int = 6) -> None:
 
 
 def ship(out: Path, records: dict, best_latent: str | None) -> None:
-    """Copy the committed artifacts out of the (ignored) run folder."""
-    if (out / "sae_finetune" / "sae").exists():
-        dst = REPO_ROOT / "data" / "saes" / "gemma-3-270m-l12-topk-klft"
-        shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(out / "sae_finetune" / "sae", dst)
-    peft = out / "model_lora" / "peft"
-    if peft.exists():
-        size = sum(f.stat().st_size for f in peft.rglob("*") if f.is_file())
-        dst = REPO_ROOT / "data" / "repairs" / "gemma-3-270m-model-lora"
-        shutil.rmtree(dst, ignore_errors=True)
-        if size <= 25 * 2**20:
-            shutil.copytree(peft, dst)
-            shutil.copy(out / "model_lora" / "repair.json", dst / "repair.json")
-            # peft records the base model's local cache path; name the model instead.
-            cfg_path = dst / "adapter_config.json"
-            cfg = json.loads(cfg_path.read_text())
-            cfg["base_model_name_or_path"] = "google/gemma-3-270m"
-            cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-            (dst / "README.md").unlink(missing_ok=True)
-        else:
-            logging.warning(
-                "model LoRA is %.1f MB (> 25 MB): not shipped; rerun this script", size / 2**20
-            )
+    """Copy the committed artifact (the best latent adapter) out of the (ignored) run folder."""
+    del records
     if best_latent:
         dst = REPO_ROOT / "loras" / "repair-latent-best"
         shutil.rmtree(dst, ignore_errors=True)
