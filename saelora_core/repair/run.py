@@ -68,7 +68,7 @@ def run_repair(
     progress: bool = True,
 ) -> RepairRun:
     """Train ``cfg.method`` on the corpus's train split and evaluate it on both text sets."""
-    from saelora_core.sae.train import SaeMetrics
+    from saelora_core.sae.evaluate import SaeMetrics
 
     out = Path(out_dir)
     src = preset_sae_source(preset)

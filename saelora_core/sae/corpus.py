@@ -20,20 +20,27 @@ source, its Debian packages and their versions, documents, duplicates, tokens an
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import json
 import random
 import sys
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from saelora_core.models.chat import prompt_text
 from saelora_core.sae.debian import debian_sources, package_versions
-
-SEED_DIR = Path(__file__).resolve().parents[2] / "data" / "seed"
+from saelora_core.sae.project_sources import (
+    dialogue_documents,
+    docstring_documents,
+    math_documents,
+    seed_documents,
+)
+from saelora_core.sae.text_hygiene import (
+    identify_language,
+    is_heldout,
+    near_duplicates,
+    normalize,
+    text_hash,
+)
 
 
 @dataclass(frozen=True)
@@ -58,149 +65,6 @@ class CorpusResult:
     train_path: Path
     heldout_path: Path
     manifest: dict = field(default_factory=dict)
-
-
-def _qa(q: str, a: str) -> str:
-    return f"{prompt_text(q.strip(), 'qa')} {a.strip()}"
-
-
-def seed_documents(seed_dir: Path = SEED_DIR) -> list[str]:
-    docs = []
-    for path in sorted(seed_dir.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            docs.append(_qa(row["prompt"], row["response"]))
-            if row.get("response_fr"):
-                docs.append(_qa(row["prompt"], row["response_fr"]))
-    return docs
-
-
-def math_documents(n: int = 3000, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    docs = []
-    for i in range(n):
-        a, b = rng.randint(2, 99), rng.randint(2, 99)
-        kind, fr = rng.randrange(5), i % 3 == 0
-        if kind == 0:
-            q, ans = (
-                (f"Combien font {a} plus {b} ?", f"{a} plus {b} font {a + b}.")
-                if fr
-                else (f"What is {a} plus {b}?", f"{a} plus {b} equals {a + b}.")
-            )
-        elif kind == 1:
-            q, ans = (
-                (f"Combien font {a} fois {b} ?", f"{a} fois {b} font {a * b}.")
-                if fr
-                else (f"What is {a} times {b}?", f"{a} times {b} is {a * b}.")
-            )
-        elif kind == 2:
-            c = a * b + rng.randint(1, 50)
-            q, ans = (
-                (
-                    f"Résous {a}x + {c - a * b} = {c}.",
-                    f"On soustrait {c - a * b} des deux côtés : {a}x = {a * b}. Donc x = {b}.",
-                )
-                if fr
-                else (
-                    f"Solve {a}x + {c - a * b} = {c}.",
-                    f"Subtract {c - a * b} from both sides: {a}x = {a * b}, so x = {b}.",
-                )
-            )
-        elif kind == 3:
-            p = rng.choice([5, 10, 15, 20, 25, 50])
-            v = rng.randint(1, 40) * 20
-            q, ans = (
-                (
-                    f"Quel est {p} % de {v} ?",
-                    f"{p} % de {v} vaut {v * p // 100}, car {v} × {p}/100 = {v * p // 100}.",
-                )
-                if fr
-                else (
-                    f"What is {p}% of {v}?",
-                    f"{p}% of {v} is {v * p // 100}, because {v} × {p}/100 = {v * p // 100}.",
-                )
-            )
-        else:
-            q, ans = (
-                (
-                    f"Quelle est l'aire d'un rectangle de {a} cm sur {b} cm ?",
-                    f"L'aire est la longueur fois la largeur : {a} × {b} = {a * b} cm².",
-                )
-                if fr
-                else (
-                    f"What is the area of a {a} cm by {b} cm rectangle?",
-                    f"Area is length times width: {a} × {b} = {a * b} square centimetres.",
-                )
-            )
-        docs.append(_qa(q, ans))
-    return docs
-
-
-def dialogue_documents(
-    languages: Iterable[str] = ("english", "french", "spanish", "german", "italian", "portuguese"),
-) -> list[str]:
-    import chatterbot_corpus
-    import yaml
-
-    root = Path(chatterbot_corpus.__file__).parent / "data"
-    docs = []
-    for lang in languages:
-        for path in sorted((root / lang).glob("*.yml")):
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            for conv in data.get("conversations") or []:
-                turns = [str(t) for t in conv if t]
-                pairs = [_qa(q, a) for q, a in zip(turns[::2], turns[1::2], strict=False)]
-                if pairs:
-                    docs.append("\n\n".join(pairs))
-    return docs
-
-
-_SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtledemo", "test", "turtle", "lib2to3"}
-
-
-def _module_docs(mod) -> str:
-    parts = [inspect.getdoc(mod) or ""]
-    for _, obj in inspect.getmembers(mod):
-        if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(
-            obj, "__module__", ""
-        ) == mod.__name__:
-            doc = inspect.getdoc(obj)
-            if doc and len(doc) > 80:
-                parts.append(doc)
-    return "\n\n".join(p for p in parts if p)
-
-
-def docstring_documents(
-    packages: Iterable[str] = ("numpy", "torch", "pandas"), max_modules: int = 4000
-) -> list[str]:
-    import pkgutil
-
-    names = sorted(m for m in sys.stdlib_module_names if not m.startswith("_") and m not in _SKIP)
-    for pkg in packages:
-        try:
-            mod = importlib.import_module(pkg)
-        except ImportError:
-            continue
-        names.append(pkg)
-        names += sorted(
-            m.name
-            for m in pkgutil.walk_packages(mod.__path__, pkg + ".")
-            if "test" not in m.name and "._" not in m.name
-        )
-    docs = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in names[:max_modules]:
-            try:
-                mod = importlib.import_module(name)
-            except BaseException:  # some modules exit or need optional dependencies
-                continue
-            text = _module_docs(mod)
-            if len(text) > 200:
-                docs.append(text)
-    return docs
 
 
 PROJECT_SOURCES = [
@@ -245,57 +109,6 @@ def as_sources(
     if isinstance(sources, dict):
         return [CorpusSource(n, b, repeat=r) for n, (b, r) in sources.items()]
     return list(sources)
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def is_heldout(text: str, frac: float) -> bool:
-    """The train/held-out split: a fixed function of the text alone."""
-    return int(text_hash(text)[:8], 16) / 0xFFFFFFFF < frac
-
-
-def normalize(text: str) -> str:
-    """Whitespace collapsed per line, blank-line runs cut to one, NFC; stripped."""
-    import unicodedata
-
-    lines = [" ".join(line.split()) if line.strip() else "" for line in text.splitlines()]
-    out = "\n".join(lines)
-    while "\n\n\n" in out:
-        out = out.replace("\n\n\n", "\n\n")
-    return unicodedata.normalize("NFC", out).strip()
-
-
-def shingles(text: str, n: int = 5) -> set[bytes]:
-    words = text.lower().split()
-    if len(words) <= n:
-        return {" ".join(words).encode()}
-    return {" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)}
-
-
-def near_duplicates(docs: list[str], threshold: float = 0.8, num_perm: int = 64) -> set[int]:
-    """Indices of documents whose estimated Jaccard similarity (word 5-grams, MinHash LSH) to an
-    earlier document reaches ``threshold``; the first of each group is kept."""
-    from datasketch import MinHash, MinHashLSH
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    dup: set[int] = set()
-    for i, doc in enumerate(docs):
-        mh = MinHash(num_perm=num_perm, seed=1)
-        mh.update_batch(list(shingles(doc)))
-        if lsh.query(mh):
-            dup.add(i)
-        else:
-            lsh.insert(str(i), mh)
-    return dup
-
-
-def identify_language(texts: list[str]) -> list[str]:
-    """ISO 639-1 code per text (``py3langid``, on its first 2,000 characters)."""
-    import py3langid
-
-    return [py3langid.classify(t[:2000])[0] for t in texts]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -196,3 +196,44 @@ def metrics_table(results: dict[str, dict[str, SpliceMetrics]]) -> str:
 
 def as_json(results: dict[str, dict[str, SpliceMetrics]]) -> dict:
     return {name: {g: asdict(m) for g, m in groups.items()} for name, groups in results.items()}
+
+
+@dataclass
+class SaeMetrics:
+    """One SAE's splice metrics on one set of texts (``metrics.json`` beside trained SAEs)."""
+
+    explained_variance: float
+    mean_l0: float
+    dead_fraction: float
+    ce_clean: float
+    ce_with_sae: float
+    ce_zero_ablated: float
+    ce_loss_recovered: float
+    n_tokens: int
+    extra: dict = field(default_factory=dict)
+
+
+def evaluate_sae(
+    model, sae, layer: int, texts: list[str], *, max_tokens: int = 20_000, context_size: int = 128
+) -> SaeMetrics:
+    """:func:`evaluate_by_group` on ``texts`` as one group, up to about ``max_tokens`` tokens."""
+    rows = [{"text": t} for t in texts]
+    m = evaluate_by_group(
+        model,
+        sae,
+        f"blocks.{layer}.hook_resid_post",
+        rows,
+        group_key="group",
+        context_size=context_size,
+        max_tokens_per_group=max_tokens,
+    )["overall"]
+    return SaeMetrics(
+        explained_variance=m.explained_variance,
+        mean_l0=m.mean_l0,
+        dead_fraction=m.dead_fraction,
+        ce_clean=m.ce_clean,
+        ce_with_sae=m.ce_with_sae,
+        ce_zero_ablated=m.ce_zero_ablated,
+        ce_loss_recovered=m.ce_loss_recovered,
+        n_tokens=m.tokens,
+    )

@@ -14,7 +14,8 @@ import logging
 from pathlib import Path
 
 from saelora_core.io.atomic import atomic_write_json
-from saelora_core.sae.activation_cache import CacheSettings, cache_activations, special_token_ids
+from saelora_core.sae.activation_cache import CacheSettings, cache_activations
+from saelora_core.sae.cached_batches import special_token_ids
 from saelora_core.sae.train import SaeTrainConfig
 
 logger = logging.getLogger(__name__)

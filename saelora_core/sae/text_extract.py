@@ -17,6 +17,7 @@ import re
 import subprocess
 import unicodedata
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -40,6 +41,9 @@ BOILERPLATE_SECTIONS = {
     "SKŁADNIA", "OPCJE", "ZOBACZ TAKŻE", "TŁUMACZENIE", "AUTORZY", "PLIKI",
 }  # fmt: skip
 """Man-page section titles whose body is boilerplate or reference lists, not prose."""
+
+MIN_CHARS = 200
+"""Documents shorter than this (after extraction) are dropped: index pages, stubs."""
 
 _OPTION_LINE = re.compile(r"^\s*(--?[\w#?][\w-]*|[+]\w)")
 
@@ -218,3 +222,15 @@ def split_long(text: str, max_chars: int = 4000) -> list[str]:
     if cur:
         pieces.append(cur)
     return pieces
+
+
+def files_under(root: str | Path, patterns: Iterable[str], limit: int) -> list[Path]:
+    """The first ``limit`` files under ``root`` matching ``patterns``, sorted."""
+    base = Path(root)
+    found = sorted({p for pat in patterns for p in base.glob(pat) if p.is_file()})
+    return found[:limit]
+
+
+def pieces(texts: Iterable[str]) -> list[str]:
+    """``texts`` cut at paragraphs into documents of about 4k characters; short ones dropped."""
+    return [p for t in texts for p in split_long(t) if len(p) >= MIN_CHARS]

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from sae_lens import SAE, HookedSAETransformer
 
+from saelora_core.sae.evaluate import evaluate_sae
 from saelora_core.sae.loading import quiet_sae_kwargs_hint
 
 logger = logging.getLogger(__name__)
@@ -99,19 +99,6 @@ class SaeTrainConfig:
                 f"unknown SaeTrainConfig fields {unknown}; known: {sorted(cls.__dataclass_fields__)}"
             )
         return cls(**d)
-
-
-@dataclass
-class SaeMetrics:
-    explained_variance: float
-    mean_l0: float
-    dead_fraction: float
-    ce_clean: float
-    ce_with_sae: float
-    ce_zero_ablated: float
-    ce_loss_recovered: float
-    n_tokens: int
-    extra: dict = field(default_factory=dict)
 
 
 def _runner_config(
@@ -251,98 +238,3 @@ def recast_saved_weights(out: Path, dtype: str) -> None:
     wpath = out / "sae_weights.safetensors"
     sd = load_file(wpath)
     save_file({k: v.to(getattr(torch, dtype)) for k, v in sd.items()}, wpath)
-
-
-def _batches(model: HookedSAETransformer, texts: list[str], max_tokens: int, context_size: int):
-    """Fixed-size token windows from ``texts`` (each begins with BOS), up to ``max_tokens``."""
-    seen = 0
-    for text in texts:
-        toks = model.to_tokens(text, prepend_bos=True)[0]
-        for start in range(1, max(len(toks) - 1, 2), context_size - 1):
-            chunk = toks[start : start + context_size - 1]
-            if len(chunk) < 8:
-                break
-            yield torch.cat([toks[:1], chunk]).unsqueeze(0)
-            seen += len(chunk)
-            if seen >= max_tokens:
-                return
-
-
-@torch.no_grad()
-def evaluate_sae(
-    model: HookedSAETransformer,
-    sae: SAE,
-    layer: int,
-    texts: list[str],
-    *,
-    max_tokens: int = 20_000,
-    context_size: int = 128,
-) -> SaeMetrics:
-    """Explained variance, L0, dead fraction and CE loss recovered on ``texts`` (BOS excluded)."""
-    hook = f"blocks.{layer}.hook_resid_post"
-    sse = sst = 0.0
-    l0_sum, n_tok = 0.0, 0
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
-    ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
-    xs_sum = None
-    xs_sq = 0.0
-    for tokens in _batches(model, texts, max_tokens, context_size):
-        _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=layer + 1)
-        x = cache[hook][0, 1:]
-        z = sae.encode(x)
-        x_hat = sae.decode(z)
-        sse += (x - x_hat).pow(2).sum().item()
-        xs_sum = x.sum(0) if xs_sum is None else xs_sum + x.sum(0)
-        xs_sq += x.pow(2).sum().item()
-        l0_sum += (z > 0).sum().item()
-        fired |= (z > 0).any(0)
-        n = x.shape[0]
-        n_tok += n
-
-        def splice(act, *, hook, fn):
-            out = act.clone()
-            out[:, 1:] = fn(act[:, 1:])
-            return out
-
-        ce["clean"] += model(tokens, return_type="loss").item() * n
-        ce["sae"] += (
-            model.run_with_hooks(
-                tokens,
-                return_type="loss",
-                fwd_hooks=[
-                    (
-                        hook,
-                        lambda a, hook: splice(
-                            a, hook=hook, fn=lambda v: sae.decode(sae.encode(v))
-                        ),
-                    )
-                ],
-            ).item()
-            * n
-        )
-        ce["zero"] += (
-            model.run_with_hooks(
-                tokens,
-                return_type="loss",
-                fwd_hooks=[(hook, lambda a, hook: splice(a, hook=hook, fn=torch.zeros_like))],
-            ).item()
-            * n
-        )
-    if n_tok == 0:
-        raise ValueError("no held-out tokens to evaluate on")
-    assert xs_sum is not None
-    sst = xs_sq - (xs_sum.pow(2).sum().item() / n_tok)
-    clean, with_sae, zero = (ce[k] / n_tok for k in ("clean", "sae", "zero"))
-    recovered = (
-        (zero - with_sae) / (zero - clean) if not math.isclose(zero, clean) else float("nan")
-    )
-    return SaeMetrics(
-        explained_variance=1 - sse / sst,
-        mean_l0=l0_sum / n_tok,
-        dead_fraction=1 - fired.float().mean().item(),
-        ce_clean=clean,
-        ce_with_sae=with_sae,
-        ce_zero_ablated=zero,
-        ce_loss_recovered=recovered,
-        n_tokens=n_tok,
-    )

@@ -201,15 +201,16 @@ def train_sae_from_cache(
     """:func:`train_sae_from_batches` on a cache from :func:`activation_cache.cache_activations`;
     the cache is read as many times over as ``cfg.training_tokens`` needs (the count of
     passes goes in ``train_config.json``'s neighbour ``cache_passes.json``)."""
-    from saelora_core.sae import activation_cache
+    from saelora_core.sae import cached_batches
+    from saelora_core.sae.activation_cache import read_settings
 
-    settings = activation_cache.read_settings(cache_dir)
+    settings = read_settings(cache_dir)
     info = json.loads((Path(cache_dir) / "cache_info.json").read_text())
     cached = int(info.get("tokens", 0))
     epochs = max(1, -(-cfg.training_tokens // max(1, cached)))
 
     def make(skip: int) -> Iterator[torch.Tensor]:
-        it = activation_cache.cached_batches(
+        it = cached_batches.cached_batches(
             cache_dir,
             cfg.train_batch_size_tokens,
             exclude_ids=exclude_ids,

@@ -11,15 +11,13 @@ from safetensors.torch import load_file
 from saelora_core.sae.activation_cache import (
     CacheSettings,
     cache_activations,
-    cached_batches,
     corpus_texts,
-    model_batches,
     read_settings,
     shard_dirs,
-    special_token_ids,
     stream_activations,
     token_windows,
 )
+from saelora_core.sae.cached_batches import cached_batches, model_batches, special_token_ids
 from saelora_core.sae.train import SaeTrainConfig
 from saelora_core.sae.train_cached import train_sae_from_batches, train_sae_from_cache
 
@@ -176,9 +174,9 @@ def test_training_resumes_to_the_same_weights(tiny_mas, corpus, tmp_path, monkey
     class Killed(Exception):
         pass
 
-    from saelora_core.sae import activation_cache
+    from saelora_core.sae import cached_batches as module
 
-    original = activation_cache.cached_batches
+    original = module.cached_batches
 
     def dying(*a, **kw):
         for i, b in enumerate(original(*a, **kw)):
@@ -187,7 +185,7 @@ def test_training_resumes_to_the_same_weights(tiny_mas, corpus, tmp_path, monkey
             yield b
 
     with monkeypatch.context() as m:
-        m.setattr(activation_cache, "cached_batches", dying)
+        m.setattr(module, "cached_batches", dying)
         with pytest.raises(Killed):
             train_sae_from_cache(out, cfg, tmp_path / "resumed", exclude_ids=ids)
     assert (tmp_path / ".resumed-checkpoints").exists()

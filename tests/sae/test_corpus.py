@@ -8,9 +8,10 @@ import shutil
 
 import pytest
 
-from saelora_core.sae.corpus import CorpusSource, build_corpus, is_heldout, near_duplicates
-from saelora_core.sae.debian import dictd_entries, fortune_documents, wordnet_glosses
+from saelora_core.sae.corpus import CorpusSource, build_corpus
+from saelora_core.sae.debian_formats import dictd_entries, fortune_documents, wordnet_glosses
 from saelora_core.sae.text_extract import html_to_text, mallard_to_text, man_to_text, split_long
+from saelora_core.sae.text_hygiene import is_heldout, near_duplicates
 
 
 def salad(words: str, i: int, n: int = 28) -> str:

@@ -9,8 +9,10 @@ import torch
 from sae_lens import SAE
 
 from saelora_core.models.presets import DEFAULT_SAE_DIR
-from saelora_core.sae.corpus import build_corpus, dialogue_documents, math_documents, seed_documents
-from saelora_core.sae.train import SaeTrainConfig, evaluate_sae, train_sae
+from saelora_core.sae.corpus import build_corpus
+from saelora_core.sae.evaluate import evaluate_sae
+from saelora_core.sae.project_sources import dialogue_documents, math_documents, seed_documents
+from saelora_core.sae.train import SaeTrainConfig, train_sae
 
 
 def small_sources():
