@@ -36,7 +36,6 @@ import torch
 from torch import Tensor, nn
 
 from saelora_core.adapter.batch import device_of
-from saelora_core.adapter.forward import cpu_has_native_bf16
 from saelora_core.adapter.generate import (
     SYNC_EVERY,
     cut_after_stop,
@@ -47,6 +46,7 @@ from saelora_core.adapter.generate import (
 )
 from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.models.hf import load_hf_causal_lm
+from saelora_core.models.precision import cpu_has_native_bf16
 from saelora_core.models.presets import PRESETS, ModelAndSae
 
 RESCORE_TOP = 64
