@@ -1,86 +1,91 @@
-"""Greedy generation tokens/s on the default model: the previous path against today's, in one run.
+"""Greedy generation tokens/s with the demo's adapter: ours against plain ``transformers``, in
+one run.
 
-- before: the model in TransformerLens's own weight layout (each forward copies ``W_U`` and the
-  MLP and attention weights, see ``models/weight_layout.py``) and the previous decoding loop, which computed
-  the prompt forward's logits at every position and synced with the host every step; batch 8,
-  as the demo ran it.
-- after: :func:`saelora_core.adapter.generate.generate` as the library runs it (re-laid weights,
-  last-position logits, tokens kept on the device), at batch 8 and at the demo's batch
-  (``GENERATE_BATCH``), with float32 and bfloat16 logits.
+Rows, each on the same prompts and the same batches (longest prompts first, as ``generate``
+batches them), with the demo's French adapter on:
 
-Each row generates the same prompts with the demo's French adapter, ``--new-tokens`` tokens each
-(rows stop early only when every answer has ended). The tokens/s count the tokens asked for.
-``--profile`` also prints where one batch of today's path spends its time.
+- ``HF generate``: plain ``transformers`` ``generate`` (SDPA, its own dynamic KV cache, greedy,
+  stopping at EOS / ``<end_of_turn>``) on the preset's HF model, with the adapter as a forward
+  hook on block ``L`` (every position but each prompt's BOS): the anchor.
+- ``ours (tl)``: :func:`saelora_core.adapter.generate.generate` decoding with TransformerLens
+  (``generate``'s default backend).
+- ``ours (hf)``: the same function decoding with the ``transformers`` twin
+  (``saelora_core/adapter/hf_generate.py``, ``backend="hf"``): post-rotary cache, SDPA, rows
+  that ended leave the batch.
+- ``ours (hf-int8)``: the same, with the next token chosen among the int8 head's top 64
+  candidates scored exactly (``backend="hf-int8"``; not exact by construction, so the bench
+  reports its agreement).
 
-Usage: python bench/generate_throughput.py [--prompts 40] [--new-tokens 32] [--profile]
+At batch 16 (``--prompts16`` prompts) and at batch 40 (``--prompts40`` prompts), half math and
+half not, ``--new-tokens`` tokens each. The tokens/s count the tokens asked for (prompts ×
+new tokens), so a path that stops finished rows early gains by it; ours stops a row at the end
+of its turn, ``generate`` only when every row has hit EOS. Printed: tokens/s, the ratio to HF
+generate measured in the same run, and the fraction of answers identical to the TransformerLens
+path (and to HF generate's). ``--profile`` prints where one batch of ``ours (hf)`` spends time.
+
+Usage: python bench/generate_throughput.py [--prompts16 16] [--prompts40 80] [--new-tokens 32]
+       [--json out.json] [--preset gemma-3-270m] [--lora loras/demo-math-french]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import TransformerLensKeyValueCache
 
 from saelora_core import load_lora, load_model_and_sae
-from saelora_core.adapter.generate import (
-    GENERATE_BATCH,
-    generate,
-    left_pad,
-    lora_on,
-    masked_hook,
-    stop_token_ids,
-)
+from saelora_core.adapter.generate import generate, left_pad, stop_token_ids
+from saelora_core.adapter.hf_generate import decoder_layers, hf_twin
+from saelora_core.adapter.hooks import hook_fn
 from saelora_core.data.heldout import heldout_prompts
 from saelora_core.demo.behaviours import FRENCH
 from saelora_core.models.chat import prompt_tokens, strip_response
-from saelora_core.models.weight_layout import relayout_, standard_layout_
 
 
-@torch.no_grad()
-def previous_generate_tokens(mas, prompts, lora, mode="resid_add", max_new_tokens=64):
-    """The decoding loop as it was before this benchmark (git 824c889, generate.py)."""
-    model = mas.model
+def hf_generate(mas, hf, prompts: list[str], lora, batch: int, n_new: int) -> list[str]:
+    """Plain ``transformers`` ``generate`` with the adapter as a forward hook on block L."""
     tok: Any = mas.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     stops = stop_token_ids(tok)
-    tokens, attn = left_pad(prompts, pad_id)
-    device = model.cfg.device
-    lora = lora_on(lora, device)
-    first = attn.argmax(dim=1)
-    edit = attn.bool().clone()
-    edit[torch.arange(len(prompts)), first] = False
-    state = {"edit": edit}
-    hooks = [(mas.hook_name, masked_hook(mode, mas, lora, state))] if lora is not None else []
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(prompts))
-    out: list[list[int]] = [[] for _ in prompts]
-    done = torch.zeros(len(prompts), dtype=torch.bool)
-    with model.hooks(fwd_hooks=hooks):
-        logits = model(tokens, attention_mask=attn, past_kv_cache=cache)
-        state["edit"] = torch.ones((len(prompts), 1), dtype=torch.bool)
-        for step in range(max_new_tokens):
-            nxt = logits[:, -1].argmax(-1)
-            for i, t in enumerate(nxt.tolist()):
-                if not done[i]:
-                    out[i].append(t)
-                    done[i] = t in stops
-            if bool(done.all()) or step == max_new_tokens - 1:
-                break
-            new = nxt[:, None]
-            logits = model(new, attention_mask=torch.ones_like(new), past_kv_cache=cache)
-    return out
+    ids = [prompt_tokens(tok, p, mas.chat_format) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    edit = hook_fn("resid_add", mas.sae, lora, skip_bos=False)
+    state: dict[str, torch.Tensor] = {}
 
+    def hook(module, args, output):
+        h = output[0] if isinstance(output, tuple) else output
+        new = edit(h, hook=None)
+        if h.shape[1] > 1:  # the prompt forward: not the pads, not each prompt's BOS
+            new = torch.where(state["prompt_edit"][..., None], new, h)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
 
-def previous_generate(mas, prompts, lora, max_new_tokens, batch_size=8):
-    tok, stops, texts = mas.tokenizer, stop_token_ids(mas.tokenizer), []
-    for s in range(0, len(prompts), batch_size):
-        chunk = [prompt_tokens(tok, p, mas.chat_format) for p in prompts[s : s + batch_size]]
-        for ids in previous_generate_tokens(mas, chunk, lora, max_new_tokens=max_new_tokens):
-            ids = ids[:-1] if ids and ids[-1] in stops else ids
-            texts.append(strip_response(tok.decode(ids), mas.chat_format))
-    return texts
+    handle = decoder_layers(hf)[mas.layer].register_forward_hook(hook)
+    texts: dict[int, str] = {}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    try:
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            tokens, attn = left_pad([ids[i] for i in idx], pad)
+            e = attn.bool().clone()
+            e[torch.arange(len(idx)), attn.argmax(1)] = False
+            state["prompt_edit"] = e
+            out = hf.generate(
+                input_ids=tokens,
+                attention_mask=attn,
+                max_new_tokens=n_new,
+                do_sample=False,
+                eos_token_id=sorted(stops),
+                pad_token_id=pad,
+            )
+            for i, row in zip(idx, out[:, tokens.shape[1] :].tolist(), strict=True):
+                cut = next((j for j, t in enumerate(row) if t in stops), len(row))
+                texts[i] = strip_response(tok.decode(row[:cut]), mas.chat_format)
+    finally:
+        handle.remove()
+    return [texts[i] for i in range(len(prompts))]
 
 
 def timed(fn) -> tuple[float, Any]:
@@ -89,54 +94,78 @@ def timed(fn) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
+def prompt_set(n: int) -> list[str]:
+    rows = heldout_prompts()
+    half = n // 2  # in-topic and off-topic, as the demo evaluates
+    out = [r["prompt"] for r in rows if r["in_topic"]][:half]
+    return out + [r["prompt"] for r in rows if not r["in_topic"]][: n - half]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--prompts", type=int, default=40)
-    ap.add_argument("--before-prompts", type=int, default=16, help="the slow path runs fewer")
+    ap.add_argument("--prompts16", type=int, default=16)
+    ap.add_argument("--prompts40", type=int, default=80)
     ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--preset", default="gemma-3-270m")
+    ap.add_argument("--lora", default=f"loras/{FRENCH.name}")
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    mas = load_model_and_sae("gemma-3-270m")
-    lora = load_lora(f"loras/{FRENCH.name}", sae_identity=mas.sae_identity).lora
-    rows = heldout_prompts()
-    half = args.prompts // 2  # in-topic and off-topic, as the demo evaluates
-    prompts = [r["prompt"] for r in rows if r["in_topic"]][:half]
-    prompts += [r["prompt"] for r in rows if not r["in_topic"]][: args.prompts - half]
+    mas = load_model_and_sae(args.preset)
+    lora = load_lora(args.lora, sae_identity=mas.sae_identity).lora
+    hf = hf_twin(mas)
+    assert hf is not None
     n_new = args.new_tokens
-    print(f"threads={torch.get_num_threads()} prompts={len(prompts)} new_tokens={n_new}")
-
-    standard_layout_(mas.model)
-    before = prompts[: args.before_prompts]
-    dt, old = timed(lambda: previous_generate(mas, before, lora, n_new))
-    base_rate = len(before) * n_new / dt
-    print(f"before (TL layout, previous loop, batch 8): {base_rate:7.1f} tok/s ({dt:.1f} s)")
-
-    relayout_(mas.model)
-    results = {}
-    for bs, dtype in ((8, "float32"), (GENERATE_BATCH, "float32"), (GENERATE_BATCH, "bfloat16")):
-        dt, out = timed(
-            lambda bs=bs, dtype=dtype: generate(
-                mas, prompts, lora, max_new_tokens=n_new, batch_size=bs, logits_dtype=dtype
+    dev = str(next(hf.parameters()).device)
+    print(f"device={dev} threads={torch.get_num_threads()} new_tokens={n_new}")
+    figures: dict[str, Any] = {"new_tokens": n_new, "device": dev, "rows": []}
+    for batch, n in ((16, args.prompts16), (40, args.prompts40)):
+        prompts = prompt_set(n)
+        runs = {
+            "HF generate": lambda b=batch, p=prompts: hf_generate(mas, hf, p, lora, b, n_new),
+            "ours (tl)": lambda b=batch, p=prompts: generate(
+                mas, p, lora, max_new_tokens=n_new, batch_size=b, backend="tl"
+            ),
+            "ours (hf)": lambda b=batch, p=prompts: generate(
+                mas, p, lora, max_new_tokens=n_new, batch_size=b, backend="hf"
+            ),
+            "ours (hf-int8)": lambda b=batch, p=prompts: generate(
+                mas, p, lora, max_new_tokens=n_new, batch_size=b, backend="hf-int8"
+            ),
+        }
+        rates, answers = {}, {}
+        for name, fn in runs.items():
+            dt, answers[name] = timed(fn)
+            rates[name] = len(prompts) * n_new / dt
+        for name in runs:
+            same_tl = sum(a == b for a, b in zip(answers[name], answers["ours (tl)"], strict=True))
+            same_hf = sum(
+                a == b for a, b in zip(answers[name], answers["HF generate"], strict=True)
             )
-        )
-        results[(bs, dtype)] = out
-        rate = len(prompts) * n_new / dt
-        print(
-            f"after (batch {bs:2d}, {dtype:8s} logits):      {rate:7.1f} tok/s ({dt:.1f} s)"
-            f"  {rate / base_rate:5.1f}x before"
-        )
-    same = sum(a == b for a, b in zip(old, results[(8, "float32")], strict=False))
-    print(f"answers identical to the previous path (float32): {same}/{len(old)}")
-    same16 = sum(
-        a == b
-        for a, b in zip(results[(GENERATE_BATCH, "float32")], results[(GENERATE_BATCH, "bfloat16")])
-    )
-    print(f"bfloat16-logit answers identical to float32: {same16}/{len(prompts)}")
+            ratio = rates[name] / rates["HF generate"]
+            print(
+                f"batch {batch:2d}, {len(prompts):3d} prompts, {name:14s}: "
+                f"{rates[name]:7.1f} tok/s  {ratio:5.2f}x HF generate  "
+                f"answers = tl {same_tl}/{len(prompts)}, = HF generate {same_hf}/{len(prompts)}"
+            )
+            figures["rows"].append(
+                {
+                    "batch": batch,
+                    "prompts": len(prompts),
+                    "path": name,
+                    "tok_per_s": rates[name],
+                    "ratio_to_hf_generate": ratio,
+                    "same_as_tl": same_tl,
+                    "same_as_hf_generate": same_hf,
+                }
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
     if args.profile:
         from torch.profiler import profile
 
         with profile() as p:
-            generate(mas, prompts[:GENERATE_BATCH], lora, max_new_tokens=n_new)
+            generate(mas, prompt_set(16), lora, max_new_tokens=n_new, batch_size=16, backend="hf")
         print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 

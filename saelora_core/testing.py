@@ -170,3 +170,81 @@ def tiny_sae(d_in: int = 32, d_sae: int = 64, k: int = 8, seed: int = 1):
     for p in sae.parameters():
         p.requires_grad_(False)
     return sae
+
+
+def tiny_gemma3_model_and_sae(
+    *, d_model: int = 32, n_layers: int = 3, layer: int = 1, seed: int = 0, init: float = 0.05
+):
+    """A tiny Gemma-3 twice over: a ``transformers`` ``Gemma3ForCausalLM`` (random, seeded, with
+    weights of std ``init`` so greedy choices are clear) and the TransformerLens model converted
+    from it by TransformerLens's own Gemma converter, with a TopK SAE at ``layer``. Returns
+    ``(mas, hf)``; the two models compute the same function (to float rounding)."""
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+    from transformer_lens.pretrained.weight_conversions.gemma import convert_gemma_weights
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    d_head, n_heads = 8, 4
+    types = ["sliding_attention"] * (n_layers - 1) + ["full_attention"]
+    hf = Gemma3ForCausalLM(
+        Gemma3TextConfig(
+            vocab_size=len(tok),
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=1,
+            head_dim=d_head,
+            query_pre_attn_scalar=d_head,
+            max_position_embeddings=512,
+            sliding_window=64,
+            layer_types=types,
+            initializer_range=init,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    ).eval()
+    hf.requires_grad_(False)
+    # Gemma-3-270M's TransformerLens config, shrunk to the HF config's shapes.
+    d = get_pretrained_model_config("google/gemma-3-270m").to_dict()
+    d.pop("n_params", None)
+    d.update(
+        d_model=d_model,
+        d_head=d_head,
+        n_heads=n_heads,
+        d_mlp=2 * d_model,
+        n_layers=n_layers,
+        d_vocab=len(tok),
+        d_vocab_out=len(tok),
+        n_ctx=512,
+        window_size=64,
+        rotary_dim=d_head,
+        attn_scale=d_head**0.5,
+        attn_types=["global" if t == "full_attention" else "local" for t in types],
+        device="cpu",
+    )
+    model = HookedSAETransformer(HookedTransformerConfig(**d), tokenizer=tok)
+    model.load_and_process_state_dict(
+        convert_gemma_weights(hf, model.cfg),
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+        refactor_factored_attn_matrices=False,
+    )
+    model.eval()
+    model.requires_grad_(False)
+    sae = tiny_sae(d_in=d_model, seed=seed + 1)
+    sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
+    mas = ModelAndSae(
+        model=model,
+        sae=sae,
+        layer=layer,
+        hook_name=f"blocks.{layer}.hook_resid_post",
+        preset="tiny-gemma3",
+        chat_format="qa",
+        sae_identity=sae_identity(sae, path="tiny-gemma3"),
+    )
+    return mas, hf

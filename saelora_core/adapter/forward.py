@@ -13,9 +13,7 @@ model with the adapter hooked in by :func:`hooks.attach_lora`; the two agree (te
 
 from __future__ import annotations
 
-import functools
 import weakref
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,31 +22,11 @@ from torch import Tensor
 from saelora_core.adapter.batch import Batch, Example, chunks, device_of, make_batch
 from saelora_core.adapter.hooks import attach_lora, write_matrix
 from saelora_core.adapter.sae_lora import SaeLora
+from saelora_core.models.precision import cpu_has_native_bf16
 from saelora_core.models.presets import ModelAndSae
 
 _LOW_WU: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ZERO_BIAS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX). Without it PyTorch
-    emulates bf16 GEMMs: on a 2-core AMD EPYC (AVX2) a (32 × 640) @ (640 × 32k) bf16 matmul took
-    0.18 s forward and 2.4 s backward against 0.08 s and 0.05 s in float32, so ``unembed``
-    computes in float32 there whatever ``logits_dtype`` asks."""
-    checks = [
-        getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    ]
-    try:
-        if any(f is not None for f in checks):
-            return any(bool(f()) for f in checks if f is not None)
-    except Exception:  # a private probe that moved: fall back to the CPU's flags
-        pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False  # assume emulation: float32 is always safe
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def unembed(model, x: Tensor, logits_dtype: str = "float32") -> Tensor:

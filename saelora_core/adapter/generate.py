@@ -15,6 +15,7 @@ token in ``tests/adapter/test_generate.py``.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -149,10 +150,10 @@ def generate_tokens(
                 nxt[:, None], attention_mask=ones, past_kv_cache=cache, stop_at_layer=n_layers
             )
             nxt = next_token(x)
-    return [_cut_after_stop(r, stop_ids) for r in results]
+    return [cut_after_stop(r, stop_ids) for r in results]
 
 
-def _cut_after_stop(ids: list[int], stops: set[int]) -> list[int]:
+def cut_after_stop(ids: list[int], stops: set[int]) -> list[int]:
     for i, t in enumerate(ids):
         if t in stops:
             return ids[: i + 1]
@@ -176,6 +177,33 @@ SYNC_EVERY = 4
 """Decoding steps between looks at the generated tokens (each waits for the device)."""
 
 
+BACKENDS = ("tl", "hf", "hf-int8")
+"""Generation backends: ``tl`` (the default, :func:`generate_tokens` on the TransformerLens
+model), ``hf`` (its ``transformers`` twin, ``adapter/hf_generate.py``: equal to ``tl`` token for
+token on the tiny Gemma-3; the twin costs a second copy of the weights, about 1.1 GB for
+Gemma-3-270M) and ``hf-int8`` (the twin with an int8 candidate head rescored exactly: the
+fastest on the CPU, but not exact by construction, since the true argmax can fall outside the
+candidates)."""
+
+
+def decoder(mas: ModelAndSae, backend: str = "tl") -> Callable[..., list[list[int]]]:
+    """The token decoder ``backend`` names (:data:`BACKENDS`), with :func:`generate_tokens`'s
+    signature."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown generation backend {backend!r}; use one of {BACKENDS}")
+    if backend == "tl":
+        return generate_tokens
+    from saelora_core.adapter.hf_generate import RESCORE_TOP, hf_generate_tokens, hf_twin
+
+    if hf_twin(mas) is None:
+        raise ValueError(
+            f"the model of preset {mas.preset!r} has no transformers twin; use backend='tl'"
+        )
+    if backend == "hf":
+        return hf_generate_tokens
+    return functools.partial(hf_generate_tokens, rescore=RESCORE_TOP)
+
+
 def generate(
     mas: ModelAndSae,
     prompts: list[str],
@@ -187,6 +215,7 @@ def generate(
     skip_special_tokens: bool = False,
     logits_dtype: str = "float32",
     progress: bool | str = False,
+    backend: str = "tl",
 ) -> list[str]:
     """Greedy answers to ``prompts``, formatted with ``chat.prompt_tokens`` in ``mas.chat_format``.
 
@@ -194,8 +223,11 @@ def generate(
     splice (as in ``attach_lora``). Each answer is the decoded continuation cut with
     ``chat.strip_response``. Prompts are batched ``batch_size`` at a time with left padding,
     longest first, so a batch pads little; the answers come back in the prompts' order.
-    ``progress``: a tqdm bar over the prompts (a string names it).
+    ``progress``: a tqdm bar over the prompts (a string names it). ``backend``: ``tl`` (the
+    default) decodes with the TransformerLens model (:func:`generate_tokens`); ``hf`` and
+    ``hf-int8`` opt in to its ``transformers`` twin (:data:`BACKENDS`).
     """
+    decode = decoder(mas, backend)
     tok: Any = mas.tokenizer
     stops = stop_token_ids(tok)
     ids = [prompt_tokens(tok, p, mas.chat_format) for p in prompts]
@@ -205,7 +237,7 @@ def generate(
     with tqdm(total=len(prompts), desc=desc, disable=not progress, unit="prompt") as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            answers = generate_tokens(
+            answers = decode(
                 mas,
                 [ids[i] for i in idx],
                 lora,

@@ -23,11 +23,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from saelora_core.analysis.behaviour import behaviour_metadata
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.models.presets import load_model_and_sae
+    from saelora_core.training.distributed import init_from_env, is_main, local_device
     from saelora_core.training.loop import train_lora
 
     cfg = train_config(args)
     dataset = load_behaviour_dataset(args.dataset)
-    mas = load_model_and_sae(args.preset, sae_path=args.sae_path)
+    # Under torchrun each rank loads the model onto its own device (training/distributed.py).
+    device = local_device() if init_from_env() else None
+    mas = load_model_and_sae(args.preset, sae_path=args.sae_path, device=device)
     out = Path(args.out) / cfg.name
     res = train_lora(
         mas,
@@ -37,7 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         extra_metadata=behaviour_metadata(args.dataset),
     )
-    emit({"out_dir": str(out), "history": res.history[-1], "l0": res.lora.l0()})
+    if is_main():
+        emit({"out_dir": str(out), "history": res.history[-1], "l0": res.lora.l0()})
     return 0
 
 

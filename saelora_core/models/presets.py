@@ -20,6 +20,7 @@ import torch
 from sae_lens import SAE, HookedSAETransformer
 
 from saelora_core.io.paths import REPO_ROOT
+from saelora_core.models import precision
 from saelora_core.models.chat import ChatFormat
 from saelora_core.models.gguf import load_gemma3_270m_offline
 from saelora_core.models.hub import PresetUnavailableError, freeze, require_hub
@@ -152,14 +153,16 @@ def load_model_and_sae(
     layer: int | None = None,
     chat_format: ChatFormat | None = None,
 ) -> ModelAndSae:
-    """Load a frozen model, a frozen SAE and the hook point.
+    """Load a frozen model, a frozen SAE and the hook point. The model's dtype defaults to
+    :func:`models.precision.frozen_dtype` (bf16 on CUDA, float32 on the CPU unless
+    ``SAELORA_FROZEN_DTYPE=bfloat16``); the SAE is float32.
 
     ``preset`` is a key of :data:`PRESETS`, or any TransformerLens model name together with an SAE
     given by ``sae_path`` or ``(sae_release, sae_id)``. Explicit keyword arguments override the
     preset's. The layer defaults to the SAE's own hook point.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or torch.float32
+    dtype = dtype or precision.frozen_dtype(device)
     base = PRESETS.get(preset)
     if sae_path is None and sae_release is None and base is not None:
         sae_path, sae_release, sae_id = base.sae_path, base.sae_release, base.sae_id

@@ -29,7 +29,8 @@ from saelora_core.repair.objective import (
 )
 from saelora_core.repair.run import TEXT_SETS, RepairRun, run_repair
 from saelora_core.repair.splice import LinearAdapter, Splice, SplicedLM, decoder_layers
-from saelora_core.repair.train import RepairResult, distinct_latents, step_loss, train_repair
+from saelora_core.repair.step import step_loss
+from saelora_core.repair.train import RepairResult, distinct_latents, train_repair
 
 __all__ = [
     "METHODS",

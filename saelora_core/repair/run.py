@@ -24,6 +24,7 @@ from saelora_core.repair.data import corpus_windows
 from saelora_core.repair.evaluate import Baseline, RepairEval, baseline, evaluate_repair
 from saelora_core.repair.train import train_repair
 from saelora_core.sae.loading import load_sae
+from saelora_core.training.distributed import is_main
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,9 @@ def run_repair(
         "eval": {k: v.to_dict() for k, v in evals.items()},
         "artifact": res.artifact.name,
     }
-    atomic_write_json(out / "repair.json", rec)
-    if cfg.method == "sae_finetune":
+    if is_main():  # data parallel: rank 0 alone writes
+        atomic_write_json(out / "repair.json", rec)
+    if cfg.method == "sae_finetune" and is_main():
         h = evals["heldout"]
         m = SaeMetrics(
             explained_variance=h.explained_variance,

@@ -2,9 +2,15 @@
 
 Each step: the clean model's next-token distribution (no splice, LoRA off, no autograd), then
 the repaired splice's logits, the objective (``objective.py``), AdamW with gradient clipping,
-the method's constraints (``methods.after_backward`` / ``after_step``). Every
+the method's constraints (``methods.after_backward`` / ``after_step``); the step's loss is in
+``step.py``. Every
 ``ceil(steps / curve_points)`` steps the held-out CE of a fixed set of curve windows is
 measured (fp32), giving the fraction of the gap closed against tokens seen.
+
+Data parallel: under ``torchrun`` each rank takes its share of every batch of windows and the
+gradients (and the KL+MSE weight ``α``) are those of the whole batch
+(``training/distributed.py``, ``step.shared_step_loss``); only rank 0 reads and writes files.
+Dropout (``lora_dropout``) draws different masks per rank.
 
 ``out_dir/train_state.pt`` (atomic, every ``checkpoint_every`` steps) holds the trained tensors,
 the optimizer, the schedule and the history; a rerun with the same config resumes from it.
@@ -38,7 +44,17 @@ from saelora_core.repair.methods import (
     save_result,
     trainable_state,
 )
-from saelora_core.repair.objective import fused_kl, repair_loss, token_ce
+from saelora_core.repair.objective import RepairLoss
+from saelora_core.repair.step import curve_ce, shared_step_loss, step_loss
+from saelora_core.training.distributed import (
+    all_reduce_grads_,
+    barrier,
+    broadcast_object,
+    broadcast_params_,
+    init_from_env,
+    is_main,
+    world_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,31 +66,6 @@ class RepairResult:
     curve: list[dict[str, Any]]
     artifact: Path
     record: dict[str, Any] = field(default_factory=dict)
-
-
-def _autocast(cfg: RepairConfig, device: str):
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.autocast_bf16)
-
-
-def step_loss(setup: RepairSetup, batch: Tensor, cfg: RepairConfig):
-    """The objective on one batch of windows (``objective.RepairLoss``)."""
-    spliced = setup.spliced
-    with _autocast(cfg, batch.device.type):
-        with torch.no_grad():
-            clean = spliced.logits(batch, "clean")
-        logits = spliced.logits(batch, "spliced")
-    kl = fused_kl(clean, logits)
-    return repair_loss(kl, spliced.splice.last_mse, cfg.effective_mse)
-
-
-@torch.no_grad()
-def curve_ce(setup: RepairSetup, windows: Tensor, batch_size: int = 4) -> float:
-    """Mean next-token CE of the repaired splice on ``windows`` (fp32)."""
-    total = 0.0
-    for i in range(0, len(windows), batch_size):
-        b = windows[i : i + batch_size]
-        total += token_ce(setup.spliced.logits(b, "spliced"), b).sum().item()
-    return total / (windows.shape[0] * (windows.shape[1] - 1))
 
 
 def read_state(path: Path, cfg: RepairConfig) -> dict[str, Any]:
@@ -90,6 +81,20 @@ def read_state(path: Path, cfg: RepairConfig) -> dict[str, Any]:
             f"{path.parent} holds a run with another config (differs in {diff}); give another "
             "output directory (--out) or start over (--no-resume / resume=False)"
         )
+    return st
+
+
+def read_state_everywhere(path: Path, cfg: RepairConfig, resume: bool) -> dict[str, Any] | None:
+    """Rank 0 reads the checkpoint (if any) and hands it, or its refusal, to every rank."""
+    st: Any = None
+    if resume and is_main() and path.exists():
+        try:
+            st = read_state(path, cfg)
+        except CheckpointError as e:
+            st = e
+    st = broadcast_object(st)
+    if isinstance(st, CheckpointError):
+        raise st
     return st
 
 
@@ -126,9 +131,15 @@ def train_repair(
     starts from a finetuned SAE it is the preset's original SAE. ``record`` is merged into
     ``repair.json`` (preset, SAE identity, ...).
     """
+    init_from_env()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_steps = cfg.steps
+    if cfg.batch_size < world_size():
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is smaller than the {world_size()} ranks: each rank "
+            "needs at least one window per step; raise batch_size or run fewer processes"
+        )
     need = n_steps * cfg.batch_size
     if len(train_windows) < need:
         raise ValueError(
@@ -140,7 +151,7 @@ def train_repair(
         raise ValueError("train windows must be cfg.context_size tokens long")
     torch.manual_seed(cfg.seed)
     state_path = out / "train_state.pt"
-    st = read_state(state_path, cfg) if resume and state_path.exists() else None
+    st = read_state_everywhere(state_path, cfg, resume)
     # Before build_repair: a model LoRA is injected into ``hf`` in place.
     ref = (
         Baseline(**st["curve_baseline"])
@@ -165,6 +176,7 @@ def train_repair(
         extra = init_latent_adapter_(
             setup, init_windows, cfg, lambda b: step_loss(setup, b, cfg).loss
         )
+    broadcast_params_(p for g in setup.param_groups for p in g["params"])
     ce_clean = sum(ref.ce_clean) / len(ref.ce_clean)
     ce_before = sum(ref.ce_before) / len(ref.ce_before)
 
@@ -181,6 +193,8 @@ def train_repair(
         )
 
     def save_state(step: int) -> None:
+        if not is_main():
+            return
         atomic_torch_save(
             {
                 "config": cfg.to_dict(),
@@ -202,7 +216,11 @@ def train_repair(
         curve_point(0)
     every = max(1, math.ceil(n_steps / max(cfg.curve_points, 1)))
     bar = tqdm(
-        total=n_steps, initial=start, desc=f"repair {cfg.method}", disable=not progress, unit="step"
+        total=n_steps,
+        initial=start,
+        desc=f"repair {cfg.method}",
+        disable=not progress or not is_main(),
+        unit="step",
     )
     t0 = time.perf_counter()
     lm = setup.spliced.lm
@@ -212,11 +230,16 @@ def train_repair(
         for m in setup.modules.values():
             m.train()
         lr_now = sched.get_last_lr()[0]
-        res = step_loss(setup, batch, cfg)
+        res = shared_step_loss(setup, batch, cfg)
         opt.zero_grad(set_to_none=True)
         res.loss.backward()
-        after_backward(setup)
         params = [p for g in setup.param_groups for p in g["params"]]
+        # Data parallel: the whole batch's gradients and logged values (one process: as is).
+        logged = all_reduce_grads_(
+            params, res.loss, res.kl, *([res.mse] if res.mse is not None else [])
+        )
+        res = RepairLoss(logged[0], logged[1], logged[2] if len(logged) > 2 else None, res.alpha)
+        after_backward(setup)
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
@@ -260,7 +283,9 @@ def train_repair(
     if cfg.method == "latent_adapter":
         latent = setup.modules["latent"]
         rec["latents"] = distinct_latents(latent)  # type: ignore[arg-type]
-    artifact = save_result(setup, out, rec)
+    artifact = save_result(setup, out, rec) if is_main() else None
+    artifact = Path(broadcast_object(str(artifact)))
+    barrier()
     return RepairResult(setup, history, curve, artifact, rec)
 
 

@@ -21,6 +21,10 @@ Checkpoints: ``params.pt`` + ``metadata.json`` + ``train_state.pt`` (optimizer, 
 history) are written atomically at the end of each epoch and every ``checkpoint_every`` steps;
 ``train_lora`` on the same ``out_dir`` resumes where the last checkpoint left off (``resume.py``).
 
+Data parallel: under ``torchrun`` each rank trains on its share of every batch and the
+gradients are summed over the ranks (``distributed.py``); the parameters are those of one
+process running the whole batch, and only rank 0 writes checkpoints.
+
 ``train_lora`` is a short loop over named steps: ``run.start_run`` (examples, adapter, optimizer,
 teacher), :func:`resume_or_init`, then per step :func:`train_step`, per epoch :func:`end_epoch`
 and ``resume.save_checkpoint``.
@@ -37,14 +41,23 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from saelora_core.adapter.batch import chunks, device_of, make_batch
+from saelora_core.adapter.batch import chunks, make_batch
 from saelora_core.adapter.forward import batch_losses
 from saelora_core.adapter.sae_lora import SaeLora, penalty
 from saelora_core.adapter.sparsity import project_
 from saelora_core.models.presets import ModelAndSae
 from saelora_core.training.config import LoraTrainingConfig, topk_at
+from saelora_core.training.distributed import (
+    all_reduce_grads_,
+    barrier,
+    broadcast_object,
+    broadcast_params_,
+    init_from_env,
+    is_main,
+    share,
+)
 from saelora_core.training.inits import data_init_, warm_start_
-from saelora_core.training.resume import load_state, save_checkpoint, state_path
+from saelora_core.training.resume import save_checkpoint, state_mismatch, state_path
 from saelora_core.training.run import Run, eval_ce, start_run
 from saelora_core.training.splits import dataset_split_rows
 
@@ -62,9 +75,17 @@ class TrainResult:
 
 def resume_or_init(run: Run, dataset, resume: bool) -> None:
     """Continue the checkpoint in ``run.out`` when there is one (and ``resume``); else apply the
-    config's init and record the step-0 evaluation."""
-    if resume and state_path(run.out).exists():
-        state = load_state(run.out, run.cfg, run.mas, device_of(run.mas))
+    config's init and record the step-0 evaluation. Rank 0 reads the checkpoint and hands it to
+    the other ranks (no shared file system needed)."""
+    path = state_path(run.out)
+    state = broadcast_object(
+        torch.load(path, weights_only=True, map_location="cpu")
+        if resume and is_main() and path.exists()
+        else None
+    )
+    if state is not None:
+        if (why := state_mismatch(state, run.cfg, run.mas, run.out)) is not None:
+            raise ValueError(why)  # on every rank
         run.lora.load_state_dict(state["lora"])
         run.opt.load_state_dict(state["optimizer"])
         run.epoch, run.step_in_epoch = state["epoch"], state["step_in_epoch"]
@@ -81,6 +102,7 @@ def resume_or_init(run: Run, dataset, resume: bool) -> None:
             rows = dataset_split_rows(dataset, "train") or []
             info = data_init_(run.mas, run.lora, cfg, run.train, rows)
             logger.info("%s init: %s", cfg.init, info)
+        broadcast_params_(run.lora.parameters())  # every rank starts from rank 0's init
         run.history.append({"epoch": 0, "step": 0, "eval_ce": eval_ce(run)})
     # freeze_support: the support at the start (a resumed run has kept exactly it).
     if run.cfg.freeze_support:
@@ -94,11 +116,12 @@ def epoch_order(run: Run) -> list[int]:
 
 
 def accumulate_gradients(run: Run, batch: list[int]) -> torch.Tensor:
-    """Forward and backward over ``batch`` in micro-batches; the step's loss (detached)."""
+    """Forward and backward over this rank's share of ``batch`` in micro-batches, the gradients
+    summed over the ranks; the whole batch's loss (detached)."""
     cfg, train = run.cfg, run.train
     ce = torch.zeros((), device=run.lora.s.device)
     # Longest first, so a micro-batch pads little; the step's loss is the same sum.
-    ordered = sorted(batch, key=lambda i: -len(train[i].chat.tokens))
+    ordered = sorted(share(batch), key=lambda i: -len(train[i].chat.tokens))
     for part in chunks(ordered, cfg.micro_batch):
         losses = batch_losses(
             run.mas,
@@ -112,6 +135,8 @@ def accumulate_gradients(run: Run, batch: list[int]) -> torch.Tensor:
         loss = losses.sum() / len(batch)
         loss.backward()
         ce = ce + loss.detach()
+    # Data parallel: the whole batch's gradient and loss (one process: unchanged).
+    [ce] = all_reduce_grads_(run.lora.parameters(), ce)
     return ce
 
 
@@ -179,12 +204,13 @@ def train_lora(
     ``on_step`` is called after every optimizer step with ``{"step", "epoch", "loss", ...}``;
     raising from it (e.g. KeyboardInterrupt) stops training after the last checkpoint.
     """
+    init_from_env()
     run = start_run(mas, dataset, cfg, Path(out_dir), extra_metadata)
     resume_or_init(run, dataset, resume)
     bar = tqdm(
         total=cfg.epochs * run.steps_per_epoch,
         initial=run.epoch * run.steps_per_epoch + run.step_in_epoch,
-        disable=not progress,
+        disable=not progress or not is_main(),
         desc=f"train {cfg.name}",
     )
     meta: dict = {}
@@ -205,5 +231,6 @@ def train_lora(
         bar.close()
     if not meta:  # resumed a finished run
         meta = save_checkpoint(run, done=True)
+    barrier()  # every rank returns once rank 0 has written
     lora = run.lora.folded() if run.lora.gates else run.lora
     return TrainResult(lora, run.out, run.history, meta, run.skipped)

@@ -12,6 +12,7 @@ from saelora_core.adapter.saving import build_metadata, save_lora
 from saelora_core.io.atomic import atomic_torch_save
 from saelora_core.models.presets import ModelAndSae
 from saelora_core.training.config import LoraTrainingConfig
+from saelora_core.training.distributed import is_main
 from saelora_core.training.run import Run
 
 
@@ -59,7 +60,7 @@ def load_state(out: Path, cfg: LoraTrainingConfig, mas: ModelAndSae, device) -> 
 
 def save_checkpoint(run: Run, done: bool) -> dict:
     """Write the adapter (folded when gated), its metadata and the training state; return the
-    metadata."""
+    metadata. Data parallel: rank 0 alone writes (every rank returns the metadata)."""
     cfg, lora = run.cfg, run.lora
     plain = lora.folded() if lora.gates else lora
     meta = build_metadata(
@@ -79,6 +80,8 @@ def save_checkpoint(run: Run, done: bool) -> dict:
             **run.extra_metadata,
         },
     )
+    if not is_main():
+        return meta
     save_lora(plain, run.out, meta)
     atomic_torch_save(
         {

@@ -17,6 +17,7 @@ from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.adapter.saving import behaviour_of, load_lora, missing_behaviour
 from saelora_core.models.presets import ModelAndSae
 from saelora_core.training.config import LoraTrainingConfig
+from saelora_core.training.distributed import all_reduce_sum, share, world_size
 from saelora_core.training.splits import split_dataset
 
 logger = logging.getLogger(__name__)
@@ -98,13 +99,24 @@ def start_run(
 
 
 def eval_ce(run: Run) -> float | None:
-    """Mean response CE on the eval examples (None without any)."""
+    """Mean response CE on the eval examples (None without any). Data parallel: each rank
+    evaluates its share, and the ranks' means are combined weighted by their tokens."""
     if not run.ev:
         return None
     cfg = run.cfg
-    return evaluate_ce(
-        run.mas, run.lora, run.ev, cfg.mode, cfg.precompute, cfg.logits_dtype, cfg.micro_batch
-    )
+
+    def ce(examples: list[Example]) -> float:
+        return evaluate_ce(
+            run.mas, run.lora, examples, cfg.mode, cfg.precompute, cfg.logits_dtype, cfg.micro_batch
+        )
+
+    if world_size() == 1:
+        return ce(run.ev)
+    mine = share(run.ev)
+    n = sum(int(ex.chat.assistant_mask[1:].sum()) for ex in mine)
+    mean = ce(mine) if mine else 0.0
+    tot = all_reduce_sum(torch.tensor([mean * n, float(n)], dtype=torch.float64))
+    return float(tot[0] / tot[1].clamp_min(1))
 
 
 def run_behaviour(cfg: LoraTrainingConfig, extra_metadata: dict | None) -> dict[str, Any]:

@@ -34,6 +34,15 @@ from saelora_core.adapter.forward import hook_resids, padded_resid, per_example_
 from saelora_core.io.atomic import atomic_torch_save, atomic_write_json
 from saelora_core.io.config import ConfigBase
 from saelora_core.models.presets import ModelAndSae
+from saelora_core.training.distributed import (
+    all_reduce_grads_,
+    barrier,
+    broadcast_object,
+    broadcast_params_,
+    init_from_env,
+    is_main,
+    share,
+)
 
 
 class ResidSteer(nn.Module):
@@ -114,14 +123,25 @@ def train_steer(
     progress: bool = True,
 ) -> ResidSteer:
     """Train the steer on the dataset's train split; writes ``steer.pt`` + ``steer.json``. A
-    finished run in ``out_dir`` with the same config is loaded instead of retrained."""
+    finished run in ``out_dir`` with the same config is loaded instead of retrained.
+
+    Under ``torchrun`` each rank trains on its share of every batch and the gradients are
+    summed over the ranks (``distributed.py``); rank 0 alone reads and writes ``out_dir``."""
+    init_from_env()
     out = Path(out_dir)
-    if (out / "steer.json").exists():
+    finished = None
+    if is_main() and (out / "steer.json").exists():
         import json
 
         meta = json.loads((out / "steer.json").read_text())
         if meta.get("config") == asdict(cfg) and meta.get("complete"):
-            return load_steer(out, mas)
+            done = load_steer(out)
+            finished = (meta["d_model"], meta["rank"], done.state_dict())
+    finished = broadcast_object(finished)
+    if finished is not None:
+        steer = ResidSteer(finished[0], finished[1])
+        steer.load_state_dict(finished[2])
+        return steer.to(device_of(mas))
     rows = [dict(r) for r in dataset["train"]]
     train, skipped = tokenize_rows(mas, rows, cfg.max_len, cfg.response_tokens or None)
     if not train:
@@ -131,11 +151,12 @@ def train_steer(
     steer = ResidSteer(mas.model.cfg.d_model, cfg.rank, torch.Generator().manual_seed(cfg.seed))
     steer = steer.to(device_of(mas))
     contrastive_read_(steer, mas, rows)
+    broadcast_params_(steer.parameters())
     opt = torch.optim.Adam(steer.parameters(), lr=cfg.lr)
     steps = math.ceil(len(train) / cfg.batch_size)
     model = mas.model
     history = []
-    bar = tqdm(total=cfg.epochs * steps, disable=not progress, desc="train steer")
+    bar = tqdm(total=cfg.epochs * steps, disable=not progress or not is_main(), desc="train steer")
     for epoch in range(cfg.epochs):
         order = torch.randperm(
             len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)
@@ -143,9 +164,9 @@ def train_steer(
         for step in range(steps):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             opt.zero_grad(set_to_none=True)
-            total = 0.0
+            total = torch.zeros((), device=device_of(mas))
             for part in chunks(
-                sorted(idx, key=lambda i: -len(train[i].chat.tokens)), cfg.micro_batch
+                sorted(share(idx), key=lambda i: -len(train[i].chat.tokens)), cfg.micro_batch
             ):
                 b = make_batch(mas, [train[i] for i in part])
                 resid = padded_resid(mas, b)
@@ -157,13 +178,17 @@ def train_steer(
                 loss = per_example_mean(token_ce(model, x, b.labels, cfg.logits_dtype), b)
                 loss = loss.sum() / len(idx)
                 loss.backward()
-                total += float(loss.detach())
+                total = total + loss.detach()
+            [total] = all_reduce_grads_(steer.parameters(), total)  # data parallel: summed
             opt.step()
-            history.append({"epoch": epoch + (step + 1) / steps, "train_ce": total})
+            ce = float(total)
+            history.append({"epoch": epoch + (step + 1) / steps, "train_ce": ce})
             bar.update(1)
-            bar.set_postfix(ce=f"{total:.3f}")
+            bar.set_postfix(ce=f"{ce:.3f}")
     bar.close()
-    save_steer(steer, out, {"config": asdict(cfg), "history": history, "complete": True})
+    if is_main():
+        save_steer(steer, out, {"config": asdict(cfg), "history": history, "complete": True})
+    barrier()
     return steer
 
 
