@@ -4,6 +4,10 @@ Static export uses kaleido 1.x, which drives a Chromium-based browser. The brows
 downloaded: it is the system's Chromium (``apt-get install chromium``; ``make setup`` does it),
 found via ``$BROWSER_PATH``, then ``PATH``, then ``/usr/bin/chromium``. MathJax is switched off so
 the export never reaches for a CDN; plotly.js comes from the plotly package.
+
+HTML figures share one copy of plotly.js: ``plotly.min.js``, written once beside the pages they
+reference it from (plotly's ``include_plotlyjs="directory"``), so a folder of figures still opens
+offline and costs one 4.6 MB script rather than one per figure.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 
 from saelora_core.io.atomic import atomic_write_bytes
 from saelora_core.io.format import DIGITS, format_frame
@@ -25,6 +30,8 @@ from saelora_core.io.format import DIGITS, format_frame
 logger = logging.getLogger(__name__)
 
 STATIC_FORMATS = ("png", "svg", "pdf")
+PLOTLY_JS = "plotly.min.js"
+PlotlyJs = Literal["directory", "inline"]
 
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -95,28 +102,49 @@ def static_export(
             os.replace(Path(tmp) / f"fig.{fmt}", dest)
 
 
+def write_plotly_js(out_dir: str | Path) -> Path:
+    """``<out_dir>/plotly.min.js``, the plotly package's own copy, written (atomically) unless
+    the same script is already there; the one script every ``"directory"`` HTML figure loads."""
+    path = Path(out_dir) / PLOTLY_JS
+    script = get_plotlyjs().encode()
+    if not (path.is_file() and path.stat().st_size == len(script) and path.read_bytes() == script):
+        atomic_write_bytes(path, script)
+    return path
+
+
 def save_figure(
     fig: go.Figure,
     out_dir: str | Path,
     name: str,
     formats: Sequence[str] = ("html", "png", "svg", "pdf"),
+    *,
+    plotlyjs: PlotlyJs = "directory",
     **export_kw: Any,
 ) -> list[Path]:
     """Write ``<out_dir>/<name>.<fmt>`` for each format; returns the paths written.
 
-    HTML embeds plotly.js (works offline). PNG/SVG/PDF go through kaleido and the system's
-    Chromium; without one, the HTML is still written and :class:`BrowserNotFoundError` says
-    how to install it. Every file is written to a temporary name and renamed into place.
+    HTML works offline: with ``plotlyjs="directory"`` (the default) it loads the
+    ``plotly.min.js`` written once beside it (:func:`write_plotly_js`, not listed in the paths
+    returned); with ``"inline"`` it embeds its own copy (one self-contained file). PNG/SVG/PDF
+    go through kaleido and the system's Chromium; without one, the HTML is still written and
+    :class:`BrowserNotFoundError` says how to install it. Every file is written to a temporary
+    name and renamed into place.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     unknown = set(formats) - {"html", *STATIC_FORMATS}
     if unknown:
         raise ValueError(f"unknown formats {sorted(unknown)}; use html, png, svg or pdf")
+    if plotlyjs not in ("directory", "inline"):
+        raise ValueError(f"plotlyjs={plotlyjs!r}; use 'directory' or 'inline'")
     written = []
     if "html" in formats:
         path = out / f"{name}.html"
-        atomic_write_bytes(path, fig.to_html(include_plotlyjs=True, full_html=True).encode())
+        include: str | bool = True
+        if plotlyjs == "directory":
+            write_plotly_js(out)
+            include = "directory"
+        atomic_write_bytes(path, fig.to_html(include_plotlyjs=include, full_html=True).encode())
         written.append(path)
     static = {fmt: out / f"{name}.{fmt}" for fmt in formats if fmt in STATIC_FORMATS}
     if static:
@@ -146,11 +174,15 @@ def export_results(
     tables: dict[str, pd.DataFrame] | None = None,
     formats: Sequence[str] = ("html", "png", "svg", "pdf"),
 ) -> list[Path]:
-    """Save each figure (:func:`save_figure`) and each table (:func:`save_table`) under its name
-    in ``out_dir``; the files written, figures first. What every notebook's export cell runs."""
+    """Save each figure (:func:`save_figure`, its HTML sharing one ``plotly.min.js`` in
+    ``out_dir``) and each table (:func:`save_table`) under its name in ``out_dir``; the files
+    written, figures first (then ``plotly.min.js`` when HTML was written). What every
+    notebook's export cell runs."""
     written: list[Path] = []
     for name, fig in (figures or {}).items():
         written += save_figure(fig, out_dir, name, formats=formats)
+    if figures and "html" in formats:
+        written.append(Path(out_dir) / PLOTLY_JS)
     for name, df in (tables or {}).items():
         written += save_table(df, out_dir, name)
     return written

@@ -233,8 +233,8 @@ def test_edit_mode_runs_the_cells_on_open(tiny_env: dict[str, str], browser):
 
 
 def test_exported_html_is_self_contained(tiny_mas, tiny_env: dict[str, str], browser, tmp_path):
-    """A figure's HTML export and an adapter's HTML report open with nothing but themselves:
-    plotly.js inline, no MathJax or other CDN."""
+    """A figure's HTML export (with the plotly.min.js written beside it) and an adapter's HTML
+    report (plotly.js inline) open offline: no MathJax or other CDN."""
     from saelora_core.reporting import figures
     from saelora_core.reporting.adapter_report import export_report
     from saelora_core.reporting.export import save_figure
