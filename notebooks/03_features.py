@@ -241,7 +241,7 @@ def _(adapter_picker):
             mo.hstack([card_prompts, card_checks, card_button], justify="start"),
         ]
     )
-    return card_button, card_checks, card_prompts
+    return card_button, card_checks, card_dir, card_prompts
 
 
 @app.cell
@@ -267,7 +267,7 @@ def _(adapter_picker, card_button, card_checks, card_prompts, mas):
 @app.cell
 def _():
     export_button = mo.ui.run_button(
-        label=f"Export figures and tables to {EXPORTS.relative_to(ROOT)}/"
+        label=f"Export figures, tables, dashboards and the card to {EXPORTS.relative_to(ROOT)}/"
     )
     export_button
     return (export_button,)
@@ -298,7 +298,16 @@ def _(adapter_picker, dashboards, export_button):
     for _l, _d in dashboards.items():
         _tables[f"{_name}-latent-{_l}-examples"] = _d.examples
         _tables[f"{_name}-latent-{_l}-top-logits"] = _d.top_logits
-    mo.md(export_note(EXPORTS, figures=_figures, tables=_tables))
+    _pages = {f"{_name}-dashboards": [_d.html for _d in dashboards.values()]}
+    mo.md(export_note(EXPORTS, figures=_figures, tables=_tables, pages=_pages))
+    return
+
+
+@app.cell
+def _(adapter_picker, card_dir, export_button):
+    mo.stop(not export_button.value)
+    _name = f"{adapter_picker.selected_key}-card"
+    mo.md(export_note(EXPORTS, card_dir=card_dir, card_name=_name))
     return
 
 

@@ -12,6 +12,7 @@ offline and costs one 4.6 MB script rather than one per figure.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import shutil
@@ -167,17 +168,55 @@ def save_table(
     return [csv, tex]
 
 
+def save_page(
+    fragments: str | Sequence[str], out_dir: str | Path, name: str, *, title: str | None = None
+) -> Path:
+    """``<out_dir>/<name>.html``: the HTML ``fragments`` one after another on one UTF-8 page
+    (the latent dashboards, say), titled ``title`` (else ``name``); nothing added that reaches
+    outside the file. Written atomically."""
+    parts = [fragments] if isinstance(fragments, str) else list(fragments)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.html"
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title or name)}</title></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
+    atomic_write_bytes(path, page.encode("utf-8"))
+    return path
+
+
+def copy_files(files: dict[str, str | Path], out_dir: str | Path) -> list[Path]:
+    """Copy each ``{new name: existing file}`` into ``out_dir`` (atomic writes); the paths
+    written. A missing source is an error that names it."""
+    missing = [str(src) for src in files.values() if not Path(src).is_file()]
+    if missing:
+        raise FileNotFoundError(f"cannot export {missing}: no such file")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for dest, src in files.items():
+        atomic_write_bytes(out / dest, Path(src).read_bytes())
+        written.append(out / dest)
+    return written
+
+
 def export_results(
     out_dir: Path,
     *,
     figures: dict[str, go.Figure] | None = None,
     tables: dict[str, pd.DataFrame] | None = None,
+    pages: dict[str, str | Sequence[str]] | None = None,
+    files: dict[str, str | Path] | None = None,
     formats: Sequence[str] = ("html", "png", "svg", "pdf"),
 ) -> list[Path]:
     """Save each figure (:func:`save_figure`, its HTML sharing one ``plotly.min.js`` in
-    ``out_dir``) and each table (:func:`save_table`) under its name in ``out_dir``; the files
-    written, figures first (then ``plotly.min.js`` when HTML was written). What every
-    notebook's export cell runs."""
+    ``out_dir``), each table (:func:`save_table`), each HTML page (:func:`save_page`) under its
+    name in ``out_dir``, and copy ``files`` (:func:`copy_files`); the files written, figures
+    first (then ``plotly.min.js`` when HTML was written), then tables, pages and copies. What
+    every notebook's export cell runs."""
     written: list[Path] = []
     for name, fig in (figures or {}).items():
         written += save_figure(fig, out_dir, name, formats=formats)
@@ -185,4 +224,8 @@ def export_results(
         written.append(Path(out_dir) / PLOTLY_JS)
     for name, df in (tables or {}).items():
         written += save_table(df, out_dir, name)
+    for name, fragments in (pages or {}).items():
+        written.append(save_page(fragments, out_dir, name))
+    if files:
+        written += copy_files(files, out_dir)
     return written
