@@ -279,3 +279,85 @@ def fig_prune_curve(
     )
     fig.update_layout(title=f"{y} after pruning to {x} entries", xaxis_title=x, yaxis_title=y)
     return fig
+
+
+TOPIC_COLORS = {"in-topic": "#e8590c", "off-topic": "#868e96", "all": "#1c7ed6"}
+"""One colour per prompt group, the same in every figure that splits in-topic from off-topic."""
+
+
+def _prompt_labels(prompts: Sequence[str], width: int = 40) -> list[str]:
+    """``"1. What is 15% of 240?"``: numbered (so equal prompts stay apart), cut at ``width``."""
+    return [
+        f"{n}. {p if len(p) <= width else p[: width - 1] + '…'}"
+        for n, p in enumerate(prompts, start=1)
+    ]
+
+
+def fig_prompt_attribution(per_prompt: pd.DataFrame) -> go.Figure:
+    """The edit's logit change per token (``prompt_logit_attribution``): its mean on in-topic
+    and off-topic prompts (bars, top), and on each prompt (heatmap, bottom)."""
+    tokens = per_prompt.drop_duplicates("token_id")
+    labels = _unique_labels(tokens)
+    by_id = dict(zip(tokens["token_id"], labels, strict=True))
+    prompts = list(dict.fromkeys(per_prompt["prompt"]))
+    topic_of = per_prompt.drop_duplicates("prompt").set_index("prompt")["topic"]
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.1,
+        row_heights=[0.35, 0.65],
+        subplot_titles=["mean over each group's prompts", "each prompt"],
+    )
+    for topic, color in TOPIC_COLORS.items():
+        sub = per_prompt[per_prompt["topic"] == topic]
+        if sub.empty:
+            continue
+        mean = sub.groupby("token_id", sort=False)["logit_diff"].mean()
+        n = sub["prompt"].nunique()
+        fig.add_trace(
+            go.Bar(
+                x=[by_id[i] for i in mean.index],
+                y=mean.values,
+                name=f"{topic} (n={n})",
+                marker_color=color,
+                legendgroup=topic,
+            ),
+            row=1,
+            col=1,
+        )
+    grid = per_prompt.pivot_table(
+        index="prompt", columns="token_id", values="logit_diff", sort=False
+    )
+    grid = grid.loc[prompts, list(tokens["token_id"])]
+    zmax = float(np.nanmax(np.abs(grid.values))) if grid.size else 1.0
+    fig.add_trace(
+        go.Heatmap(
+            x=labels,
+            y=[
+                f"{lab} ({topic_of[p]})"
+                for lab, p in zip(_prompt_labels(prompts), prompts, strict=True)
+            ],
+            z=grid.values,
+            colorscale="RdBu",
+            reversescale=True,
+            zmid=0,
+            zmin=-zmax,
+            zmax=zmax,
+            colorbar={"title": {"text": "Δ logit"}, "len": 0.6, "y": 0.3},
+            hovertemplate="%{y}<br>token %{x}: %{z:+.3g} logit<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
+    fig.update_layout(
+        title="Next-token logits the edit changes, per prompt group and per prompt",
+        barmode="group",
+        height=320 + 24 * len(prompts),
+        legend_title_text="prompts",
+    )
+    fig.update_xaxes(type="category")
+    fig.update_xaxes(title_text="next token (the most changed, on average)", row=2, col=1)
+    fig.update_yaxes(title_text="Δ logit (adapter − base)", row=1, col=1)
+    fig.update_yaxes(title_text="prompt", autorange="reversed", row=2, col=1)
+    return fig

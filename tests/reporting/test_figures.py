@@ -90,3 +90,37 @@ def test_all_figures_titled_and_labelled(tiny_mas):
     }
     bars = sorted(float(v) for t in figs[0].data for v in t.y)
     assert bars == sorted(top_feats_summary(lora, k=4)["weight"].astype(float).tolist())
+
+
+def test_fig_prompt_attribution_plots_group_means_and_each_prompt():
+    from saelora_core.reporting.figures import TOPIC_COLORS, fig_prompt_attribution
+
+    per = pd.DataFrame(
+        {
+            "prompt": ["What is 2+2?"] * 2
+            + ["Say hi"] * 2
+            + ["Add 3 and 4, then double it please"] * 2,
+            "topic": ["in-topic"] * 2 + ["off-topic"] * 2 + ["in-topic"] * 2,
+            "token": [" le", "F"] * 3,
+            "token_id": [7, 9] * 3,
+            "logit_diff": [2.0, -1.0, 0.5, 0.25, 4.0, 1.0],
+        }
+    )
+    fig = fig_prompt_attribution(per)
+    assert fig.layout.title.text and fig.layout.yaxis.title.text == "Δ logit (adapter − base)"
+    assert fig.layout.xaxis2.title.text.startswith("next token")
+    bars = {t.name: (list(t.x), list(t.y), t.marker.color) for t in fig.data if t.type == "bar"}
+    assert bars == {
+        "in-topic (n=2)": (["' le'", "F"], [3.0, 0.0], TOPIC_COLORS["in-topic"]),
+        "off-topic (n=1)": (["' le'", "F"], [0.5, 0.25], TOPIC_COLORS["off-topic"]),
+    }
+    (heat,) = [t for t in fig.data if t.type == "heatmap"]
+    assert list(heat.x) == ["' le'", "F"]
+    assert list(heat.y) == [
+        "1. What is 2+2? (in-topic)",
+        "2. Say hi (off-topic)",
+        "3. Add 3 and 4, then double it please (in-topic)",
+    ]
+    assert heat.z.tolist() == [[2.0, -1.0], [0.5, 0.25], [4.0, 1.0]]
+    assert (heat.zmin, heat.zmid, heat.zmax) == (-4.0, 0, 4.0)
+    assert heat.colorbar.title.text == "Δ logit"
