@@ -10,7 +10,7 @@ with app.setup:
 
     from saelora_core import analysis
     from saelora_core.adapter.summary import adapter_info, summary_line
-    from saelora_core.analysis.card_render import card_fragment
+    from saelora_core.analysis.card_render import card_fragment, card_labels
     from saelora_core.analysis.describe import describe
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.reporting import figures
@@ -132,7 +132,7 @@ def _(loaded, mas, n_texts, text_picker, text_split):
 
 
 @app.cell
-def _(k, lora, mas, texts_dataset):
+def _(adapter_picker, k, lora, mas, texts_dataset):
     with mo.status.spinner(
         title="Top latents", subtitle="firing frequencies on the dataset's prompts"
     ):
@@ -143,7 +143,10 @@ def _(k, lora, mas, texts_dataset):
             dataset=texts_dataset,
             neuronpedia_id=analysis.neuronpedia_id_for(mas),
         )
-    feats_fig = figures.fig_top_feats(feats)
+    # Latents named by the card's labels once a card has been written.
+    feats_fig = figures.fig_top_feats(
+        feats, labels=card_labels(Path(adapter_picker.value) / "card")
+    )
     mo.vstack([feats_fig, show_table(feats, page_size=20)])
     return feats, feats_fig
 
