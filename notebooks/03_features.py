@@ -10,7 +10,7 @@ with app.setup:
 
     from saelora_core import analysis
     from saelora_core.adapter.summary import adapter_info, summary_line
-    from saelora_core.analysis.card_render import card_fragment
+    from saelora_core.analysis.card_render import card_fragment, card_labels
     from saelora_core.analysis.describe import describe
     from saelora_core.data import load_behaviour_dataset
     from saelora_core.reporting import figures
@@ -132,7 +132,7 @@ def _(loaded, mas, n_texts, text_picker, text_split):
 
 
 @app.cell
-def _(k, lora, mas, texts_dataset):
+def _(adapter_picker, k, lora, mas, texts_dataset):
     with mo.status.spinner(
         title="Top latents", subtitle="firing frequencies on the dataset's prompts"
     ):
@@ -143,7 +143,10 @@ def _(k, lora, mas, texts_dataset):
             dataset=texts_dataset,
             neuronpedia_id=analysis.neuronpedia_id_for(mas),
         )
-    feats_fig = figures.fig_top_feats(feats)
+    # Latents named by the card's labels once a card has been written.
+    feats_fig = figures.fig_top_feats(
+        feats, labels=card_labels(Path(adapter_picker.value) / "card")
+    )
     mo.vstack([feats_fig, show_table(feats, page_size=20)])
     return feats, feats_fig
 
@@ -241,7 +244,7 @@ def _(adapter_picker):
             mo.hstack([card_prompts, card_checks, card_button], justify="start"),
         ]
     )
-    return card_button, card_checks, card_prompts
+    return card_button, card_checks, card_dir, card_prompts
 
 
 @app.cell
@@ -267,7 +270,7 @@ def _(adapter_picker, card_button, card_checks, card_prompts, mas):
 @app.cell
 def _():
     export_button = mo.ui.run_button(
-        label=f"Export figures and tables to {EXPORTS.relative_to(ROOT)}/"
+        label=f"Export figures, tables, dashboards and the card to {EXPORTS.relative_to(ROOT)}/"
     )
     export_button
     return (export_button,)
@@ -298,7 +301,16 @@ def _(adapter_picker, dashboards, export_button):
     for _l, _d in dashboards.items():
         _tables[f"{_name}-latent-{_l}-examples"] = _d.examples
         _tables[f"{_name}-latent-{_l}-top-logits"] = _d.top_logits
-    mo.md(export_note(EXPORTS, figures=_figures, tables=_tables))
+    _pages = {f"{_name}-dashboards": [_d.html for _d in dashboards.values()]}
+    mo.md(export_note(EXPORTS, figures=_figures, tables=_tables, pages=_pages))
+    return
+
+
+@app.cell
+def _(adapter_picker, card_dir, export_button):
+    mo.stop(not export_button.value)
+    _name = f"{adapter_picker.selected_key}-card"
+    mo.md(export_note(EXPORTS, card_dir=card_dir, card_name=_name))
     return
 
 

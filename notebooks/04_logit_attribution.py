@@ -7,6 +7,7 @@ with app.setup:
     import marimo as mo
 
     from saelora_core import analysis
+    from saelora_core.adapter.summary import adapter_info, summary_line
     from saelora_core.reporting import figures
     from saelora_core.ui.notebook_support import (
         adapter_picker_or_stop,
@@ -37,7 +38,10 @@ def _():
     suppresses its "promoted" tokens.
 
     **Full effect on real prompts** (behind *Run*): the change in next-token logits that the
-    edit causes at the end of each prompt, through all later layers, averaged over the prompts.
+    edit causes at the end of each prompt, through all later layers, for the tokens it changes
+    most on average: per prompt (heatmap), and averaged over the in-topic and the off-topic
+    prompts apart (bars, table). A behaviour edit should move its tokens on in-topic prompts
+    and leave off-topic ones alone.
     """)
     return
 
@@ -61,12 +65,7 @@ def _():
 def _(adapter_picker, mas):
     loaded = load_adapter_or_stop(adapter_picker.value, mas)
     lora = loaded.lora
-    mo.md(
-        f"Adapter **{adapter_picker.selected_key}**: rank {lora.rank}, "
-        f"s = {[round(v, 3) for v in lora.s.tolist()]}, L0 {loaded.metadata.get('l0')}, "
-        f"sparsity `{loaded.metadata.get('config', {}).get('sparsity')}`, "
-        f"trained in mode `{loaded.metadata.get('mode')}`."
-    )
+    mo.md(f"Adapter **{adapter_picker.selected_key}**: {summary_line(adapter_info(loaded))}.")
     return loaded, lora
 
 
@@ -80,9 +79,15 @@ def _(k_latents, k_tokens, lora, mas):
 
 @app.cell
 def _(loaded):
-    prompts_box = mo.ui.text_area(
-        value="What is 15% of 240?\nHow do I add 2/3 and 3/4?\nWhat causes earthquakes to happen?",
-        label="prompts (one per line)",
+    in_topic_box = mo.ui.text_area(
+        value="What is 15% of 240?\nHow do I add 2/3 and 3/4?\nWhat is the square root of 144?",
+        label="in-topic prompts (one per line)",
+        full_width=True,
+        rows=4,
+    )
+    off_topic_box = mo.ui.text_area(
+        value="What causes earthquakes to happen?\nName a famous painter.\nHow do bees make honey?",
+        label="off-topic prompts (one per line)",
         full_width=True,
         rows=4,
     )
@@ -95,27 +100,51 @@ def _(loaded):
     attr_k = mo.ui.slider(1, 50, value=10, label="tokens", show_value=True)
     attr_button = mo.ui.run_button(label="Run attribution on these prompts")
     mo.vstack(
-        [prompts_box, mo.hstack([attr_mode, attr_direction, attr_k, attr_button], justify="start")]
+        [
+            mo.hstack([in_topic_box, off_topic_box], widths="equal"),
+            mo.hstack([attr_mode, attr_direction, attr_k, attr_button], justify="start"),
+        ]
     )
-    return attr_button, attr_direction, attr_k, attr_mode, prompts_box
+    return attr_button, attr_direction, attr_k, attr_mode, in_topic_box, off_topic_box
 
 
 @app.cell
-def _(attr_button, attr_direction, attr_k, attr_mode, lora, mas, prompts_box):
+def _(
+    attr_button,
+    attr_direction,
+    attr_k,
+    attr_mode,
+    in_topic_box,
+    lora,
+    mas,
+    off_topic_box,
+):
     mo.stop(not attr_button.value, mo.md("Press **Run attribution** to run the prompts."))
-    _prompts = [p.strip() for p in prompts_box.value.splitlines() if p.strip()]
-    mo.stop(not _prompts, mo.md("Enter at least one prompt."))
-    with mo.status.spinner(title="Edit logit attribution", subtitle=f"{len(_prompts)} prompts"):
-        attribution = analysis.edit_logit_attribution(
+    _in = [p.strip() for p in in_topic_box.value.splitlines() if p.strip()]
+    _off = [p.strip() for p in off_topic_box.value.splitlines() if p.strip()]
+    mo.stop(not _in + _off, mo.md("Enter at least one prompt."))
+    with mo.status.spinner(
+        title="Edit logit attribution", subtitle=f"{len(_in) + len(_off)} prompts"
+    ):
+        per_prompt = analysis.prompt_logit_attribution(
             lora,
             mas,
-            _prompts,
+            _in + _off,
+            in_topic=[True] * len(_in) + [False] * len(_off),
             mode=attr_mode.value,
             k_tokens=attr_k.value,
             direction=attr_direction.value,
         )
-    show_table(attribution, page_size=20)
-    return (attribution,)
+    attribution = analysis.topic_logit_attribution(per_prompt)
+    attr_fig = figures.fig_prompt_attribution(per_prompt)
+    mo.vstack(
+        [
+            attr_fig,
+            show_table(attribution, page_size=20),
+            mo.accordion({"per prompt": show_table(per_prompt, page_size=20)}),
+        ]
+    )
+    return attr_fig, attribution, per_prompt
 
 
 @app.cell
@@ -137,10 +166,11 @@ def _(adapter_picker, export_button, toks, toks_fig):
 
 
 @app.cell
-def _(adapter_picker, attribution, export_button):
+def _(adapter_picker, attr_fig, attribution, export_button, per_prompt):
     mo.stop(not export_button.value)
     _name = f"{adapter_picker.selected_key}-edit-attribution"
-    mo.md(export_note(EXPORTS, tables={_name: attribution}))
+    _tables = {_name: attribution, f"{_name}-per-prompt": per_prompt}
+    mo.md(export_note(EXPORTS, figures={_name: attr_fig}, tables=_tables))
     return
 
 

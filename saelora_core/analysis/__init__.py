@@ -3,7 +3,8 @@ sparsity statistics and behaviour evaluation. Every function returns a DataFrame
 DataFrames, or a plotly Figure.
 
 - ``features``: :func:`top_feats_summary`, :func:`per_token_reads_writes`, Neuronpedia links
-- ``logits``: :func:`top_toks_table`, :func:`edit_logit_attribution` (direct-path / causal)
+- ``logits``: :func:`top_toks_table`, :func:`edit_logit_attribution` (direct-path / causal),
+  :func:`prompt_logit_attribution` and :func:`topic_logit_attribution` (per prompt, per topic)
 - ``activations``: :func:`latent_activations`, :func:`max_activating_examples`,
   :func:`latent_dashboard`, :func:`load_texts`
 - ``sparsity``: :func:`adapter_sparsity`, :func:`sorted_weight_curves` and the noise baseline
@@ -43,8 +44,12 @@ from saelora_core.analysis.features import (
 from saelora_core.analysis.logits import (
     edit_logit_attribution,
     edit_logit_diff,
+    edit_logit_diffs,
     latent_logits,
+    prompt_logit_attribution,
+    top_changed_tokens,
     top_toks_table,
+    topic_logit_attribution,
     unembed_scores,
 )
 from saelora_core.analysis.playground import (
@@ -81,6 +86,10 @@ __all__ = [
     "detect_uppercase",
     "edit_logit_attribution",
     "edit_logit_diff",
+    "edit_logit_diffs",
+    "prompt_logit_attribution",
+    "top_changed_tokens",
+    "topic_logit_attribution",
     "effect_retained",
     "wilson_interval",
     "evaluate_behaviour",

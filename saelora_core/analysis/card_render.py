@@ -288,6 +288,21 @@ def card_fragment(card_dir: str | Path) -> str:
     return page[start:end] if start >= 0 and end > start else page
 
 
+def card_labels(card_dir: str | Path) -> dict[int, str]:
+    """Latent → label of the card written in ``card_dir`` (its ``card.json``: reads and
+    writes); empty when no card has been written there, so a figure falls back to numbers."""
+    path = Path(card_dir) / "card.json"
+    if not path.is_file():
+        return {}
+    card = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        int(c["latent"]): str(c["label"])
+        for side in ("reads", "writes")
+        for c in card.get(side, [])
+        if c.get("label")
+    }
+
+
 def write_card(card: AdapterCard, out_dir: str | Path) -> list[Path]:
     """``card.md``, ``card.html`` and ``card.json`` in ``out_dir`` (atomic writes)."""
     out = Path(out_dir)

@@ -14,6 +14,7 @@ measures the full effect on real prompts instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import pandas as pd
@@ -123,28 +124,44 @@ def top_toks_table(
 
 
 @torch.no_grad()
-def edit_logit_diff(
-    lora: SaeLora, mas: ModelAndSae, prompts: list[str], *, mode: str = "resid_add"
-) -> Float[Tensor, " d_vocab"]:
-    """Mean over prompts of (last-position logits with the adapter − without).
+def edit_logit_diffs(
+    lora: SaeLora, mas: ModelAndSae, prompts: Sequence[str], *, mode: str = "resid_add"
+) -> Float[Tensor, "n_prompts d_vocab"]:
+    """Per prompt, last-position logits with the adapter − without (float32, on the CPU).
 
     "Without" is ``attach_lora(mas, None, mode)``: the plain model for ``resid_add``, the bare
     SAE splice for ``sae_replace``, so the difference is the adapter's edit alone.
     """
     if not prompts:
-        raise ValueError("edit_logit_diff needs at least one prompt")
+        raise ValueError("edit logit attribution needs at least one prompt")
     on_device = lora_on(lora, mas.model.cfg.device)
-    total = None
+    rows = []
     for p in prompts:
         tokens = prompt_tokens(mas.tokenizer, p, mas.chat_format)[None].to(mas.model.cfg.device)
         with attach_lora(mas, None, mode):
             base = mas.model(tokens)[0, -1]
         with attach_lora(mas, on_device, mode):
             new = mas.model(tokens)[0, -1]
-        diff = (new - base).float().cpu()
-        total = diff if total is None else total + diff
-    assert total is not None
-    return total / len(prompts)
+        rows.append((new - base).float().cpu())
+    return torch.stack(rows)
+
+
+def edit_logit_diff(
+    lora: SaeLora, mas: ModelAndSae, prompts: Sequence[str], *, mode: str = "resid_add"
+) -> Float[Tensor, " d_vocab"]:
+    """Mean over prompts of :func:`edit_logit_diffs`."""
+    return edit_logit_diffs(lora, mas, prompts, mode=mode).mean(0)
+
+
+def top_changed_tokens(
+    diff: Float[Tensor, " d_vocab"],
+    k: int,
+    direction: Literal["raised", "lowered"] = "raised",
+) -> list[int]:
+    """The ids of the ``k`` tokens whose logit ``diff`` raised (or lowered) most, in order."""
+    if direction not in ("raised", "lowered"):
+        raise ValueError(f"direction={direction!r}; use 'raised' or 'lowered'")
+    return diff.topk(min(k, diff.numel()), largest=direction == "raised").indices.tolist()
 
 
 def edit_logit_attribution(
@@ -163,12 +180,70 @@ def edit_logit_attribution(
     Columns: token, token_id, mean_logit_diff (sorted by it, descending for "raised").
     """
     diff = edit_logit_diff(lora, mas, prompts, mode=mode)
-    top = diff.topk(min(k_tokens, diff.numel()), largest=direction == "raised")
-    ids = top.indices.tolist()
+    ids = top_changed_tokens(diff, k_tokens, direction)
     return pd.DataFrame(
         {
             "token": [token_str(mas.tokenizer, i) for i in ids],
             "token_id": ids,
-            "mean_logit_diff": top.values.tolist(),
+            "mean_logit_diff": diff[ids].tolist(),
         }
     )
+
+
+TOPICS = ("in-topic", "off-topic")
+"""The values of :func:`prompt_logit_attribution`'s ``topic`` column (with "all" when the
+prompts are not split)."""
+
+
+def prompt_logit_attribution(
+    lora: SaeLora,
+    mas: ModelAndSae,
+    prompts: Sequence[str],
+    *,
+    in_topic: Sequence[bool] | None = None,
+    mode: str = "resid_add",
+    k_tokens: int = 10,
+    direction: Literal["raised", "lowered"] = "raised",
+) -> pd.DataFrame:
+    """The edit's effect on each prompt's next-token logits, for the ``k_tokens`` tokens it
+    raised (or lowered) most on average over all ``prompts`` (the tokens of
+    :func:`edit_logit_attribution`, in its order).
+
+    The full causal effect at the last prompt position, as in :func:`edit_logit_attribution`.
+    ``in_topic`` (one flag per prompt) names each prompt's group. Long format, prompts in
+    order, then tokens: columns prompt, topic ("in-topic" | "off-topic", or "all" without
+    ``in_topic``), token, token_id, logit_diff (logit with the adapter − without).
+    """
+    if in_topic is not None and len(in_topic) != len(prompts):
+        raise ValueError(
+            f"in_topic has {len(in_topic)} flags for {len(prompts)} prompts; give one per prompt"
+        )
+    diffs = edit_logit_diffs(lora, mas, prompts, mode=mode)
+    ids = top_changed_tokens(diffs.mean(0), k_tokens, direction)
+    tokens = [token_str(mas.tokenizer, i) for i in ids]
+    rows = []
+    for n, prompt in enumerate(prompts):
+        topic = "all" if in_topic is None else TOPICS[0 if in_topic[n] else 1]
+        for tok, i, v in zip(tokens, ids, diffs[n, ids].tolist(), strict=True):
+            rows.append(
+                {"prompt": prompt, "topic": topic, "token": tok, "token_id": i, "logit_diff": v}
+            )
+    return pd.DataFrame(rows, columns=["prompt", "topic", "token", "token_id", "logit_diff"])
+
+
+def topic_logit_attribution(per_prompt: pd.DataFrame) -> pd.DataFrame:
+    """:func:`prompt_logit_attribution` averaged per token within each topic: columns token,
+    token_id, then the mean logit change on "in-topic" and "off-topic" prompts (NaN for a topic
+    with no prompt), their difference "in − off", and "all" (every prompt), tokens in the order
+    given."""
+    means = per_prompt.pivot_table(
+        index="token_id", columns="topic", values="logit_diff", aggfunc="mean", sort=False
+    )
+    order = list(dict.fromkeys(per_prompt["token_id"]))
+    first = per_prompt.drop_duplicates("token_id").set_index("token_id")["token"]
+    out = pd.DataFrame({"token": first.loc[order].to_list(), "token_id": order})
+    for topic in TOPICS:
+        out[topic] = means[topic].loc[order].to_list() if topic in means else float("nan")
+    out["in − off"] = out["in-topic"] - out["off-topic"]
+    out["all"] = per_prompt.groupby("token_id", sort=False)["logit_diff"].mean().loc[order].values
+    return out

@@ -84,12 +84,22 @@ def fig_loss_curves(records: dict[str, dict[str, Any]], window: int = 8) -> go.F
     return fig
 
 
+TEXT_SET_COLORS = {"heldout": "#1c7ed6", "general": "#e8590c"}
+"""One colour per text set (``run.TEXT_SETS``), the same in every figure of the study."""
+OTHER_COLOR = "#868e96"
+
+
+def text_set_color(text_set: object) -> str:
+    return TEXT_SET_COLORS.get(str(text_set), OTHER_COLOR)
+
+
 def fig_gap_closed(df: pd.DataFrame) -> go.Figure:
     """Fraction of the gap closed per method, one bar group per text set, 95 % intervals."""
     fig = go.Figure()
     for text_set, g in df.groupby("text_set", sort=False):
         fig.add_bar(
             name=str(text_set),
+            marker_color=text_set_color(text_set),
             x=g["method"],
             y=g["gap_closed"],
             error_y={
@@ -136,6 +146,8 @@ def fig_latent_pareto(df: pd.DataFrame) -> go.Figure:
             y=g["gap_closed"],
             mode="lines+markers",
             name=str(text_set),
+            marker_color=text_set_color(text_set),
+            line_color=text_set_color(text_set),
             error_y={
                 "type": "data",
                 "symmetric": False,

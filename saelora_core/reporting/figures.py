@@ -36,17 +36,32 @@ def _unique_labels(sub: pd.DataFrame) -> list[str]:
     ]
 
 
-def fig_top_feats(df: pd.DataFrame) -> go.Figure:
-    """Signed weights of the top read/write latents (``top_feats_summary``), one bar each."""
+def _latent_label(latent: int, labels: dict[int, str] | None, width: int = 28) -> str:
+    """``"778"``, or ``"778 · fires on …"`` cut at ``width`` when ``labels`` names it."""
+    text = (labels or {}).get(int(latent), "")
+    if not text:
+        return str(latent)
+    return f"{latent} · {text if len(text) <= width else text[: width - 1] + '…'}"
+
+
+SIDE_COLORS = {"read": "#1c7ed6", "write": "#e8590c"}
+WEIGHT_TITLE = "weight in unit vector"
+
+
+def fig_top_feats(df: pd.DataFrame, labels: dict[int, str] | None = None) -> go.Figure:
+    """Signed weights of the top read/write latents (``top_feats_summary``), one bar each;
+    each latent named by its label where ``labels`` (latent → text, e.g. ``card_labels``) has
+    one. One y-axis title for the one quantity, on the left of each row of panels."""
     d = df.copy()
+    d["latent_label"] = [_latent_label(lat, labels) for lat in d["latent"]]
     d["label"] = [
-        f"{s} c{c} · {lat}"
-        for s, c, lat in zip(d["side"], d["component"], d["latent"], strict=True)
+        f"{s} c{c} · {name}"
+        for s, c, name in zip(d["side"], d["component"], d["latent_label"], strict=True)
     ]
     components = sorted(set(d["component"]))
     facet = len(components) > 2  # rank 8 would put 160 bars in one panel
     if facet:
-        d["label"] = [f"{s[0]} {lat}" for s, lat in zip(d["side"], d["latent"], strict=True)]
+        d["label"] = [f"{s[0]} {n}" for s, n in zip(d["side"], d["latent_label"], strict=True)]
         d["component"] = [f"component {c}" for c in d["component"]]
     wrap = 2
     fig = px.bar(
@@ -58,22 +73,24 @@ def fig_top_feats(df: pd.DataFrame) -> go.Figure:
         facet_col_wrap=wrap if facet else 0,
         facet_row_spacing=0.3 / max(1, -(-len(components) // wrap)) if facet else None,
         hover_data=[
-            c for c in ("latent", "mass_share", "freq_in_topic", "freq_off_topic") if c in d
+            c
+            for c in ("latent", "latent_label", "mass_share", "freq_in_topic", "freq_off_topic")
+            if c in d
         ],
-        color_discrete_map={"read": "#1c7ed6", "write": "#e8590c"},
+        labels={"weight": WEIGHT_TITLE, "latent_label": "label"},
+        color_discrete_map=SIDE_COLORS,
     )
-    fig.update_layout(
-        title="Top latents read (Â) and written (B̂) by the adapter",
-        yaxis_title="weight in unit vector",
-    )
+    fig.update_layout(title="Top latents read (Â) and written (B̂) by the adapter")
     fig.update_xaxes(type="category")
+    fig.update_yaxes(title_text="")
     if facet:
         # Each panel keeps only its own latents on its x axis.
         fig.update_xaxes(matches=None, showticklabels=True, title_text="", tickfont_size=9)
         fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
         fig.update_layout(height=300 * -(-len(components) // wrap) + 120)
+        fig.update_yaxes(title_text=WEIGHT_TITLE, col=1)
     else:
-        fig.update_layout(xaxis_title="side, component · latent")
+        fig.update_layout(xaxis_title="side, component · latent", yaxis_title=WEIGHT_TITLE)
     return fig
 
 
@@ -219,6 +236,16 @@ def fig_behaviour(result: BehaviourResult) -> go.Figure:
     return fig
 
 
+def per_token_name(column: str) -> str:
+    """A readable legend name for a ``per_token_reads_writes`` column: ``read_0`` → "read,
+    component 0", ``write_norm`` → "edit size ‖Δz W_dec‖"."""
+    if column == "write_norm":
+        return "edit size ‖Δz W_dec‖"
+    if column.startswith("read_") and column[5:].isdigit():
+        return f"read, component {column[5:]}"
+    return column.replace("_", " ")
+
+
 def fig_per_token(df: pd.DataFrame) -> go.Figure:
     """Per-token reads ``z @ Â[:, j]`` (top) and edit size ``‖Δz @ W_dec‖`` (bottom)."""
     labels = [f"{p}:{_tok_label(t)}" for p, t in zip(df["pos"], df["token"], strict=True)]
@@ -230,22 +257,26 @@ def fig_per_token(df: pd.DataFrame) -> go.Figure:
         subplot_titles=["read z·Â[:, j]", "write ‖Δz W_dec‖"],
     )
     for c in [c for c in df.columns if c.startswith("read_")]:
-        fig.add_trace(go.Bar(x=labels, y=df[c], name=c), row=1, col=1)
+        fig.add_trace(go.Bar(x=labels, y=df[c], name=per_token_name(c)), row=1, col=1)
     fig.add_trace(
         go.Bar(
             x=labels,
             y=df["write_norm"],
-            name="write_norm",
-            marker_color="#e8590c",
+            name=per_token_name("write_norm"),
+            marker_color=SIDE_COLORS["write"],
             hovertext=df.get("top_read_latents"),
         ),
         row=2,
         col=1,
     )
-    fig.update_layout(title="What the adapter reads and writes at each token", barmode="group")
+    fig.update_layout(
+        title="What the adapter reads and writes at each token",
+        barmode="group",
+        legend_title_text="",
+    )
     fig.update_xaxes(title_text="position:token", type="category", row=2, col=1)
-    fig.update_yaxes(title_text="read", row=1, col=1)
-    fig.update_yaxes(title_text="write norm", row=2, col=1)
+    fig.update_yaxes(title_text="read activation z·Â", row=1, col=1)
+    fig.update_yaxes(title_text="edit norm (residual units)", row=2, col=1)
     return fig
 
 
@@ -278,4 +309,86 @@ def fig_prune_curve(
         log_x=bool((df[x] > 0).all() and df[x].max() > 20 * df[x].min()),
     )
     fig.update_layout(title=f"{y} after pruning to {x} entries", xaxis_title=x, yaxis_title=y)
+    return fig
+
+
+TOPIC_COLORS = {"in-topic": "#e8590c", "off-topic": "#868e96", "all": "#1c7ed6"}
+"""One colour per prompt group, the same in every figure that splits in-topic from off-topic."""
+
+
+def _prompt_labels(prompts: Sequence[str], width: int = 40) -> list[str]:
+    """``"1. What is 15% of 240?"``: numbered (so equal prompts stay apart), cut at ``width``."""
+    return [
+        f"{n}. {p if len(p) <= width else p[: width - 1] + '…'}"
+        for n, p in enumerate(prompts, start=1)
+    ]
+
+
+def fig_prompt_attribution(per_prompt: pd.DataFrame) -> go.Figure:
+    """The edit's logit change per token (``prompt_logit_attribution``): its mean on in-topic
+    and off-topic prompts (bars, top), and on each prompt (heatmap, bottom)."""
+    tokens = per_prompt.drop_duplicates("token_id")
+    labels = _unique_labels(tokens)
+    by_id = dict(zip(tokens["token_id"], labels, strict=True))
+    prompts = list(dict.fromkeys(per_prompt["prompt"]))
+    topic_of = per_prompt.drop_duplicates("prompt").set_index("prompt")["topic"]
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.1,
+        row_heights=[0.35, 0.65],
+        subplot_titles=["mean over each group's prompts", "each prompt"],
+    )
+    for topic, color in TOPIC_COLORS.items():
+        sub = per_prompt[per_prompt["topic"] == topic]
+        if sub.empty:
+            continue
+        mean = sub.groupby("token_id", sort=False)["logit_diff"].mean()
+        n = sub["prompt"].nunique()
+        fig.add_trace(
+            go.Bar(
+                x=[by_id[i] for i in mean.index],
+                y=mean.values,
+                name=f"{topic} (n={n})",
+                marker_color=color,
+                legendgroup=topic,
+            ),
+            row=1,
+            col=1,
+        )
+    grid = per_prompt.pivot_table(
+        index="prompt", columns="token_id", values="logit_diff", sort=False
+    )
+    grid = grid.loc[prompts, list(tokens["token_id"])]
+    zmax = float(np.nanmax(np.abs(grid.values))) if grid.size else 1.0
+    fig.add_trace(
+        go.Heatmap(
+            x=labels,
+            y=[
+                f"{lab} ({topic_of[p]})"
+                for lab, p in zip(_prompt_labels(prompts), prompts, strict=True)
+            ],
+            z=grid.values,
+            colorscale="RdBu",
+            reversescale=True,
+            zmid=0,
+            zmin=-zmax,
+            zmax=zmax,
+            colorbar={"title": {"text": "Δ logit"}, "len": 0.6, "y": 0.3},
+            hovertemplate="%{y}<br>token %{x}: %{z:+.3g} logit<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
+    fig.update_layout(
+        title="Next-token logits the edit changes, per prompt group and per prompt",
+        barmode="group",
+        height=320 + 24 * len(prompts),
+        legend_title_text="prompts",
+    )
+    fig.update_xaxes(type="category")
+    fig.update_xaxes(title_text="next token (the most changed, on average)", row=2, col=1)
+    fig.update_yaxes(title_text="Δ logit (adapter − base)", row=1, col=1)
+    fig.update_yaxes(title_text="prompt", autorange="reversed", row=2, col=1)
     return fig

@@ -301,11 +301,24 @@ def export_note(
     *,
     figures: dict[str, Any] | None = None,
     tables: dict[str, Any] | None = None,
+    pages: dict[str, Any] | None = None,
+    card_dir: Path | None = None,
+    card_name: str = "card",
     root: Path | None = None,
 ) -> str:
-    """Export ``figures`` and ``tables`` under their names (``reporting.export.export_results``)
-    and say what was written, as Markdown (paths relative to ``root`` when given): the one call
-    of every notebook's export cell."""
-    written = export_results(out_dir, figures=figures, tables=tables)
+    """Export ``figures``, ``tables`` and HTML ``pages`` (name → fragments) under their names
+    (``reporting.export.export_results``), and the card written in ``card_dir`` (its
+    ``card.md`` and ``card.html``, as ``<card_name>.md`` / ``.html``); say what was written, as
+    Markdown (paths relative to ``root`` when given): the one call of every notebook's export
+    cell. A ``card_dir`` that holds no card yet is said, not an error."""
+    files: dict[str, str | Path] = {}
+    no_card = ""
+    if card_dir is not None:
+        sources = {f"{card_name}{ext}": Path(card_dir) / f"card{ext}" for ext in (".md", ".html")}
+        if all(p.is_file() for p in sources.values()):
+            files.update(sources)
+        else:
+            no_card = f"\n\nNo card in `{card_dir}` yet: write it first, then export again."
+    written = export_results(out_dir, figures=figures, tables=tables, pages=pages, files=files)
     shown = [p.relative_to(root) if root else p for p in written]
-    return "Wrote:\n\n" + "\n".join(f"- `{p}`" for p in shown)
+    return "Wrote:\n\n" + "\n".join(f"- `{p}`" for p in shown) + no_card

@@ -86,3 +86,67 @@ def test_edit_logit_attribution_raises_planted_token(planted):
     assert df["mean_logit_diff"].is_monotonic_decreasing
     zero = edit_logit_attribution(_one_hot_writer(64, LAT_UP, s=0.0), mas, ["hello"])
     assert (zero["mean_logit_diff"] == 0).all()
+
+
+PROMPTS = ["What is 2+2?", "hello", "Add 3 and 4", "Say hi"]
+IN_TOPIC = [True, False, True, False]
+
+
+def test_prompt_logit_attribution_per_prompt_and_topic(planted):
+    """Per prompt: each row is that prompt's own logit change (equal to the single-prompt
+    attribution); per topic: the mean over that topic's prompts (equal to the mean path)."""
+    from saelora_core.analysis import (
+        edit_logit_diff,
+        edit_logit_diffs,
+        prompt_logit_attribution,
+        topic_logit_attribution,
+    )
+
+    mas, t_up, _ = planted
+    lora = _one_hot_writer(64, LAT_UP, s=50.0)
+    per = prompt_logit_attribution(lora, mas, PROMPTS, in_topic=IN_TOPIC, k_tokens=3)
+    assert list(per.columns) == ["prompt", "topic", "token", "token_id", "logit_diff"]
+    assert len(per) == 12 and per["prompt"].tolist()[::3] == PROMPTS
+    assert per["topic"].tolist()[::3] == ["in-topic", "off-topic", "in-topic", "off-topic"]
+    overall = edit_logit_attribution(lora, mas, PROMPTS, k_tokens=3)
+    ids = overall["token_id"].tolist()
+    assert ids[0] == t_up and per["token_id"].tolist() == ids * 4
+    diffs = edit_logit_diffs(lora, mas, PROMPTS)
+    assert diffs.shape == (4, mas.model.cfg.d_vocab)
+    torch.testing.assert_close(diffs.mean(0), edit_logit_diff(lora, mas, PROMPTS))
+    for n, prompt in enumerate(PROMPTS):
+        one = edit_logit_diff(lora, mas, [prompt])[ids].tolist()
+        assert per[per["prompt"] == prompt]["logit_diff"].tolist() == pytest.approx(one, abs=1e-6)
+    topics = topic_logit_attribution(per)
+    assert list(topics.columns) == [
+        "token", "token_id", "in-topic", "off-topic", "in − off", "all"
+    ]  # fmt: skip
+    assert topics["token_id"].tolist() == ids and topics["token"].iloc[0] == "F"
+    in_mean = edit_logit_diff(lora, mas, PROMPTS[0::2])[ids].tolist()
+    off_mean = edit_logit_diff(lora, mas, PROMPTS[1::2])[ids].tolist()
+    assert topics["in-topic"].tolist() == pytest.approx(in_mean, abs=1e-6)
+    assert topics["off-topic"].tolist() == pytest.approx(off_mean, abs=1e-6)
+    assert topics["in − off"].tolist() == pytest.approx(
+        [a - b for a, b in zip(in_mean, off_mean, strict=True)], abs=1e-6
+    )
+    assert topics["all"].tolist() == pytest.approx(overall["mean_logit_diff"].tolist(), abs=1e-6)
+
+
+def test_prompt_logit_attribution_without_topics_and_bad_input(planted):
+    from saelora_core.analysis import prompt_logit_attribution, topic_logit_attribution
+
+    mas, _, t_down = planted
+    lora = _one_hot_writer(64, LAT_DOWN, s=50.0)  # writes −W_U[:, t_down]: lowers t_down
+    per = prompt_logit_attribution(lora, mas, PROMPTS[:2], k_tokens=2, direction="lowered")
+    assert set(per["topic"]) == {"all"} and per["token_id"].iloc[0] == t_down
+    assert (per["logit_diff"] < 0).all()
+    topics = topic_logit_attribution(per)
+    assert topics["in-topic"].isna().all() and topics["off-topic"].isna().all()
+    zero = prompt_logit_attribution(_one_hot_writer(64, LAT_UP, s=0.0), mas, ["hello"])
+    assert (zero["logit_diff"] == 0).all()
+    with pytest.raises(ValueError, match="one per prompt"):
+        prompt_logit_attribution(lora, mas, PROMPTS, in_topic=[True])
+    with pytest.raises(ValueError, match="at least one prompt"):
+        prompt_logit_attribution(lora, mas, [])
+    with pytest.raises(ValueError, match="'raised' or 'lowered'"):
+        prompt_logit_attribution(lora, mas, ["hi"], direction="up")  # type: ignore[arg-type]

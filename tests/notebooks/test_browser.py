@@ -64,6 +64,31 @@ class Page:
     selectors: tuple[str, ...] = ()
     """CSS selectors that must match (plotly figures are ``marimo-plotly``)."""
     presses: tuple[Press, ...] = field(default=())
+    check_cells: bool = False
+    """After the presses, no table cell may show a Python list or a float with more than
+    ``MAX_DIGITS`` significant digits (``io.format`` formats every table)."""
+
+
+MAX_DIGITS = 4
+PY_LIST = re.compile(r"^\s*\[.*\]\s*$|^\s*\{.*\}\s*$", re.S)
+DECIMAL = re.compile(r"(?<![\w.])[-+]?(\d+)\.(\d+)(?:e[-+]?\d+)?(?![\w.])", re.I)
+
+
+def significant_digits(whole: str, frac: str) -> int:
+    """Significant digits of ``whole.frac`` as written (leading zeros do not count)."""
+    return len((whole + frac).lstrip("0")) or 1
+
+
+def unreadable_cells(texts: list[str]) -> list[str]:
+    """The cells that show a Python list/dict, or a decimal with more than ``MAX_DIGITS``
+    significant digits."""
+    bad = []
+    for t in texts:
+        if PY_LIST.match(t) or any(
+            significant_digits(w, f) > MAX_DIGITS for w, f in DECIMAL.findall(t)
+        ):
+            bad.append(t)
+    return bad
 
 
 PAGES = {
@@ -77,11 +102,17 @@ PAGES = {
         (),
         (Press("Train", "Saved to"),),
     ),
-    "03_features": Page(("Adapter {adapter}", "Reads and writes per token"), ("marimo-plotly",)),
+    "03_features": Page(
+        ("Adapter {adapter}", "Reads and writes per token"),
+        ("marimo-plotly",),
+        (Press("Compare answers", "Per token of the adapter's answer"),),
+        check_cells=True,
+    ),
     "04_logit_attribution": Page(
         ("{adapter}",),
         ("marimo-plotly",),
-        (Press("Run attribution on these prompts", "mean_logit_diff"),),
+        (Press("Run attribution on these prompts", "in − off"),),
+        check_cells=True,
     ),
     "05_sparsity": Page(("{adapter}", "Run pruning sweep"), ("marimo-plotly",)),
     "06_sae_repair": Page(("Run repair",), ("marimo-plotly",)),
@@ -211,6 +242,10 @@ def test_notebook_in_the_browser(name: str, served, browser):
             page.get_by_role("button", name=press.button).first.click()
             _text(page, press.shows).wait_for(timeout=BUTTON_TIMEOUT_MS)
             assert not _problems(page), (press.button, _problems(page))
+        if spec.check_cells:
+            cells = [c.inner_text() for c in page.locator("td").all()]
+            assert cells, f"{name}: no table cell found"
+            assert not unreadable_cells(cells), unreadable_cells(cells)[:10]
         assert not outside, f"{name} reached past 127.0.0.1: {outside[:5]}"
     finally:
         page.close()
@@ -233,8 +268,8 @@ def test_edit_mode_runs_the_cells_on_open(tiny_env: dict[str, str], browser):
 
 
 def test_exported_html_is_self_contained(tiny_mas, tiny_env: dict[str, str], browser, tmp_path):
-    """A figure's HTML export and an adapter's HTML report open with nothing but themselves:
-    plotly.js inline, no MathJax or other CDN."""
+    """A figure's HTML export (with the plotly.min.js written beside it) and an adapter's HTML
+    report (plotly.js inline) open offline: no MathJax or other CDN."""
     from saelora_core.reporting import figures
     from saelora_core.reporting.adapter_report import export_report
     from saelora_core.reporting.export import save_figure
@@ -259,3 +294,14 @@ def test_exported_html_is_self_contained(tiny_mas, tiny_env: dict[str, str], bro
             assert not outside, f"{path.name} fetched {outside[:5]}"
         finally:
             page.close()
+
+
+def test_unreadable_cells_are_found():
+    """The cell check itself (no browser needed): lists, dicts and long floats are caught."""
+    assert unreadable_cells(["[679]", "{'read': [1]}", "1.523008942604065", "+1.06e+03 x"]) == [
+        "[679]",
+        "{'read': [1]}",
+        "1.523008942604065",
+    ]
+    assert unreadable_cells(["0.8123", "1303", "-0.0042", "12.5 %", "'Hi'", "1,303"]) == []
+    assert unreadable_cells(["12.345", "0.000012345"]) == ["12.345", "0.000012345"]

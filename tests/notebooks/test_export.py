@@ -170,7 +170,7 @@ PRESSED = {
     "01_dataset": "Built",
     "02_train": "Saved to",
     "03_features": "saelora-playground",
-    "04_logit_attribution": "mean_logit_diff",
+    "04_logit_attribution": "logit_diff",
     "05_sparsity": "Unpruned adapter",
 }
 

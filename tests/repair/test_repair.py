@@ -367,3 +367,28 @@ def test_model_lora_reference_is_measured_without_the_lora(tmp_path):
     assert state["curve_baseline"]["ce_before"] == pytest.approx(want.ce_before, abs=1e-6)
     assert state["curve"][0]["gap_closed"] == pytest.approx(0.0, abs=1e-4)
     assert state["curve"][-1]["gap_closed"] != pytest.approx(0.0, abs=1e-3)  # it trained
+
+
+def test_repair_figures_share_one_colour_per_text_set():
+    """The gap-closed bars and the latent Pareto give each text set the same colour, whatever
+    order the rows come in."""
+    import pandas as pd
+
+    from saelora_core.repair.report import TEXT_SET_COLORS, fig_gap_closed, fig_latent_pareto
+
+    df = pd.DataFrame(
+        {
+            "method": ["latent", "latent", "finetune", "finetune"],
+            "text_set": ["heldout", "general", "general", "heldout"],
+            "gap_closed": [0.5, 0.2, 0.3, 0.6],
+            "gap_closed_lo": [0.4, 0.1, 0.2, 0.5],
+            "gap_closed_hi": [0.6, 0.3, 0.4, 0.7],
+            "train_tokens": [1000] * 4,
+            "latents_used": [16, 16, None, None],
+        }
+    )
+    bars = {t.name: t.marker.color for t in fig_gap_closed(df.iloc[::-1]).data}
+    pareto = fig_latent_pareto(df)
+    assert bars == TEXT_SET_COLORS
+    assert {t.name: t.marker.color for t in pareto.data} == TEXT_SET_COLORS
+    assert {t.name: t.line.color for t in pareto.data} == TEXT_SET_COLORS

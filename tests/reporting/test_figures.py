@@ -90,3 +90,80 @@ def test_all_figures_titled_and_labelled(tiny_mas):
     }
     bars = sorted(float(v) for t in figs[0].data for v in t.y)
     assert bars == sorted(top_feats_summary(lora, k=4)["weight"].astype(float).tolist())
+
+
+def test_fig_prompt_attribution_plots_group_means_and_each_prompt():
+    from saelora_core.reporting.figures import TOPIC_COLORS, fig_prompt_attribution
+
+    per = pd.DataFrame(
+        {
+            "prompt": ["What is 2+2?"] * 2
+            + ["Say hi"] * 2
+            + ["Add 3 and 4, then double it please"] * 2,
+            "topic": ["in-topic"] * 2 + ["off-topic"] * 2 + ["in-topic"] * 2,
+            "token": [" le", "F"] * 3,
+            "token_id": [7, 9] * 3,
+            "logit_diff": [2.0, -1.0, 0.5, 0.25, 4.0, 1.0],
+        }
+    )
+    fig = fig_prompt_attribution(per)
+    assert fig.layout.title.text and fig.layout.yaxis.title.text == "Δ logit (adapter − base)"
+    assert fig.layout.xaxis2.title.text.startswith("next token")
+    bars = {t.name: (list(t.x), list(t.y), t.marker.color) for t in fig.data if t.type == "bar"}
+    assert bars == {
+        "in-topic (n=2)": (["' le'", "F"], [3.0, 0.0], TOPIC_COLORS["in-topic"]),
+        "off-topic (n=1)": (["' le'", "F"], [0.5, 0.25], TOPIC_COLORS["off-topic"]),
+    }
+    (heat,) = [t for t in fig.data if t.type == "heatmap"]
+    assert list(heat.x) == ["' le'", "F"]
+    assert list(heat.y) == [
+        "1. What is 2+2? (in-topic)",
+        "2. Say hi (off-topic)",
+        "3. Add 3 and 4, then double it please (in-topic)",
+    ]
+    assert heat.z.tolist() == [[2.0, -1.0], [0.5, 0.25], [4.0, 1.0]]
+    assert (heat.zmin, heat.zmid, heat.zmax) == (-4.0, 0, 4.0)
+    assert heat.colorbar.title.text == "Δ logit"
+
+
+def test_fig_top_feats_one_y_title_and_latent_labels():
+    """Faceted (rank 4) or not, every titled y axis says the same thing; latents carry the
+    labels given (cut), and bare numbers without them."""
+    from saelora_core.reporting.figures import SIDE_COLORS, WEIGHT_TITLE
+
+    lora = SaeLora(64, 4, generator=torch.Generator().manual_seed(0))
+    feats = top_feats_summary(lora, k=2)
+    lat = int(feats["latent"].iloc[0])
+    labels = {lat: "fires on digits · promotes French articles"}
+    for df in (feats, feats[feats["component"] < 2]):
+        fig = fig_top_feats(df, labels=labels)
+        titles = [ax.title.text for ax in fig.select_yaxes() if ax.title.text]
+        assert titles and set(titles) == {WEIGHT_TITLE}
+        ticks = [x for t in fig.data for x in t.x]
+        assert any(x.endswith(f"{lat} · fires on digits · promotes …") for x in ticks)
+        other = int(feats["latent"].iloc[1])
+        assert any(x.endswith(f" {other}") for x in ticks)
+        assert {t.name: t.marker.color for t in fig.data} == SIDE_COLORS
+    assert len([ax for ax in fig_top_feats(feats).select_yaxes() if ax.title.text]) == 2  # rows
+
+
+def test_fig_per_token_legend_names_are_readable(tiny_mas):
+    fig = fig_per_token(per_token_reads_writes(_lora(), tiny_mas, "hi there"))
+    assert [t.name for t in fig.data] == [
+        "read, component 0",
+        "read, component 1",
+        "edit size ‖Δz W_dec‖",
+    ]
+    assert fig.layout.yaxis.title.text == "read activation z·Â"
+    assert fig.layout.yaxis2.title.text == "edit norm (residual units)"
+
+
+def test_card_labels_from_the_written_card(tmp_path):
+    from saelora_core.analysis.card_render import card_labels, write_card
+    from tests.analysis.test_card_render import card
+
+    assert card_labels(tmp_path) == {}
+    c = card()
+    write_card(c, tmp_path)
+    want = {x.latent: x.label for x in c.reads + c.writes if x.label}
+    assert card_labels(tmp_path) == want and want

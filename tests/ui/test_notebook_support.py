@@ -96,3 +96,57 @@ def test_trained_summary_says_when_the_adapter_is_dense():
         sparse.b[0, [3]] = 1.0
     text, kind = trained_summary("loras/x", sparse, 12)
     assert kind == "success" and "L0 read 2, write 1" in text and "Dense" not in text
+
+
+def test_export_note_writes_the_card_and_the_dashboards(tiny_mas, tmp_path):
+    """Notebook 03's export: the card written by ``write_card`` copied byte for byte, the
+    latent dashboards on one HTML page, figures sharing one plotly.min.js."""
+    from saelora_core.analysis import latent_dashboard, load_texts
+    from saelora_core.analysis.card_render import write_card
+    from saelora_core.ui.notebook_support import export_note
+    from tests.analysis.test_card_render import card
+
+    card_dir = tmp_path / "lora" / "card"
+    write_card(card(), card_dir)
+    rows = [{"prompt": "What is 2+2?", "response": "Four.", "in_topic": True}]
+    texts = load_texts(tiny_mas, rows)
+    dashboards = {lat: latent_dashboard(tiny_mas, lat, texts, k=2) for lat in (3, 5)}
+    out = tmp_path / "exports"
+    note = export_note(
+        out,
+        figures={"demo-latent-3-histogram": dashboards[3].histogram},
+        pages={"demo-dashboards": [d.html for d in dashboards.values()]},
+        card_dir=card_dir,
+        card_name="demo-card",
+        root=tmp_path,
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "demo-card.html",
+        "demo-card.md",
+        "demo-dashboards.html",
+        "demo-latent-3-histogram.html",
+        "demo-latent-3-histogram.pdf",
+        "demo-latent-3-histogram.png",
+        "demo-latent-3-histogram.svg",
+        "plotly.min.js",
+    ]
+    for ext in ("md", "html"):
+        assert (out / f"demo-card.{ext}").read_bytes() == (card_dir / f"card.{ext}").read_bytes()
+    page = (out / "demo-dashboards.html").read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>") and "<title>demo-dashboards</title>" in page
+    assert dashboards[3].html in page and dashboards[5].html in page and "<script" not in page
+    assert "- `exports/demo-card.md`" in note and "- `exports/demo-dashboards.html`" in note
+    assert "No card" not in note
+
+    again = export_note(out, card_dir=tmp_path / "none", root=tmp_path)  # said, not raised
+    assert again.endswith(
+        f"No card in `{tmp_path / 'none'}` yet: write it first, then export again."
+    )
+
+
+def test_copy_files_names_a_missing_source(tmp_path):
+    from saelora_core.reporting.export import copy_files
+
+    with pytest.raises(FileNotFoundError, match="absent.md"):
+        copy_files({"x.md": tmp_path / "absent.md"}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
