@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 from sae_lens import SAE, HookedSAETransformer
 
+from saelora_core.io.config import ConfigBase
 from saelora_core.sae.evaluate import evaluate_sae
 from saelora_core.sae.loading import quiet_sae_kwargs_hint
 
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SaeTrainConfig:
+class SaeTrainConfig(ConfigBase):
     """How to train an SAE (all fields are saved next to the weights)."""
 
     preset: str = "gemma-3-270m"
@@ -87,18 +88,6 @@ class SaeTrainConfig:
             raise ValueError(f"k must be in (0, d_sae); got k={self.k}, d_sae={self.d_sae}")
         if self.training_tokens < self.train_batch_size_tokens:
             raise ValueError("training_tokens must be at least one batch")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SaeTrainConfig:
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(
-                f"unknown SaeTrainConfig fields {unknown}; known: {sorted(cls.__dataclass_fields__)}"
-            )
-        return cls(**d)
 
 
 def _runner_config(

@@ -6,11 +6,14 @@ import pytest
 
 from saelora_core.data.config import DatasetConfig
 from saelora_core.repair.config import RepairConfig
+from saelora_core.sae.train import SaeTrainConfig
 from saelora_core.training.config import LoraTrainingConfig
 from saelora_core.training.steer import SteerConfig
 
 
-@pytest.mark.parametrize("cls", [LoraTrainingConfig, DatasetConfig, RepairConfig, SteerConfig])
+@pytest.mark.parametrize(
+    "cls", [LoraTrainingConfig, DatasetConfig, RepairConfig, SteerConfig, SaeTrainConfig]
+)
 def test_round_trip_and_unknown_keys(cls):
     cfg = cls()
     assert cls.from_dict(cfg.to_dict()) == cfg
