@@ -116,41 +116,69 @@ def generate_tokens(
         return final_logits(model, x[:, -1], logits_dtype).argmax(-1)
 
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(prompts))
-    results: list[list[int]] = [[] for _ in prompts]
-    rows = list(range(len(prompts)))  # the prompt index of each row still in the batch
-    out = torch.full((len(prompts), max_new_tokens), -1, dtype=torch.long, device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    since = 0  # the first column of ``out`` not yet copied to ``results``
+    book = DecodeRows(len(prompts), max_new_tokens, stops)
     with model.hooks(fwd_hooks=hooks):
         nxt = next_token(
             model(tokens, attention_mask=attn, past_kv_cache=cache, stop_at_layer=n_layers)
         )
         for step in range(max_new_tokens):
-            out[:, step] = torch.where(done, -1, nxt)
-            done |= torch.isin(nxt, stops)
-            last = step == max_new_tokens - 1
-            if last or (step + 1) % SYNC_EVERY == 0:
-                for i, new in enumerate(out[:, since : step + 1].tolist()):
-                    results[rows[i]] += [t for t in new if t >= 0]
-                since = step + 1
-                ended = done.tolist()
-                if stop_when is not None:
-                    ended = [e or stop_when(results[r]) for e, r in zip(ended, rows, strict=True)]
-                keep = [i for i, e in enumerate(ended) if not e]
-                if last or not keep:
-                    break
-                if len(keep) < len(rows):
-                    idx = torch.tensor(keep, device=device)
-                    _keep_rows(cache, idx)
-                    rows = [rows[i] for i in keep]
-                    out, done, nxt = out[idx], done[idx], nxt[idx]
-            ones = torch.ones((len(rows), 1), dtype=torch.long, device=device)
+            finished, idx = book.step(step, nxt, stop_when)
+            if finished:
+                break
+            if idx is not None:
+                _keep_rows(cache, idx)
+                nxt = nxt[idx]
+            ones = torch.ones((len(book.rows), 1), dtype=torch.long, device=device)
             state["edit"] = ones.bool()
             x = model(
                 nxt[:, None], attention_mask=ones, past_kv_cache=cache, stop_at_layer=n_layers
             )
             nxt = next_token(x)
-    return [cut_after_stop(r, stop_ids) for r in results]
+    return [cut_after_stop(r, stop_ids) for r in book.results]
+
+
+class DecodeRows:
+    """The bookkeeping of a batched greedy decode, shared by every backend: each prompt's new
+    tokens, which rows have ended, and which rows are still in the batch.
+
+    Tokens stay on the device; every ``SYNC_EVERY`` steps (and at the last) they are copied to
+    ``results`` once, and the rows that have ended (a stop token, or ``stop_when(ids)``) leave."""
+
+    def __init__(self, n: int, max_new_tokens: int, stops: Tensor):
+        self.results: list[list[int]] = [[] for _ in range(n)]
+        self.rows = list(range(n))  # the prompt index of each row still in the batch
+        self.out = torch.full((n, max_new_tokens), -1, dtype=torch.long, device=stops.device)
+        self.done = torch.zeros(n, dtype=torch.bool, device=stops.device)
+        self.since = 0  # the first column of ``out`` not yet copied to ``results``
+        self.max_new_tokens = max_new_tokens
+        self.stops = stops
+
+    def step(
+        self, step: int, nxt: Tensor, stop_when: Callable[[list[int]], bool] | None
+    ) -> tuple[bool, Tensor | None]:
+        """Record step ``step``'s tokens ``nxt``; returns ``(finished, keep)``: whether decoding
+        is over, and the batch indices of the rows that stay when some just left (else None;
+        the caller drops the others from its cache and its next tokens)."""
+        self.out[:, step] = torch.where(self.done, -1, nxt)
+        self.done |= torch.isin(nxt, self.stops)
+        last = step == self.max_new_tokens - 1
+        if not (last or (step + 1) % SYNC_EVERY == 0):
+            return False, None
+        for i, new in enumerate(self.out[:, self.since : step + 1].tolist()):
+            self.results[self.rows[i]] += [t for t in new if t >= 0]
+        self.since = step + 1
+        ended = self.done.tolist()
+        if stop_when is not None:
+            ended = [e or stop_when(self.results[r]) for e, r in zip(ended, self.rows, strict=True)]
+        keep = [i for i, e in enumerate(ended) if not e]
+        if last or not keep:
+            return True, None
+        if len(keep) == len(self.rows):
+            return False, None
+        idx = torch.tensor(keep, device=self.out.device)
+        self.rows = [self.rows[i] for i in keep]
+        self.out, self.done = self.out[idx], self.done[idx]
+        return False, idx
 
 
 def cut_after_stop(ids: list[int], stops: set[int]) -> list[int]:

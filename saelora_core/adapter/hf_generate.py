@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from saelora_core.adapter.batch import device_of
 from saelora_core.adapter.generate import (
-    SYNC_EVERY,
+    DecodeRows,
     cut_after_stop,
     left_pad,
     lora_on,
@@ -189,11 +189,7 @@ def hf_generate_tokens(
 
     cache = DynamicCache(config=hf.config)
     pos = (attn.cumsum(-1) - 1).clamp_min(0)
-    results: list[list[int]] = [[] for _ in prompts]
-    rows = list(range(n))
-    out = torch.full((n, max_new_tokens), -1, dtype=torch.long, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    since = 0
+    book = DecodeRows(n, max_new_tokens, stops)
     try:
         h = inner(
             input_ids=tokens,
@@ -205,27 +201,14 @@ def hf_generate_tokens(
         nxt = next_token(h)
         nxt_pos = attn.sum(-1, keepdim=True)
         for step in range(max_new_tokens):
-            out[:, step] = torch.where(done, -1, nxt)
-            done |= torch.isin(nxt, stops)
-            last = step == max_new_tokens - 1
-            if last or (step + 1) % SYNC_EVERY == 0:
-                for i, new in enumerate(out[:, since : step + 1].tolist()):
-                    results[rows[i]] += [t for t in new if t >= 0]
-                since = step + 1
-                ended = done.tolist()
-                if stop_when is not None:
-                    ended = [e or stop_when(results[r]) for e, r in zip(ended, rows, strict=True)]
-                keep = [i for i, e in enumerate(ended) if not e]
-                if last or not keep:
-                    break
-                if len(keep) < len(rows):
-                    idx = torch.tensor(keep, device=device)
-                    cache.batch_select_indices(idx)
-                    rows = [rows[i] for i in keep]
-                    out, done, nxt = out[idx], done[idx], nxt[idx]
-                    attn, nxt_pos = attn[idx], nxt_pos[idx]
-            attn = torch.cat([attn, attn.new_ones((len(rows), 1))], dim=1)
-            state["edit"] = torch.ones((len(rows), 1), dtype=torch.bool, device=device)
+            finished, idx = book.step(step, nxt, stop_when)
+            if finished:
+                break
+            if idx is not None:
+                cache.batch_select_indices(idx)
+                nxt, attn, nxt_pos = nxt[idx], attn[idx], nxt_pos[idx]
+            attn = torch.cat([attn, attn.new_ones((len(book.rows), 1))], dim=1)
+            state["edit"] = torch.ones((len(book.rows), 1), dtype=torch.bool, device=device)
             h = inner(
                 input_ids=nxt[:, None],
                 attention_mask=attn,
@@ -238,4 +221,4 @@ def hf_generate_tokens(
     finally:
         if handle is not None:
             handle.remove()
-    return [cut_after_stop(r, stop_ids) for r in results]
+    return [cut_after_stop(r, stop_ids) for r in book.results]
