@@ -15,5 +15,5 @@ def test_summary_table_matches_the_line(tiny_mas, tiny_env):
 
     info = adapter_info(load_lora(tiny_env["SAELORA_LORA"]))
     table = dict(zip(summary_table(info)["field"], summary_table(info)["value"], strict=True))
-    assert table["L0 read / write"] == "[64, 64] / [64, 64]"
+    assert table["L0 read / write"] == "64, 64 / 64, 64"  # readable, no list repr
     assert table["rank"] == "2" and table["s"] == "1.5, -0.5" and table["preset"] == "tiny"
