@@ -96,7 +96,7 @@ def _block_hook(fn: Callable[..., Tensor]):
 
 def _head(hf: nn.Module, h: Tensor, logits_dtype: str) -> Tensor:
     """Last-position logits up to a monotone soft cap (argmax only needs their order)."""
-    head = hf.get_output_embeddings()
+    head: Any = hf.get_output_embeddings()  # type: ignore[operator]
     w = head.weight
     low = logits_dtype == "bfloat16" and (w.device.type != "cpu" or cpu_has_native_bf16())
     if not low or w.dtype == torch.bfloat16:
@@ -155,14 +155,14 @@ def hf_generate_tokens(
     exactly (CPU only; see the module doc)."""
     from transformers import DynamicCache
 
-    hf = hf if hf is not None else hf_twin(mas)
-    if hf is None:
+    model: Any = hf if hf is not None else hf_twin(mas)
+    if model is None:
         raise ValueError(
             f"no transformers model for preset {mas.preset!r}: give hf= or call set_hf_twin"
         )
     tok: Any = mas.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    device = next(hf.parameters()).device
+    device = next(model.parameters()).device
     tokens, attn = left_pad(prompts, pad_id)
     tokens, attn = tokens.to(device), attn.to(device)
     lora = lora_on(lora, device)
@@ -173,21 +173,21 @@ def hf_generate_tokens(
     state = {"edit": edit}
     handle = None
     if not (lora is None and mode == "resid_add"):
-        layer = decoder_layers(hf)[mas.layer]
+        layer = decoder_layers(model)[mas.layer]
         handle = layer.register_forward_hook(_block_hook(masked_hook(mode, mas, lora, state)))
     stop_ids = stop_token_ids(tok)
     stops = torch.tensor(sorted(stop_ids) or [-1], device=device)
-    inner = hf.model  # type: ignore[union-attr]
+    inner = model.model  # type: ignore[union-attr]
 
-    head = hf.get_output_embeddings()
+    head = model.get_output_embeddings()
     fast = rescore > 0 and device.type == "cpu" and logits_dtype == "float32"
 
     def next_token(h: Tensor) -> Tensor:
         if fast:
             return rescored_argmax(head, h[:, -1], rescore)
-        return _head(hf, h[:, -1], logits_dtype).argmax(-1)
+        return _head(model, h[:, -1], logits_dtype).argmax(-1)
 
-    cache = DynamicCache(config=hf.config)
+    cache = DynamicCache(config=model.config)
     pos = (attn.cumsum(-1) - 1).clamp_min(0)
     book = DecodeRows(n, max_new_tokens, stops)
     try:

@@ -344,11 +344,11 @@ def fig_prompt_attribution(per_prompt: pd.DataFrame) -> go.Figure:
         sub = per_prompt[per_prompt["topic"] == topic]
         if sub.empty:
             continue
-        mean = sub.groupby("token_id", sort=False)["logit_diff"].mean()
+        mean: Any = sub.groupby("token_id", sort=False)["logit_diff"].mean()
         n = sub["prompt"].nunique()
         fig.add_trace(
             go.Bar(
-                x=[by_id[i] for i in mean.index],
+                x=[by_id[i] for i in mean.index.tolist()],
                 y=mean.values,
                 name=f"{topic} (n={n})",
                 marker_color=color,
