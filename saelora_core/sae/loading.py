@@ -11,7 +11,11 @@ from typing import Any
 import torch
 from sae_lens import SAE, HookedSAETransformer
 
-from saelora_core.models.hub import PresetUnavailableError, require_hub
+from saelora_core.models.hub import (
+    PresetUnavailableError,
+    cache_only_unless_reachable,
+    require_hub,
+)
 from saelora_core.sae.identity import sae_identity
 
 
@@ -75,7 +79,7 @@ def load_sae(
     if release is None or sae_id is None:
         raise ValueError("Give either an SAE path or both release and sae_id.")
     try:
-        with quiet_sae_kwargs_hint():
+        with quiet_sae_kwargs_hint(), cache_only_unless_reachable():
             sae = SAE.from_pretrained(release, sae_id, device=device)
     except Exception as e:  # sae_lens raises various errors when offline
         require_hub(preset, f"the SAE {release}/{sae_id}")
