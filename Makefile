@@ -37,8 +37,9 @@ man-tools:
 
 setup: $(STAMP) chromium man-tools
 
+# Two pytest-xdist workers, one thread each (tests/conftest.py), whole files per worker.
 test: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 demo: setup
 	$(VENV)/bin/saelora demo

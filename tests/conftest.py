@@ -14,6 +14,12 @@ from saelora_core.testing import tiny_model_and_sae
 REPO = str(Path(__file__).resolve().parents[1])
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker computes on one thread,
+# and so do the subprocesses it starts: two workers with a thread per core each would fight.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 
 @pytest.fixture(scope="session")
 def tiny_mas():
