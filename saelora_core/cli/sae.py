@@ -114,6 +114,7 @@ def cmd_sae_eval(args: argparse.Namespace) -> int:
 
 
 def add_sae_parser(sub) -> None:
+    from saelora_core.sae.corpus import DEFAULT_TRAIN_TOKENS
     from saelora_core.sae.train import SaeTrainConfig
 
     sae = sub.add_parser("sae", help="build and measure SAEs").add_subparsers(
@@ -122,7 +123,9 @@ def add_sae_parser(sub) -> None:
     p = sae.add_parser("corpus", help="build the SAE corpus (train/held-out text, no hub)")
     p.add_argument("--out", default="data/corpus")
     p.add_argument("--preset", default="gemma-3-270m", help="its tokenizer counts the tokens")
-    p.add_argument("--train-tokens", type=int, default=16_000_000, help="mix to this many")
+    p.add_argument(
+        "--train-tokens", type=int, default=DEFAULT_TRAIN_TOKENS, help="mix to this many"
+    )
     p.set_defaults(func=cmd_sae_corpus)
 
     p = sae.add_parser(

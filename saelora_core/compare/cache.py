@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from saelora_core.io.sqlite import open_wal
 
 CACHE_FILE = "compare.sqlite"
 _SCHEMA = (
@@ -38,10 +39,7 @@ class CompareCache:
 
     def __init__(self, directory: str | Path) -> None:
         self.path = Path(directory) / CACHE_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_wal(self.path)
         for s in _SCHEMA:
             self._db.execute(s)
         self.generated = 0

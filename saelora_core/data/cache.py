@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from saelora_core.io.sqlite import open_wal
 
 CACHE_FILE = "answers.sqlite"
 
@@ -78,13 +79,8 @@ class AnswerCache:
 
     def __init__(self, directory: str | Path) -> None:
         self.path = Path(directory) / CACHE_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The pipeline uses it from one event-loop thread; isolation_level=None lets each
-        # statement commit on its own, which is what "commit per answer" needs.
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash; only an OS crash can drop the last commits.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # The pipeline uses it from one event-loop thread, committing per answer.
+        self._db = open_wal(self.path)
         self._db.execute(_SCHEMA)
 
     def get(self, key: CacheKey) -> CachedAnswer | None:
