@@ -6,7 +6,8 @@ that stream; :func:`cache_activations` writes it in shards in sae_lens's cached-
 format (each shard a ``datasets`` dataset with an ``Array2D(context_size, d_in)`` column named
 after the hook and a ``token_ids`` column, as ``CacheActivationsRunner`` writes them), so several
 SAEs, or a resumed run, never run the model again. A killed run resumes at its last complete
-shard; a cache built with other settings is refused, with the reason.
+shard; the same cache asked for more tokens is extended along the same stream (its shards are
+always a prefix of it); a cache built with other settings is refused, with the reason.
 
 :mod:`cached_batches` reads the shards back as training batches.
 """
@@ -130,12 +131,12 @@ def cache_activations(
     info_path = out / INFO_FILE
     if info_path.exists():
         old = read_settings(out)
-        if old != settings:
-            diff = {
-                k: (getattr(old, k), getattr(settings, k))
-                for k in asdict(settings)
-                if getattr(old, k) != getattr(settings, k)
-            }
+        diff = {
+            k: (getattr(old, k), getattr(settings, k))
+            for k in asdict(settings)
+            if k != "total_tokens" and getattr(old, k) != getattr(settings, k)
+        }
+        if diff:
             raise ValueError(
                 f"{out} holds an activation cache built with other settings {diff} "
                 "(cached, requested); pick another directory or delete this one"
@@ -183,19 +184,27 @@ def cache_activations(
     if rest and shard < n_shards:  # the corpus ran out: a final short shard
         _write_shard(out, shard, torch.cat(acts), torch.cat(ids), settings)
     bar.close()
-    shards = [
-        {"name": d.name, "sequences": int(json.loads((d / "rows.json").read_text())["rows"])}
-        for d in shard_dirs(out)
-    ]
+    shards = [{"name": d.name, "sequences": shard_rows(d)} for d in shard_dirs(out)]
     atomic_write_json(
         info_path,
         {
             "settings": asdict(settings),
             "shards": shards,
-            "tokens": sum(s["sequences"] for s in shards) * seq_tokens,
+            "tokens": cached_tokens(out),
         },
     )
     return out
+
+
+def shard_rows(shard: Path) -> int:
+    return int(json.loads((shard / "rows.json").read_text())["rows"])
+
+
+def cached_tokens(cache_dir: str | Path) -> int:
+    """Tokens in the cache's complete shards, whatever its target: a cache stopped early, or
+    one still being written, trains on what it holds."""
+    size = read_settings(cache_dir).context_size
+    return sum(shard_rows(d) for d in shard_dirs(cache_dir)) * size
 
 
 def _write_shard(

@@ -56,13 +56,15 @@ def shard_chunks(
     shuffle: bool = True,
     buffer_shards: int = 4,
     epochs: int = 1,
+    n_shards: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(token_ids, activations)`` of ``buffer_shards`` shards at a time; with ``shuffle`` the
-    shard order is permuted (seeded) in each epoch."""
+    shard order is permuted (seeded) in each epoch. ``n_shards`` reads only the first that
+    many (a cache may grow while, or after, an SAE trains on it)."""
     from datasets import Dataset
 
     settings = read_settings(cache_dir)
-    shards = shard_dirs(cache_dir)
+    shards = shard_dirs(cache_dir)[:n_shards]
     if not shards:
         raise ValueError(f"{cache_dir} holds no complete shard yet")
     rng = random.Random(seed)
@@ -88,13 +90,19 @@ def cached_batches(
     shuffle: bool = True,
     buffer_shards: int = 4,
     epochs: int = 1,
+    n_shards: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Training batches ``(batch_tokens, d_in)`` float32 from a cache, special tokens dropped.
 
     With ``shuffle``, shard order is permuted per epoch and tokens are shuffled within a buffer
     of ``buffer_shards`` shards (seeded: the same seed gives the same batches)."""
     chunks = shard_chunks(
-        cache_dir, seed=seed, shuffle=shuffle, buffer_shards=buffer_shards, epochs=epochs
+        cache_dir,
+        seed=seed,
+        shuffle=shuffle,
+        buffer_shards=buffer_shards,
+        epochs=epochs,
+        n_shards=n_shards,
     )
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return batches_from_chunks(chunks, batch_tokens, exclude_ids=exclude_ids, generator=gen)

@@ -82,6 +82,33 @@ def trainer_config(cfg: SaeTrainConfig, ckpt_dir: Path, device: str = "cpu"):
     )
 
 
+@torch.no_grad()
+def start_from_data(trainer, batches: Iterator[torch.Tensor], cfg: SaeTrainConfig) -> None:
+    """Set the trainer's activation scale (sae_lens's ``expected_average_only_in`` rule,
+    sqrt(d_in) / mean norm) from the first ``cfg.n_batches_for_norm_estimate`` batches, and,
+    with ``cfg.b_dec_init == "mean"``, the decoder bias to their mean in the scaled space, so
+    the encoder sees centred activations from the first step. ``batches`` is a separate pass
+    over the start of the data: the training batches are not consumed."""
+    total = torch.zeros(trainer.sae.cfg.d_in, dtype=torch.float64)
+    norm_sum, count = 0.0, 0
+    for _ in range(cfg.n_batches_for_norm_estimate):
+        x = next(batches).double()
+        total += x.sum(0)
+        norm_sum += x.norm(dim=-1).sum().item()
+        count += x.shape[0]
+    scale = trainer.sae.cfg.d_in**0.5 / (norm_sum / count)
+    trainer.activation_scaler.scaling_factor = scale
+    if cfg.b_dec_init == "mean":
+        b = trainer.sae.b_dec
+        b.copy_((total / count * scale).to(b.dtype))
+
+
+def checkpoint_dir(out_dir: str | Path) -> Path:
+    """Where a run writing ``out_dir`` keeps its checkpoints: a hidden sibling."""
+    out = Path(out_dir)
+    return out.parent / f".{out.name}-checkpoints"
+
+
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     steps = sorted(
         (int(p.name.split("_")[1]), p)
@@ -132,7 +159,7 @@ def train_sae_from_batches(
     from sae_lens.training.sae_trainer import SAETrainer
 
     out = Path(out_dir)
-    ckpt_dir = out.parent / f".{out.name}-checkpoints"
+    ckpt_dir = checkpoint_dir(out)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = ckpt_dir / "train_config.json"
     if cfg_path.exists() and json.loads(cfg_path.read_text()) != json.loads(
@@ -175,6 +202,8 @@ def train_sae_from_batches(
         trainer.load_trainer_state(resume)
         skip = json.loads((resume / "done").read_text())["batches_consumed"]
         logger.info("resuming from %s (step %d)", resume, trainer.n_training_steps)
+    else:
+        start_from_data(trainer, make_batches(0), cfg)
     trainer.data_provider = _Periodic(make_batches(skip), cfg.checkpoint_every, save, skip)
     trainer.fit()
     out.mkdir(parents=True, exist_ok=True)
@@ -202,11 +231,22 @@ def train_sae_from_cache(
     the cache is read as many times over as ``cfg.training_tokens`` needs (the count of
     passes goes in ``train_config.json``'s neighbour ``cache_passes.json``)."""
     from saelora_core.sae import cached_batches
-    from saelora_core.sae.activation_cache import read_settings
+    from saelora_core.sae.activation_cache import read_settings, shard_dirs, shard_rows
 
     settings = read_settings(cache_dir)
-    info = json.loads((Path(cache_dir) / "cache_info.json").read_text())
-    cached = int(info.get("tokens", 0))
+    # The shards this run reads are fixed at its start, so a resume sees the same data even
+    # if the cache has grown since.
+    extent_path = checkpoint_dir(out_dir) / "cache_extent.json"
+    if extent_path.exists():
+        n_shards = json.loads(extent_path.read_text())["shards"]
+    else:
+        n_shards = len(shard_dirs(cache_dir))
+        extent_path.parent.mkdir(parents=True, exist_ok=True)
+        extent_path.write_text(json.dumps({"shards": n_shards}))
+    shards = shard_dirs(cache_dir)[:n_shards]
+    if len(shards) < n_shards:
+        raise ValueError(f"{cache_dir} lost shards since this run started ({n_shards} expected)")
+    cached = sum(shard_rows(d) for d in shards) * settings.context_size
     epochs = max(1, -(-cfg.training_tokens // max(1, cached)))
 
     def make(skip: int) -> Iterator[torch.Tensor]:
@@ -217,6 +257,7 @@ def train_sae_from_cache(
             seed=cfg.seed,
             shuffle=shuffle,
             epochs=epochs + 1,
+            n_shards=n_shards,
         )
         for _ in range(skip):
             next(it)
@@ -236,6 +277,14 @@ def train_sae_from_cache(
         device=device,
     )
     (Path(out) / "cache_passes.json").write_text(
-        json.dumps({"cached_tokens": cached, "training_tokens": cfg.training_tokens}, indent=1)
+        json.dumps(
+            {
+                "cached_tokens": cached,
+                "cache_shards": n_shards,
+                "training_tokens": cfg.training_tokens,
+                "passes": round(cfg.training_tokens / max(1, cached), 3),
+            },
+            indent=1,
+        )
     )
     return out

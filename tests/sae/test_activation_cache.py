@@ -1,8 +1,9 @@
 """The activation cache: it holds exactly the model's activations on sae_lens's token stream,
-resumes at a shard boundary, refuses other settings, and training from it equals training
-from the model directly."""
+resumes at a shard boundary, extends along the same stream, refuses other settings, and
+training from it equals training from the model directly."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 from saelora_core.sae.activation_cache import (
     CacheSettings,
     cache_activations,
+    cached_tokens,
     corpus_texts,
     read_settings,
     shard_dirs,
@@ -19,7 +21,14 @@ from saelora_core.sae.activation_cache import (
 )
 from saelora_core.sae.cached_batches import cached_batches, model_batches, special_token_ids
 from saelora_core.sae.train import SaeTrainConfig
-from saelora_core.sae.train_cached import train_sae_from_batches, train_sae_from_cache
+from saelora_core.sae.train_cached import (
+    checkpoint_dir,
+    start_from_data,
+    train_sae_from_batches,
+    train_sae_from_cache,
+    trainer_config,
+    training_sae,
+)
 
 TEXTS = [
     f"Document {i}: the quick brown fox {i * 7} jumps over {i % 5} lazy dogs. " * 3
@@ -194,3 +203,63 @@ def test_training_resumes_to_the_same_weights(tiny_mas, corpus, tmp_path, monkey
     b = load_file(resumed / "sae_weights.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
+
+
+def test_a_cache_extends_along_the_same_stream(tiny_mas, corpus, tmp_path):
+    full = cache_activations(
+        tiny_mas.model, corpus, tmp_path / "full", settings_for(tiny_mas, corpus), progress=False
+    )
+    grown = tmp_path / "grown"
+    small = settings_for(tiny_mas, corpus, total_tokens=1024)
+    cache_activations(tiny_mas.model, corpus, grown, small, progress=False)
+    assert len(shard_dirs(grown)) == 1024 // (4 * 32)
+    assert cached_tokens(grown) == 1024
+    cache_activations(tiny_mas.model, corpus, grown, settings_for(tiny_mas, corpus), progress=False)
+    assert cached_tokens(grown) == 2048
+    for a, b in zip(shard_dirs(grown), shard_dirs(full), strict=True):
+        assert (
+            sorted(a.glob("*.arrow"))[0].read_bytes() == sorted(b.glob("*.arrow"))[0].read_bytes()
+        )
+
+
+def test_a_run_keeps_the_shards_it_started_with(tiny_mas, corpus, tmp_path):
+    """A cache that grows between a kill and a resume does not change what the run reads."""
+    half = settings_for(tiny_mas, corpus, total_tokens=1024)
+    cache = cache_activations(tiny_mas.model, corpus, tmp_path / "c", half, progress=False)
+    ids = special_token_ids(tiny_mas.tokenizer)
+    cfg = tiny_cfg(training_tokens=64 * 12)
+    whole = train_sae_from_cache(cache, cfg, tmp_path / "whole", exclude_ids=ids)
+    passes = json.loads((whole / "cache_passes.json").read_text())
+    assert passes["cache_shards"] == 8 and passes["cached_tokens"] == 1024
+
+    run = tmp_path / "resumed"
+    ckpt = checkpoint_dir(run)
+    ckpt.mkdir()
+    (ckpt / "cache_extent.json").write_text(json.dumps({"shards": 8}))  # started on 8 shards
+    cache_activations(
+        tiny_mas.model, corpus, cache, settings_for(tiny_mas, corpus), progress=False
+    )  # the cache has grown to 16 since
+    resumed = train_sae_from_cache(cache, cfg, run, exclude_ids=ids)
+    a = load_file(whole / "sae_weights.safetensors")
+    b = load_file(resumed / "sae_weights.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_decoder_bias_starts_at_the_scaled_mean(tiny_mas):
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    torch.manual_seed(0)
+    batches = [torch.randn(64, 8) * 3 + torch.arange(8.0) * 10 for _ in range(3)]
+    for init in ("mean", "zeros"):
+        cfg = tiny_cfg(d_sae=16, k=2, n_batches_for_norm_estimate=2, b_dec_init=init)
+        sae = training_sae(cfg, 8)
+        trainer = SAETrainer(
+            cfg=trainer_config(cfg, Path("unused")), sae=sae, data_provider=iter(())
+        )
+        start_from_data(trainer, iter(batches), cfg)
+        seen = torch.cat(batches[:2])
+        scale = 8**0.5 / seen.norm(dim=-1).mean().item()
+        assert trainer.activation_scaler.scaling_factor == pytest.approx(scale, rel=1e-6)
+        want = seen.mean(0) * scale if init == "mean" else torch.zeros(8)
+        torch.testing.assert_close(sae.b_dec.detach(), want, rtol=1e-5, atol=1e-6)
