@@ -71,6 +71,7 @@ def cmd_sae_build(args: argparse.Namespace) -> int:
         cache_stage,
         eval_stage,
         fit_stage,
+        heldout_stage,
         write_metrics,
     )
 
@@ -85,6 +86,9 @@ def cmd_sae_build(args: argparse.Namespace) -> int:
     out = fit_stage(model, args.cache, cfg, args.out)
     if (corpus / "manifest.json").exists():
         (out / "corpus_manifest.json").write_text((corpus / "manifest.json").read_text())
+    heldout = None
+    if args.heldout_cache:  # the held-out split's cache, in the caching dtype as the train split's
+        heldout = heldout_stage(model, out, corpus, args.heldout_cache)
     if model.cfg.dtype != torch.float32:  # metrics in float32, as every SAE's are measured
         model = load_base_model(cfg.preset, dtype=torch.float32)
     record = eval_stage(
@@ -94,22 +98,38 @@ def cmd_sae_build(args: argparse.Namespace) -> int:
         out / "general_text_eval.json",
         max_tokens=args.max_tokens,
     )
-    write_metrics(out, record, out.name)
-    emit({"sae": str(out), "overall": record["results"][out.name]["overall"]})
+    write_metrics(out, record, out.name, heldout)
+    emit(
+        {
+            "sae": str(out),
+            "overall": record["results"][out.name]["overall"],
+            "corpus_heldout": heldout,
+        }
+    )
     return 0
 
 
 def cmd_sae_eval(args: argparse.Namespace) -> int:
     """Splice metrics per genre of each SAE directory given."""
+    from saelora_core.io.atomic import atomic_write_json
     from saelora_core.models.presets import load_base_model
-    from saelora_core.sae.pipeline import eval_stage
+    from saelora_core.sae.pipeline import eval_stage, heldout_stage
 
     model = load_base_model(args.preset)
     saes = {Path(p).name: p for p in args.sae}
     record = eval_stage(
         model, saes, args.texts, args.out, group_key=args.group, max_tokens=args.max_tokens
     )
-    emit({k: v["overall"] for k, v in record["results"].items()})
+    summary = {k: {"general_text": v["overall"]} for k, v in record["results"].items()}
+    if args.heldout_cache:
+        cache_model = load_base_model(args.preset, dtype=caching_dtype())
+        for name, path in saes.items():
+            summary[name]["corpus_heldout"] = heldout_stage(
+                cache_model, path, args.corpus, args.heldout_cache
+            )
+        out = Path(args.out).with_name(Path(args.out).stem + "_corpus_heldout.json")
+        atomic_write_json(out, {k: v["corpus_heldout"] for k, v in summary.items()})
+    emit(summary)
     return 0
 
 
@@ -138,6 +158,12 @@ def add_sae_parser(sub) -> None:
     p.add_argument("--texts", default=GENERAL_TEXT, help="JSONL of held-out text to measure on")
     p.add_argument("--max-tokens", type=int, default=None, help="metrics: tokens per genre")
     p.add_argument("--config", default=None, help="JSON file of SaeTrainConfig fields")
+    p.add_argument(
+        "--heldout-cache",
+        default="data/activations/gemma-3-270m-l12-heldout",
+        help="cache of the corpus's held-out split, for EV / L0 / never-firing latents on all "
+        "of it ('' to skip)",
+    )
     add_config_flags(p, SaeTrainConfig)
     p.set_defaults(func=cmd_sae_build)
 
@@ -148,6 +174,13 @@ def add_sae_parser(sub) -> None:
     p.add_argument("--group", default="kind", help="the rows' field that names the genre")
     p.add_argument("--max-tokens", type=int, default=None, help="per genre")
     p.add_argument("--out", default="runs/sae-eval/general_text.json")
+    p.add_argument("--corpus", default="data/corpus", help="whose held-out split to cache")
+    p.add_argument(
+        "--heldout-cache",
+        default=None,
+        help="also measure EV / L0 / never-firing latents on the corpus's whole held-out split, "
+        "cached here (built on first use)",
+    )
     p.set_defaults(func=cmd_sae_eval)
 
     p = sae.add_parser("train", help="train a TopK SAE with sae_lens's runner on the model")

@@ -50,10 +50,16 @@ def file_sha256(path: str | Path) -> str:
 
 
 def cache_stage(
-    model, corpus_dir: str | Path, cache_dir: str | Path, tokens: int, cfg: SaeTrainConfig
+    model,
+    corpus_dir: str | Path,
+    cache_dir: str | Path,
+    tokens: int,
+    cfg: SaeTrainConfig,
+    split: str = "train",
 ) -> Path:
-    """Cache ``tokens`` tokens of the corpus's train split at ``cfg``'s hook (resumes)."""
-    train = Path(corpus_dir) / "train.jsonl"
+    """Cache ``tokens`` tokens of the corpus's ``split`` (``train`` or ``heldout``) at
+    ``cfg``'s hook (resumes; a split shorter than ``tokens`` is cached whole)."""
+    train = Path(corpus_dir) / f"{split}.jsonl"
     settings = CacheSettings(
         model_name=str(model.cfg.model_name),
         hook_name=f"blocks.{cfg.layer}.hook_resid_post",
@@ -111,11 +117,34 @@ def eval_stage(
     return record
 
 
-def write_metrics(sae_dir: str | Path, record: dict, name: str) -> None:
-    """``metrics.json`` beside an SAE: its general-text splice metrics, per genre and overall."""
+HELDOUT_CACHE_TOKENS = 2_000_000
+"""More than the corpus's held-out split holds (~0.9M tokens), so it is cached whole."""
+
+
+def heldout_stage(model, sae_dir: str | Path, corpus_dir: str | Path, cache_dir: str | Path):
+    """Cache the corpus's held-out split (once; resumes) and measure the SAE on every token of
+    it: explained variance, L0 and the latents that never fire (:mod:`cache_metrics`)."""
+    from dataclasses import asdict
+
+    from saelora_core.sae.cache_metrics import cache_metrics
+    from saelora_core.sae.loading import load_sae
+    from saelora_core.sae.train import SaeTrainConfig
+
+    sae, _ = load_sae(path=sae_dir)
+    hook = sae.cfg.metadata.hook_name or "blocks.12.hook_resid_post"
+    cfg = SaeTrainConfig(layer=int(hook.split(".")[1]), d_sae=2, k=1)
+    cache_stage(model, corpus_dir, cache_dir, HELDOUT_CACHE_TOKENS, cfg, split="heldout")
+    return asdict(cache_metrics(sae, cache_dir, exclude_ids=special_token_ids(model.tokenizer)))
+
+
+def write_metrics(
+    sae_dir: str | Path, record: dict, name: str, heldout: dict | None = None
+) -> None:
+    """``metrics.json`` beside an SAE: its general-text splice metrics, per genre and overall,
+    and, when measured, its reconstruction on the corpus's whole held-out split."""
     res = record["results"][name]
-    atomic_write_json(
-        Path(sae_dir) / "metrics.json",
-        {"general_text": res, "texts": record["texts"], "group_key": record["group_key"]},
-    )
+    out = {"general_text": res, "texts": record["texts"], "group_key": record["group_key"]}
+    if heldout is not None:
+        out["corpus_heldout"] = heldout
+    atomic_write_json(Path(sae_dir) / "metrics.json", out)
     logger.info("wrote %s", json.dumps(res["overall"]))
