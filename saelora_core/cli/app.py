@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="parent directory of the demo's adapters and reports (default: the repository's "
         "runs/demo, which git ignores; --out loras refreshes the shipped loras/demo-*)",
     )
+    p.add_argument(
+        "--preset",
+        default="gemma-3-270m",
+        help="model + SAE preset (e.g. gemma-3-270m-bt8k: the same recipe on another SAE)",
+    )
     p.set_defaults(func=cmd_demo)
 
     from saelora_core.repair import METHODS, RepairConfig

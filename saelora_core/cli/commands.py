@@ -115,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from saelora_core.demo.run import demo_table, run_demo
     from saelora_core.io.format import fmt_num, text_table
 
-    summary = run_demo(quick=args.quick, out=args.out)
+    summary = run_demo(quick=args.quick, out=args.out, preset=args.preset)
     emit(text_table(demo_table(summary), max_width=60))
     emit(
         "rates: share of greedy answers the detector accepts on fresh prompts (adapter: 95 % "

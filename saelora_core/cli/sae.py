@@ -154,7 +154,7 @@ def add_sae_parser(sub) -> None:
     p.add_argument("--corpus", default="data/corpus")
     p.add_argument("--cache", default="data/activations/gemma-3-270m-l12")
     p.add_argument("--cache-tokens", type=int, default=None, help="default: training_tokens")
-    p.add_argument("--out", default="data/saes/gemma-3-270m-l12-bt16k")
+    p.add_argument("--out", default="data/saes/gemma-3-270m-l12-bt8k")
     p.add_argument("--texts", default=GENERAL_TEXT, help="JSONL of held-out text to measure on")
     p.add_argument("--max-tokens", type=int, default=None, help="metrics: tokens per genre")
     p.add_argument("--config", default=None, help="JSON file of SaeTrainConfig fields")

@@ -66,15 +66,17 @@ def run_demo(
     out: str | Path | None = None,
     behaviours: tuple[DemoBehaviour, ...] = DEMO_BEHAVIOURS,
     max_eval_prompts: int | None = None,
+    preset: str = "gemma-3-270m",
 ) -> dict:
     """Run the whole pipeline for each behaviour, writing each adapter, report and summary to
     ``<out>/<name>/`` (default ``DEFAULT_DEMO_OUT``, ``runs/demo``; ``out=REPO_ROOT / "loras"``
     refreshes the shipped adapters); returns their summaries (timings, rates, report paths)
-    under ``"behaviours"``, the output directory and the total time."""
+    under ``"behaviours"``, the output directory and the total time. ``preset`` picks the
+    model and SAE (another SAE for the same model gives the same recipe on its latents)."""
     from saelora_core.models.presets import load_model_and_sae
 
     t0 = time.perf_counter()
-    mas = load_model_and_sae("gemma-3-270m")
+    mas = load_model_and_sae(preset)
     load_s = time.perf_counter() - t0
     base: dict[tuple, BehaviourResult] = {}  # eval prompts -> the result holding base answers
     summaries = []
@@ -86,6 +88,8 @@ def run_demo(
     summary = {
         "behaviours": summaries,
         "out": repo_relative(Path(out or DEFAULT_DEMO_OUT)),
+        "preset": preset,
+        "sae": mas.sae_identity,
         "load_s": load_s,
         "total_s": time.perf_counter() - t0,
     }
