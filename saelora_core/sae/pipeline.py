@@ -36,6 +36,7 @@ DEFAULT_SAE_RECIPE = SaeTrainConfig(
     dead_feature_window=250,
     n_batches_for_norm_estimate=20,
     checkpoint_every=50,
+    snapshot_every=250,
     save_dtype="bfloat16",
 )
 """The shipped SAE's recipe: 2,000 steps of 4,096 tokens, 8,192 latents at L0 60. The width is

@@ -77,6 +77,9 @@ class SaeTrainConfig(ConfigBase):
     """Steps between resumable checkpoints in :func:`train_sae_from_cache`."""
     matryoshka_widths: tuple[int, ...] = ()
     """Nested widths for ``matryoshka_batchtopk`` (the last must equal ``d_sae``)."""
+    snapshot_every: int = 0
+    """:func:`train_sae_from_cache` also keeps the inference SAE every this-many steps (0:
+    never), under the checkpoint directory's ``snapshots/``, to measure the training curve."""
     b_dec_init: Literal["mean", "zeros"] = "mean"
     """:func:`train_sae_from_cache` starts the decoder bias at the activations' mean, estimated
     on the norm-estimate batches (``zeros``: sae_lens's own start). Gemma-3-270M's residual at

@@ -103,6 +103,25 @@ def start_from_data(trainer, batches: Iterator[torch.Tensor], cfg: SaeTrainConfi
         b.copy_((total / count * scale).to(b.dtype))
 
 
+@torch.no_grad()
+def save_snapshot(trainer, out: Path, metadata: dict | None = None) -> None:
+    """The inference SAE as it stands mid-training (activation scale folded in, saved as the
+    final one is), written atomically; the training SAE itself is untouched."""
+    import copy
+
+    snap = copy.deepcopy(trainer.sae)
+    if trainer.activation_scaler.scaling_factor is not None:
+        snap.fold_activation_norm_scaling_factor(trainer.activation_scaler.scaling_factor)
+    for key, value in (metadata or {}).items():
+        setattr(snap.cfg.metadata, key, value)
+    tmp = out.with_name(f".tmp_{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    snap.save_inference_model(str(tmp))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
 def checkpoint_dir(out_dir: str | Path) -> Path:
     """Where a run writing ``out_dir`` keeps its checkpoints: a hidden sibling."""
     out = Path(out_dir)
@@ -184,6 +203,9 @@ def train_sae_from_batches(
             shutil.rmtree(path)
         trainer.save_checkpoint(checkpoint_name=path.name)
         (path / "done").write_text(json.dumps({"batches_consumed": consumed}))
+        step = trainer.n_training_steps
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            save_snapshot(trainer, ckpt_dir / "snapshots" / path.name, metadata)
         for old in ckpt_dir.glob("step_*"):
             if old != path:
                 shutil.rmtree(old)

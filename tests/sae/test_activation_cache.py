@@ -263,3 +263,23 @@ def test_decoder_bias_starts_at_the_scaled_mean(tiny_mas):
         assert trainer.activation_scaler.scaling_factor == pytest.approx(scale, rel=1e-6)
         want = seen.mean(0) * scale if init == "mean" else torch.zeros(8)
         torch.testing.assert_close(sae.b_dec.detach(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_snapshot_is_the_sae_of_a_run_stopped_there(tiny_mas, corpus, tmp_path):
+    out = cache_activations(
+        tiny_mas.model, corpus, tmp_path / "c", settings_for(tiny_mas, corpus), progress=False
+    )
+    ids = special_token_ids(tiny_mas.tokenizer)
+    long = tiny_cfg(training_tokens=64 * 20, checkpoint_every=5, snapshot_every=10)
+    train_sae_from_cache(out, long, tmp_path / "long", exclude_ids=ids, shuffle=False)
+    short = tiny_cfg(training_tokens=64 * 10, checkpoint_every=5)
+    ended = train_sae_from_cache(out, short, tmp_path / "short", exclude_ids=ids, shuffle=False)
+    snap = checkpoint_dir(tmp_path / "long") / "snapshots" / "step_0000010"
+    assert (
+        json.loads((snap / "cfg.json").read_text())["metadata"]["hook_name"] == tiny_mas.hook_name
+    )
+    a = load_file(snap / "sae_weights.safetensors")
+    b = load_file(ended / "sae_weights.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
