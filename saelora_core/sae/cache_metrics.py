@@ -33,8 +33,14 @@ class CacheMetrics:
 
 @torch.no_grad()
 def cache_metrics(
-    sae, cache_dir: str | Path, *, exclude_ids: set[int], batch_tokens: int = 8192
+    sae,
+    cache_dir: str | Path,
+    *,
+    exclude_ids: set[int],
+    batch_tokens: int = 8192,
+    max_tokens: int | None = None,
 ) -> CacheMetrics:
+    """Metrics over the cache's tokens in order (the first ``max_tokens`` of them, if given)."""
     from saelora_core.sae.cached_batches import cached_batches
 
     d_sae = sae.cfg.d_sae
@@ -42,6 +48,8 @@ def cache_metrics(
     n, sse, sum_sq, l0 = 0, 0.0, 0.0, 0
     sum_x = None
     for x in cached_batches(cache_dir, batch_tokens, exclude_ids=exclude_ids, shuffle=False):
+        if max_tokens is not None and n >= max_tokens:
+            break
         x = x.float()
         z = sae.encode(x)
         x_hat = sae.decode(z)

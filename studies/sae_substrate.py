@@ -1,0 +1,179 @@
+"""The broad-corpus SAE against the first one, on text neither trained on, and its training curve.
+
+Stages, each skipped when its output exists (delete the file to redo it):
+
+1. ``general_text.{json,md}``: both SAEs spliced into the model on
+   ``data/heldout/general_text.jsonl``, per genre and overall (``sae.evaluate``: EV mean-centred,
+   CE clean / spliced / zero-ablated, CE recovered, L0, latents silent there), in float32.
+2. ``corpus_heldout.json``: EV, L0 and the latents that never fire over every token of the SAE
+   corpus's held-out split (~0.9M tokens, cached once under ``--heldout-cache``;
+   ``sae.cache_metrics``).
+3. ``curve.csv`` / ``curve.png``: every training snapshot of the new SAE (``snapshot_every``)
+   and the final one, on the first ``--curve-tokens`` held-out tokens (EV, L0, never-firing
+   latents) and on ``--curve-general`` tokens per genre of general text (CE increase).
+4. ``table.md``: the side-by-side table quoted in ``docs/sae_build.md``.
+
+Usage: python studies/sae_substrate.py [--new data/saes/gemma-3-270m-l12-bt8k]
+       [--old data/saes/gemma-3-270m-l12-topk] [--out results/sae_substrate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from saelora_core.io.atomic import atomic_write_json
+from saelora_core.io.paths import REPO_ROOT
+from saelora_core.sae.train_cached import checkpoint_dir
+
+GENERAL_TEXT = REPO_ROOT / "data" / "heldout" / "general_text.jsonl"
+
+
+def general_stage(saes: dict[str, Path], out: Path) -> dict:
+    from saelora_core.models.presets import load_base_model
+    from saelora_core.sae.pipeline import eval_stage
+
+    path = out / "general_text.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    model = load_base_model("gemma-3-270m", dtype=torch.float32)
+    return eval_stage(model, {k: str(v) for k, v in saes.items()}, GENERAL_TEXT, path)
+
+
+def heldout_stage(saes: dict[str, Path], corpus: Path, cache: Path, out: Path) -> dict:
+    from saelora_core.cli.sae import caching_dtype
+    from saelora_core.models.presets import load_base_model
+    from saelora_core.sae import pipeline
+
+    path = out / "corpus_heldout.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    todo = [k for k in saes if k not in done]
+    if todo:
+        model = load_base_model("gemma-3-270m", dtype=caching_dtype())
+        for name in todo:
+            done[name] = pipeline.heldout_stage(model, saes[name], corpus, cache)
+            atomic_write_json(path, done)
+    return done
+
+
+def curve_stage(new: Path, cache: Path, out: Path, tokens: int, general: int) -> pd.DataFrame:
+    from saelora_core.models.presets import load_base_model
+    from saelora_core.sae.cache_metrics import cache_metrics
+    from saelora_core.sae.cached_batches import special_token_ids
+    from saelora_core.sae.evaluate import evaluate_by_group, read_rows
+    from saelora_core.sae.loading import load_sae
+
+    path = out / "curve.csv"
+    done = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    snaps = sorted((checkpoint_dir(new) / "snapshots").glob("step_*"))
+    final_steps = json.loads((new / "train_config.json").read_text())
+    steps = {int(p.name.split("_")[1]): p for p in snaps}
+    steps[final_steps["training_tokens"] // final_steps["train_batch_size_tokens"]] = new
+    todo = [s for s in sorted(steps) if done.empty or s not in set(done["step"])]
+    if not todo:
+        return done
+    model = load_base_model("gemma-3-270m", dtype=torch.float32)
+    rows = read_rows(GENERAL_TEXT)
+    ids = special_token_ids(model.tokenizer)
+    batch = final_steps["train_batch_size_tokens"]
+    for step in todo:
+        sae, _ = load_sae(path=steps[step])
+        held = cache_metrics(sae, cache, exclude_ids=ids, max_tokens=tokens)
+        hook = sae.cfg.metadata.hook_name or "blocks.12.hook_resid_post"
+        gen = evaluate_by_group(model, sae, hook, rows, max_tokens_per_group=general)["overall"]
+        row = {
+            "step": step,
+            "training_tokens": step * batch,
+            "heldout_tokens": held.tokens,
+            "heldout_ev": held.explained_variance,
+            "heldout_l0": held.mean_l0,
+            "heldout_never_fired": held.dead_fraction,
+            "general_tokens": gen.tokens,
+            "general_ev": gen.explained_variance,
+            "general_ce_increase": gen.ce_increase,
+            "general_ce_recovered": gen.ce_loss_recovered,
+        }
+        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True).sort_values("step")
+        tmp = path.with_suffix(".tmp")
+        done.to_csv(tmp, index=False)
+        tmp.replace(path)
+    return done
+
+
+def plot_curve(curve: pd.DataFrame, out: Path) -> None:
+    from plotly.subplots import make_subplots
+
+    from saelora_core.reporting.export import save_figure
+
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("explained variance", "CE increase", "L0"))
+    x = curve["training_tokens"] / 1e6
+    for col, (name, y) in enumerate(
+        [
+            ("held-out corpus EV", curve["heldout_ev"]),
+            ("general-text CE increase (nats)", curve["general_ce_increase"]),
+            ("held-out L0", curve["heldout_l0"]),
+        ],
+        start=1,
+    ):
+        fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, row=1, col=col)
+        fig.update_xaxes(title_text="training tokens (M)", row=1, col=col)
+    fig.add_scatter(
+        x=x, y=curve["general_ev"], mode="lines+markers", name="general-text EV", row=1, col=1
+    )
+    fig.update_layout(title="The broad-corpus SAE as it trains", width=1100, height=380)
+    save_figure(fig, out, "curve", formats=("html", "png"))
+
+
+def table(general: dict, heldout: dict, names: dict[str, str]) -> str:
+    lines = [
+        "| SAE | general text: EV | CE increase (nats/token) | CE recovered | L0 | worst genre "
+        "(EV, CE increase) | held-out corpus: tokens | EV | L0 | latents never fired |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for key, label in names.items():
+        res = general["results"][key]
+        o = res["overall"]
+        worst = max((g for g in res if g != "overall"), key=lambda g: res[g]["ce_increase"])
+        w = res[worst]
+        h = heldout[key]
+        lines.append(
+            f"| {label} | {o['explained_variance']:.3f} | {o['ce_increase']:+.2f} | "
+            f"{o['ce_loss_recovered']:.3f} | {o['mean_l0']:.1f} | {worst}: "
+            f"{w['explained_variance']:.2f}, {w['ce_increase']:+.2f} | {h['tokens']:,} | "
+            f"{h['explained_variance']:.3f} | {h['mean_l0']:.1f} | {h['dead_fraction']:.1%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--new", type=Path, default=REPO_ROOT / "data/saes/gemma-3-270m-l12-bt8k")
+    p.add_argument("--old", type=Path, default=REPO_ROOT / "data/saes/gemma-3-270m-l12-topk")
+    p.add_argument("--corpus", type=Path, default=REPO_ROOT / "data/corpus")
+    p.add_argument(
+        "--heldout-cache",
+        type=Path,
+        default=REPO_ROOT / "data/activations/gemma-3-270m-l12-heldout",
+    )
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "results/sae_substrate")
+    p.add_argument("--curve-tokens", type=int, default=200_000, help="held-out tokens per point")
+    p.add_argument("--curve-general", type=int, default=600, help="general-text tokens per genre")
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    saes = {a.old.name: a.old, a.new.name: a.new}
+    general = general_stage(saes, a.out)
+    heldout = heldout_stage(saes, a.corpus, a.heldout_cache, a.out)
+    curve = curve_stage(a.new, a.heldout_cache, a.out, a.curve_tokens, a.curve_general)
+    plot_curve(curve, a.out)
+    names = {a.old.name: f"`{a.old.name}` (first)", a.new.name: f"`{a.new.name}` (broad)"}
+    (a.out / "table.md").write_text(table(general, heldout, names), encoding="utf-8")
+    print((a.out / "table.md").read_text())
+    print(json.dumps({"curve": curve.to_dict(orient="records")}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
