@@ -97,3 +97,32 @@ def test_real_default_preset_loads_and_matches_shapes():
         from saelora_core.sae.loading import check_fit
 
         check_fit(tiny.sae, mas.model, "gemma-3-270m")
+
+
+def test_the_broad_sae_loads_by_preset_and_refuses_the_first_saes_adapters():
+    """``gemma-3-270m-bt8k``: the BatchTopK SAE saved as JumpReLU loads through the same path as
+    the default, reconstructs the model's own residual, and an adapter trained on the first SAE
+    is refused on it, naming the reason."""
+    from saelora_core import load_lora
+    from saelora_core.adapter.saving import CheckpointError
+    from saelora_core.io.paths import REPO_ROOT
+
+    mas = load_model_and_sae("gemma-3-270m-bt8k", device="cpu")
+    assert mas.sae.cfg.d_sae == 8192 and mas.sae.cfg.architecture() == "jumprelu"
+    assert mas.sae_identity["path"] == str(Path("data/saes/gemma-3-270m-l12-bt8k"))
+    text = "The committee met on Tuesday to discuss the budget for next year's festival."
+    _, cache = mas.model.run_with_cache(mas.model.to_tokens(text), names_filter=mas.hook_name)
+    x = cache[mas.hook_name][0, 1:]
+    with torch.no_grad():
+        z = mas.sae.encode(x)
+        x_hat = mas.sae.decode(z)
+    ev = 1 - (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    assert ev > 0.6, ev
+    assert 10 < (z > 0).sum(-1).float().mean() < 200
+    with pytest.raises(CheckpointError, match="d_sae=4096 but the loaded SAE has d_sae=8192"):
+        load_lora(REPO_ROOT / "loras/demo-math-french", sae_identity=mas.sae_identity)
+    first = load_model_and_sae("gemma-3-270m-topk4k", device="cpu")
+    assert (
+        first.sae_identity["hash"]
+        == load_lora(REPO_ROOT / "loras/demo-math-french").metadata["sae"]["hash"]
+    )
