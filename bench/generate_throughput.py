@@ -23,6 +23,11 @@ of its turn, ``generate`` only when every row has hit EOS. Printed: tokens/s, th
 generate measured in the same run, and the fraction of answers identical to the TransformerLens
 path (and to HF generate's). ``--profile`` prints where one batch of ``ours (hf)`` spends time.
 
+With ``--bf16`` (default ``auto``: where the hardware multiplies bf16 natively) every row runs
+again with the frozen model in bf16 (``load_model_and_sae(dtype=torch.bfloat16)``; the adapter
+stays float32), its ratio given both to the float32 HF anchor (plain ``transformers``' default
+dtype) and to HF ``generate`` in bf16, and its answers compared with the float32 path's.
+
 Usage: python bench/generate_throughput.py [--prompts16 16] [--prompts40 80] [--new-tokens 32]
        [--json out.json] [--preset gemma-3-270m] [--lora loras/demo-math-french]
 """
@@ -44,6 +49,7 @@ from saelora_core.adapter.hooks import hook_fn
 from saelora_core.data.heldout import heldout_prompts
 from saelora_core.demo.behaviours import FRENCH
 from saelora_core.models.chat import prompt_tokens, strip_response
+from saelora_core.models.precision import native_bf16
 
 
 def hf_generate(mas, hf, prompts: list[str], lora, batch: int, n_new: int) -> list[str]:
@@ -108,31 +114,38 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--preset", default="gemma-3-270m")
     ap.add_argument("--lora", default=f"loras/{FRENCH.name}")
+    ap.add_argument(
+        "--bf16",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="also run every path with the frozen model in bf16 (auto: where the CPU or GPU "
+        "has native bf16)",
+    )
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    mas = load_model_and_sae(args.preset)
+    mas = load_model_and_sae(args.preset, dtype=torch.float32)
     lora = load_lora(args.lora, sae_identity=mas.sae_identity).lora
-    hf = hf_twin(mas)
-    assert hf is not None
+    models = {"": (mas, hf_twin(mas))}
+    dev = str(next(mas.model.parameters()).device)
+    if args.bf16 == "yes" or (args.bf16 == "auto" and native_bf16(dev)):
+        mas16 = load_model_and_sae(args.preset, dtype=torch.bfloat16)
+        models[", bf16"] = (mas16, hf_twin(mas16))
     n_new = args.new_tokens
-    dev = str(next(hf.parameters()).device)
     print(f"device={dev} threads={torch.get_num_threads()} new_tokens={n_new}")
     figures: dict[str, Any] = {"new_tokens": n_new, "device": dev, "rows": []}
     for batch, n in ((16, args.prompts16), (40, args.prompts40)):
         prompts = prompt_set(n)
-        runs = {
-            "HF generate": lambda b=batch, p=prompts: hf_generate(mas, hf, p, lora, b, n_new),
-            "ours (tl)": lambda b=batch, p=prompts: generate(
-                mas, p, lora, max_new_tokens=n_new, batch_size=b, backend="tl"
-            ),
-            "ours (hf)": lambda b=batch, p=prompts: generate(
-                mas, p, lora, max_new_tokens=n_new, batch_size=b, backend="hf"
-            ),
-            "ours (hf-int8)": lambda b=batch, p=prompts: generate(
-                mas, p, lora, max_new_tokens=n_new, batch_size=b, backend="hf-int8"
-            ),
-        }
+        runs = {}
+        for tag, (m, hf) in models.items():
+            assert hf is not None
+            runs[f"HF generate{tag}"] = lambda b=batch, p=prompts, m=m, hf=hf: hf_generate(
+                m, hf, p, lora, b, n_new
+            )
+            for backend in ("tl", "hf", "hf-int8"):
+                runs[f"ours ({backend}{tag})"] = lambda b=batch, p=prompts, m=m, k=backend: (
+                    generate(m, p, lora, max_new_tokens=n_new, batch_size=b, backend=k)
+                )
         rates, answers = {}, {}
         for name, fn in runs.items():
             dt, answers[name] = timed(fn)
@@ -143,9 +156,12 @@ def main() -> None:
                 a == b for a, b in zip(answers[name], answers["HF generate"], strict=True)
             )
             ratio = rates[name] / rates["HF generate"]
+            anchor = "HF generate, bf16" if name.endswith("bf16)") else "HF generate"
+            ratio_same = rates[name] / rates.get(anchor, rates["HF generate"])
             print(
-                f"batch {batch:2d}, {len(prompts):3d} prompts, {name:14s}: "
-                f"{rates[name]:7.1f} tok/s  {ratio:5.2f}x HF generate  "
+                f"batch {batch:2d}, {len(prompts):3d} prompts, {name:20s}: "
+                f"{rates[name]:7.1f} tok/s  {ratio:5.2f}x HF generate (fp32)  "
+                f"{ratio_same:5.2f}x HF generate in its dtype  "
                 f"answers = tl {same_tl}/{len(prompts)}, = HF generate {same_hf}/{len(prompts)}"
             )
             figures["rows"].append(
@@ -155,6 +171,7 @@ def main() -> None:
                     "path": name,
                     "tok_per_s": rates[name],
                     "ratio_to_hf_generate": ratio,
+                    "ratio_to_hf_generate_same_dtype": ratio_same,
                     "same_as_tl": same_tl,
                     "same_as_hf_generate": same_hf,
                 }
