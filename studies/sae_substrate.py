@@ -125,7 +125,7 @@ def plot_curve(curve: pd.DataFrame, out: Path) -> None:
         x=x, y=curve["general_ev"], mode="lines+markers", name="general-text EV", row=1, col=1
     )
     fig.update_layout(title="The broad-corpus SAE as it trains", width=1100, height=380)
-    save_figure(fig, out, "curve", formats=("html", "png"))
+    save_figure(fig, out, "curve", formats=("png",))
 
 
 def table(general: dict, heldout: dict, names: dict[str, str]) -> str:
