@@ -40,8 +40,27 @@ def general_stage(saes: dict[str, Path], out: Path) -> dict:
     path = out / "general_text.json"
     if path.exists():
         return json.loads(path.read_text())
-    model = load_base_model("gemma-3-270m", dtype=torch.float32)
-    return eval_stage(model, {k: str(v) for k, v in saes.items()}, GENERAL_TEXT, path)
+    # An SAE measured by its own build (``general_text_eval.json``, the same texts, settings
+    # and code) is not measured again.
+    known = {}
+    for name, d in saes.items():
+        own = d / "general_text_eval.json"
+        if own.exists():
+            rec = json.loads(own.read_text())
+            if (
+                rec.get("max_tokens_per_group") is None
+                and Path(rec["texts"]).name == GENERAL_TEXT.name
+            ):
+                known[name] = rec["results"][d.name]
+    todo: dict[str, str | Path] = {k: v for k, v in saes.items() if k not in known}
+    record = {"texts": str(GENERAL_TEXT), "group_key": "kind", "max_tokens_per_group": None}
+    results = {}
+    if todo:
+        model = load_base_model("gemma-3-270m", dtype=torch.float32)
+        results = eval_stage(model, todo, GENERAL_TEXT, out / "general_text_new.json")["results"]
+    record["results"] = {k: known[k] if k in known else results[k] for k in saes}
+    atomic_write_json(path, record)
+    return record
 
 
 def heldout_stage(saes: dict[str, Path], corpus: Path, cache: Path, out: Path) -> dict:
@@ -160,8 +179,8 @@ def main() -> None:
         default=REPO_ROOT / "data/activations/gemma-3-270m-l12-heldout",
     )
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results/sae_substrate")
-    p.add_argument("--curve-tokens", type=int, default=200_000, help="held-out tokens per point")
-    p.add_argument("--curve-general", type=int, default=600, help="general-text tokens per genre")
+    p.add_argument("--curve-tokens", type=int, default=131_072, help="held-out tokens per point")
+    p.add_argument("--curve-general", type=int, default=400, help="general-text tokens per genre")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     saes = {a.old.name: a.old, a.new.name: a.new}
