@@ -122,6 +122,23 @@ def save_snapshot(trainer, out: Path, metadata: dict | None = None) -> None:
     tmp.rename(out)
 
 
+def skip_window_reset_once(trainer) -> None:
+    """A checkpoint taken on a step that ends a feature-sampling window holds the stats already
+    reset (the trainer resets them before it asks for the batch that triggers the save);
+    resuming, sae_lens's ``fit`` would reset the empty window again and divide 0 by 0 in its
+    sparsity log. Skip that one repeated reset, so the resumed run equals the unbroken one."""
+    window = trainer.cfg.feature_sampling_window
+    if trainer.n_training_steps % window or trainer.n_frac_active_samples:
+        return
+    original = trainer.maybe_reset_sparsity
+
+    def once() -> dict:
+        trainer.maybe_reset_sparsity = original
+        return {}
+
+    trainer.maybe_reset_sparsity = once
+
+
 def checkpoint_dir(out_dir: str | Path) -> Path:
     """Where a run writing ``out_dir`` keeps its checkpoints: a hidden sibling."""
     out = Path(out_dir)
@@ -222,6 +239,7 @@ def train_sae_from_batches(
     holder["trainer"] = trainer
     if resume is not None:
         trainer.load_trainer_state(resume)
+        skip_window_reset_once(trainer)
         skip = json.loads((resume / "done").read_text())["batches_consumed"]
         logger.info("resuming from %s (step %d)", resume, trainer.n_training_steps)
     else:

@@ -283,3 +283,41 @@ def test_a_snapshot_is_the_sae_of_a_run_stopped_there(tiny_mas, corpus, tmp_path
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_a_resume_on_a_sparsity_window_boundary_equals_the_unbroken_run(
+    tiny_mas, corpus, tmp_path, monkeypatch
+):
+    """sae_lens resets its feature-sparsity window every 100 steps here; a checkpoint taken on
+    step 100 holds the window already reset, and resuming from it must not reset it again
+    (that divided 0 by 0 in sae_lens's sparsity log and stopped the run)."""
+    out = cache_activations(
+        tiny_mas.model, corpus, tmp_path / "c", settings_for(tiny_mas, corpus), progress=False
+    )
+    ids = special_token_ids(tiny_mas.tokenizer)
+    cfg = tiny_cfg(training_tokens=64 * 110, checkpoint_every=50)
+    whole = train_sae_from_cache(out, cfg, tmp_path / "whole", exclude_ids=ids)
+
+    class Killed(Exception):
+        pass
+
+    from saelora_core.sae import cached_batches as module
+
+    original = module.cached_batches
+
+    def dying(*a, **kw):
+        for i, b in enumerate(original(*a, **kw)):
+            if i == 105:
+                raise Killed
+            yield b
+
+    with monkeypatch.context() as m:
+        m.setattr(module, "cached_batches", dying)
+        with pytest.raises(Killed):
+            train_sae_from_cache(out, cfg, tmp_path / "resumed", exclude_ids=ids)
+    assert (checkpoint_dir(tmp_path / "resumed") / "step_0000100" / "done").exists()
+    resumed = train_sae_from_cache(out, cfg, tmp_path / "resumed", exclude_ids=ids)
+    a = load_file(whole / "sae_weights.safetensors")
+    b = load_file(resumed / "sae_weights.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
