@@ -29,9 +29,9 @@ from saelora_core.sae.loading import SaeMismatchError, check_fit, load_sae, sae_
 
 __all__ = ["PRESETS", "ModelAndSae", "Preset", "PresetUnavailableError", "SaeMismatchError"]
 
-DEFAULT_SAE_DIR = REPO_ROOT / "data" / "saes" / "gemma-3-270m-l12-topk"
 TOPK4K_SAE_DIR = REPO_ROOT / "data" / "saes" / "gemma-3-270m-l12-topk"
 """The first shipped SAE: TopK, 4,096 latents, k 32, 2M tokens of narrow text."""
+DEFAULT_SAE_DIR = TOPK4K_SAE_DIR
 BT8K_SAE_DIR = REPO_ROOT / "data" / "saes" / "gemma-3-270m-l12-bt8k"
 """BatchTopK (saved as JumpReLU), 8,192 latents, L0 60, 8.2M tokens of the broad corpus
 (``make sae``; docs/sae_build.md)."""
@@ -59,30 +59,21 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "gemma-3-270m": Preset(
-        name="gemma-3-270m",
-        model_name="google/gemma-3-270m",
-        layer=12,
-        chat_format="qa",
-        sae_path=str(DEFAULT_SAE_DIR),
-        loader="gguf",
-    ),
-    "gemma-3-270m-topk4k": Preset(
-        name="gemma-3-270m-topk4k",
-        model_name="google/gemma-3-270m",
-        layer=12,
-        chat_format="qa",
-        sae_path=str(TOPK4K_SAE_DIR),
-        loader="gguf",
-    ),
-    "gemma-3-270m-bt8k": Preset(
-        name="gemma-3-270m-bt8k",
-        model_name="google/gemma-3-270m",
-        layer=12,
-        chat_format="qa",
-        sae_path=str(BT8K_SAE_DIR),
-        loader="gguf",
-    ),
+    **{
+        name: Preset(
+            name=name,
+            model_name="google/gemma-3-270m",
+            layer=12,
+            chat_format="qa",
+            sae_path=str(path),
+            loader="gguf",
+        )
+        for name, path in (
+            ("gemma-3-270m", DEFAULT_SAE_DIR),
+            ("gemma-3-270m-topk4k", TOPK4K_SAE_DIR),
+            ("gemma-3-270m-bt8k", BT8K_SAE_DIR),
+        )
+    },
     "gemma-3-270m-gemmascope2": Preset(
         name="gemma-3-270m-gemmascope2",
         model_name="google/gemma-3-270m",

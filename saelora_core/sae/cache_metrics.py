@@ -28,9 +28,6 @@ class CacheMetrics:
     """Tokens each latent fired on: its 1 %, 10 %, 50 % and 90 % quantiles over latents."""
 
 
-# The last partial batch of a cache (under ``batch_tokens`` tokens) is not read.
-
-
 @torch.no_grad()
 def cache_metrics(
     sae,
@@ -40,7 +37,8 @@ def cache_metrics(
     batch_tokens: int = 8192,
     max_tokens: int | None = None,
 ) -> CacheMetrics:
-    """Metrics over the cache's tokens in order (the first ``max_tokens`` of them, if given)."""
+    """Metrics over the cache's tokens in order (the first ``max_tokens`` of them, if given);
+    the last partial batch (under ``batch_tokens`` tokens) is not read."""
     from saelora_core.sae.cached_batches import cached_batches
 
     d_sae = sae.cfg.d_sae

@@ -172,6 +172,28 @@ def test_training_from_cache_equals_training_from_the_model(tiny_mas, corpus, tm
     assert json.loads((from_cache / "cfg.json").read_text())["architecture"] == "jumprelu"
 
 
+class Killed(Exception):
+    pass
+
+
+def killed_at_batch(index: int, monkeypatch, run) -> None:
+    """``run()`` with the cache's batch stream raising at batch ``index``: a run killed there."""
+    from saelora_core.sae import cached_batches as module
+
+    original = module.cached_batches
+
+    def dying(*a, **kw):
+        for i, b in enumerate(original(*a, **kw)):
+            if i == index:
+                raise Killed
+            yield b
+
+    with monkeypatch.context() as m:
+        m.setattr(module, "cached_batches", dying)
+        with pytest.raises(Killed):
+            run()
+
+
 def test_training_resumes_to_the_same_weights(tiny_mas, corpus, tmp_path, monkeypatch):
     out = cache_activations(
         tiny_mas.model, corpus, tmp_path / "c", settings_for(tiny_mas, corpus), progress=False
@@ -180,23 +202,11 @@ def test_training_resumes_to_the_same_weights(tiny_mas, corpus, tmp_path, monkey
     cfg = tiny_cfg()
     whole = train_sae_from_cache(out, cfg, tmp_path / "whole", exclude_ids=ids)
 
-    class Killed(Exception):
-        pass
-
-    from saelora_core.sae import cached_batches as module
-
-    original = module.cached_batches
-
-    def dying(*a, **kw):
-        for i, b in enumerate(original(*a, **kw)):
-            if i == 15:
-                raise Killed
-            yield b
-
-    with monkeypatch.context() as m:
-        m.setattr(module, "cached_batches", dying)
-        with pytest.raises(Killed):
-            train_sae_from_cache(out, cfg, tmp_path / "resumed", exclude_ids=ids)
+    killed_at_batch(
+        15,
+        monkeypatch,
+        lambda: train_sae_from_cache(out, cfg, tmp_path / "resumed", exclude_ids=ids),
+    )
     assert (tmp_path / ".resumed-checkpoints").exists()
     resumed = train_sae_from_cache(out, cfg, tmp_path / "resumed", exclude_ids=ids)
     a = load_file(whole / "sae_weights.safetensors")
@@ -298,23 +308,11 @@ def test_a_resume_on_a_sparsity_window_boundary_equals_the_unbroken_run(
     cfg = tiny_cfg(training_tokens=64 * 110, checkpoint_every=50)
     whole = train_sae_from_cache(out, cfg, tmp_path / "whole", exclude_ids=ids)
 
-    class Killed(Exception):
-        pass
-
-    from saelora_core.sae import cached_batches as module
-
-    original = module.cached_batches
-
-    def dying(*a, **kw):
-        for i, b in enumerate(original(*a, **kw)):
-            if i == 105:
-                raise Killed
-            yield b
-
-    with monkeypatch.context() as m:
-        m.setattr(module, "cached_batches", dying)
-        with pytest.raises(Killed):
-            train_sae_from_cache(out, cfg, tmp_path / "resumed", exclude_ids=ids)
+    killed_at_batch(
+        105,
+        monkeypatch,
+        lambda: train_sae_from_cache(out, cfg, tmp_path / "resumed", exclude_ids=ids),
+    )
     assert (checkpoint_dir(tmp_path / "resumed") / "step_0000100" / "done").exists()
     resumed = train_sae_from_cache(out, cfg, tmp_path / "resumed", exclude_ids=ids)
     a = load_file(whole / "sae_weights.safetensors")
