@@ -14,11 +14,13 @@ per example, forward and input-gradient backward of the blocks above it, causal 
 the unembedding at the loss positions, forward and backward) by the time and by a fp32 GEMM's
 FLOP/s measured in the same run.
 
-Also measures the adapter's overhead against a plain forward and backward of the same model
-with no hook (gradient taken w.r.t. a zero bias at the same hook point, so the backward pass
-covers the same layers).
+Each path runs once per frozen-model dtype (``--dtypes``; default float32, and bf16 too where
+the hardware multiplies it natively), in the same run: the ratio bf16 / float32 is measured side
+by side, and each row's model FLOP/s is given as a fraction of its own dtype's GEMM peak and of
+the best peak this machine offers (bf16 where native), both measured now.
 
 Usage: python bench/train_throughput.py [--examples 64] [--epochs 2] [--tiny] [--full-responses]
+       [--paths batched] [--dtypes float32,bfloat16] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from saelora_core import LoraTrainingConfig, load_model_and_sae, train_lora
 from saelora_core.adapter.batch import tokenize_rows
 from saelora_core.demo.behaviours import FRENCH, build_demo_dataset
+from saelora_core.io.atomic import atomic_write_json
+from saelora_core.models.precision import native_bf16
+
+PATHS = {"naive": (False, 1), "per-example": (True, 1), "batched": (True, 8)}
 
 
 def rows(n: int) -> list[dict]:
@@ -39,9 +46,10 @@ def rows(n: int) -> list[dict]:
     return [dict(r) for r in ds.select(range(min(n, len(ds))))]
 
 
-def gemm_peak() -> float:
-    """fp32 FLOP/s of a 2048² GEMM on this machine, best of 5."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def gemm_peak(dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a 2048² GEMM in ``dtype`` on this machine, best of 5 (after a warm-up)."""
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    _ = a @ b
     best = 0.0
     for _ in range(5):
         t = time.perf_counter()
@@ -82,14 +90,24 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="the tiny test model (no download)")
     ap.add_argument("--full-responses", action="store_true", help="train on whole responses")
+    ap.add_argument("--paths", default="batched", help=f"comma-separated, of {sorted(PATHS)}")
+    ap.add_argument(
+        "--dtypes",
+        default=None,
+        help="frozen-model dtypes, comma-separated (default float32, plus bfloat16 if native)",
+    )
+    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
-    if args.tiny:
-        from saelora_core.testing import tiny_model_and_sae
-
-        mas = tiny_model_and_sae()
-    else:
-        mas = load_model_and_sae("gemma-3-270m", device="cpu")
+    native = native_bf16("cpu")
+    dtypes = (args.dtypes or ("float32,bfloat16" if native else "float32")).split(",")
+    paths = args.paths.split(",")
+    peaks = {d: gemm_peak(getattr(torch, d)) for d in dict.fromkeys(["float32", *dtypes])}
+    best_peak = max(peaks.values())
+    print(
+        f"threads={torch.get_num_threads()} native bf16={native}; GEMM peaks (measured now): "
+        + ", ".join(f"{d} {v / 1e9:.0f} GFLOP/s" for d, v in peaks.items())
+    )
     data = rows(args.examples)
     base = {
         **FRENCH.config.to_dict(),
@@ -97,27 +115,57 @@ def main() -> None:
         "eval_fraction": 0.0,
         "response_tokens": 0 if args.full_responses else FRENCH.config.response_tokens,
     }
-    exs, _ = tokenize_rows(mas, data, base["max_len"], base["response_tokens"] or None)
-    n_tok = sum(len(e.chat.tokens) for e in exs) * args.epochs
-    peak = gemm_peak()
-    print(
-        f"model={mas.preset} examples={len(data)} epochs={args.epochs} "
-        f"tokens/example={n_tok / args.epochs / len(exs):.0f} threads={torch.get_num_threads()} "
-        f"fp32 GEMM peak {peak / 1e9:.0f} GFLOP/s (measured now)"
-    )
-    results = {}
-    for name, pre, micro in (("naive", False, 1), ("per-example", True, 1), ("batched", True, 8)):
-        dt, _ = run(mas, data, args.epochs, pre, micro, base)
-        frac = work_flops(mas, exs, args.epochs, pre) / dt / peak
-        results[name] = dt
+    results: dict = {"peaks": peaks, "native_bf16": native, "rows": []}
+    for dname in dtypes:
+        dtype = getattr(torch, dname)
+        if args.tiny:
+            from saelora_core.testing import tiny_model_and_sae
+
+            mas = tiny_model_and_sae()
+            mas.model.to(dtype)
+        else:
+            mas = load_model_and_sae("gemma-3-270m", device="cpu", dtype=dtype)
+        exs, _ = tokenize_rows(mas, data, base["max_len"], base["response_tokens"] or None)
+        n_tok = sum(len(e.chat.tokens) for e in exs) * args.epochs
         print(
-            f"{name:12s} (precompute={pre!s:5s} micro_batch={micro}): {n_tok / dt:8.1f} tokens/s "
-            f"({dt:.1f} s), {frac:5.1%} of the GEMM peak in model FLOPs"
+            f"[{dname}] model={mas.preset} examples={len(data)} epochs={args.epochs} "
+            f"tokens/example={n_tok / args.epochs / len(exs):.0f}"
         )
-    print(
-        f"batched / per-example: {results['per-example'] / results['batched']:.2f}x; "
-        f"batched / naive: {results['naive'] / results['batched']:.2f}x"
-    )
+        for name in paths:
+            pre, micro = PATHS[name]
+            dt, _ = run(mas, data, args.epochs, pre, micro, base)
+            flops = work_flops(mas, exs, args.epochs, pre) / dt
+            row = {
+                "dtype": dname,
+                "path": name,
+                "seconds": dt,
+                "tokens_per_s": n_tok / dt,
+                "frac_own_peak": flops / peaks[dname],
+                "frac_best_peak": flops / best_peak,
+            }
+            results["rows"].append(row)
+            print(
+                f"[{dname}] {name:12s} (precompute={pre!s:5s} micro_batch={micro}): "
+                f"{row['tokens_per_s']:8.1f} tokens/s ({dt:.1f} s), "
+                f"{row['frac_own_peak']:5.1%} of the {dname} GEMM peak, "
+                f"{row['frac_best_peak']:5.1%} of the best peak, in model FLOPs"
+            )
+        del mas
+    by = {(r["dtype"], r["path"]): r["tokens_per_s"] for r in results["rows"]}
+    for name in paths:
+        if len(dtypes) > 1:
+            ratio = by[(dtypes[-1], name)] / by[(dtypes[0], name)]
+            results[f"{name}_{dtypes[-1]}_over_{dtypes[0]}"] = ratio
+            print(f"{name}: {dtypes[-1]} / {dtypes[0]} tokens/s = {ratio:.2f}x")
+    for d in dtypes:
+        if {"batched", "per-example", "naive"} <= set(paths):
+            print(
+                f"[{d}] batched / per-example: "
+                f"{by[(d, 'batched')] / by[(d, 'per-example')]:.2f}x; "
+                f"batched / naive: {by[(d, 'batched')] / by[(d, 'naive')]:.2f}x"
+            )
+    if args.json:
+        atomic_write_json(args.json, results)
 
 
 if __name__ == "__main__":

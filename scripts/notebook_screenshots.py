@@ -36,6 +36,7 @@ READY = {
     "04_logit_attribution": ("Press Run attribution", "marimo-plotly"),
     "05_sparsity": ("Press Run pruning sweep", "marimo-plotly"),
     "06_sae_repair": ("Run repair", "marimo-plotly"),
+    "07_compare": ("Every answer counted as a hit", "marimo-plotly"),
 }
 TIMEOUT_MS = 600_000
 

@@ -36,7 +36,8 @@ def general_texts(
     max_per_genre: int | None = None,
 ) -> list[dict]:
     """``{"text", "genre"}`` rows: the general text (genre from ``kind``/``genre``) and, when
-    given, the corpus's held-out JSONL (genre ``corpus``, ``text`` field)."""
+    given, the corpus's held-out JSONL (genre ``corpus``, ``text`` field). ``max_per_genre``
+    keeps that many rows per genre, evenly spaced through the file."""
     rows = []
     for p, default in ((path, "general"), (corpus_heldout, "corpus")):
         if p is None:
@@ -53,13 +54,16 @@ def general_texts(
                 if str(r.get("text", "")).strip():
                     rows.append({"text": r["text"], "genre": genre})
     if max_per_genre is not None:
-        seen: dict[str, int] = {}
-        keep = []
-        for r in rows:
-            if seen.get(r["genre"], 0) < max_per_genre:
-                keep.append(r)
-                seen[r["genre"]] = seen.get(r["genre"], 0) + 1
-        rows = keep
+        # Evenly spaced within each genre, in file order: the corpus's held-out split is
+        # written source by source, so its first rows would all come from one source.
+        by_genre: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_genre.setdefault(r["genre"], []).append(i)
+        keep_idx: set[int] = set()
+        for idx in by_genre.values():
+            n = min(max_per_genre, len(idx))
+            keep_idx.update(idx[(j * len(idx)) // n] for j in range(n))
+        rows = [r for i, r in enumerate(rows) if i in keep_idx]
     return rows
 
 

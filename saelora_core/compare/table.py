@@ -13,6 +13,7 @@ Files written by :func:`write_outputs` to the output directory:
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import math
@@ -87,6 +88,21 @@ def display_rows(table: pd.DataFrame) -> list[list[str]]:
     return out
 
 
+def display_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as the Markdown and HTML pages show it: formatted strings under ``HEADERS``."""
+    return pd.DataFrame(display_rows(table), columns=HEADERS)
+
+
+def hits_frame(res: CompareResult, method: str | None = None) -> pd.DataFrame:
+    """Every answer the detector counted as a hit (of ``method``, or of every row), with the
+    prompt, its split and category, so each counted hit can be read."""
+    a = res.answers
+    hit = a["hit"].astype(str).str.lower().isin(["true", "1", "1.0"])
+    keep = a[hit & ((a["method"] == method) if method else True)]
+    cols = ["method", "split", "category", "prompt", "answer", "loops", "target_fraction"]
+    return pd.DataFrame(keep[[c for c in cols if c in keep.columns]]).reset_index(drop=True)
+
+
 def table_markdown(res: CompareResult) -> str:
     s = res.settings
     p = s["prompts"]
@@ -145,10 +161,9 @@ def table_html(res: CompareResult) -> str:
     if len(res.capability):
         parts.append("<h2>Capability cost per genre</h2>")
         parts.append(res.capability.to_html(index=False, float_format="%.4f", border=0))
-    hits = res.answers[res.answers["hit"]]
+    hits = hits_frame(res)
     parts.append(f"<h2>Every hit ({len(hits)} answers the detector counts)</h2>")
-    cols = ["method", "split", "category", "prompt", "answer", "loops", "target_fraction"]
-    parts.append(hits[cols].to_html(index=False, float_format="%.2f", border=0))
+    parts.append(hits.to_html(index=False, float_format="%.2f", border=0))
     parts.append(f"<p>Settings: <code>{e(json.dumps(s, default=str))}</code></p></body></html>")
     return "".join(parts)
 
@@ -161,7 +176,8 @@ def write_outputs(res: CompareResult, out_dir: str | Path) -> list[Path]:
         "table.csv": res.table.to_csv(index=False),
         "table.md": table_markdown(res),
         "table.html": table_html(res),
-        "answers.csv": res.answers.to_csv(index=False),
+        # Strings quoted: a generated answer may hold a bare "\r", which unquoted splits a row.
+        "answers.csv": res.answers.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC),
         "near_miss_by_category.csv": res.near_miss.to_csv(index=False),
         "capability_by_genre.csv": res.capability.to_csv(index=False),
     }
@@ -176,6 +192,22 @@ def write_outputs(res: CompareResult, out_dir: str | Path) -> list[Path]:
     files.append(out / "compare.json")
     res.files = files
     return files
+
+
+def read_outputs(out_dir: str | Path) -> CompareResult:
+    """The :class:`CompareResult` that :func:`write_outputs` wrote to ``out_dir`` (for notebooks
+    and reports: reading a finished comparison runs no model). A missing file is named."""
+    out = Path(out_dir)
+    need = ["table.csv", "answers.csv", "near_miss_by_category.csv", "capability_by_genre.csv"]
+    missing = [n for n in [*need, "compare.json"] if not (out / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{out} holds no finished comparison ({', '.join(missing)} missing): run "
+            "`saelora compare --behaviour <french|upper> --train` (docs/compare.md)"
+        )
+    frames = [pd.read_csv(out / n, keep_default_na=False, na_values=[""]) for n in need]
+    settings = json.loads((out / "compare.json").read_text(encoding="utf-8"))["settings"]
+    return CompareResult(*frames, settings=settings, files=[out / n for n in need])
 
 
 def pareto_figure(table: pd.DataFrame, x: str = "trainable_params"):

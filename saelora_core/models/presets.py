@@ -30,11 +30,12 @@ from saelora_core.sae.loading import SaeMismatchError, check_fit, load_sae, sae_
 __all__ = ["PRESETS", "ModelAndSae", "Preset", "PresetUnavailableError", "SaeMismatchError"]
 
 TOPK4K_SAE_DIR = REPO_ROOT / "data" / "saes" / "gemma-3-270m-l12-topk"
-"""The first shipped SAE: TopK, 4,096 latents, k 32, 2M tokens of narrow text."""
-DEFAULT_SAE_DIR = TOPK4K_SAE_DIR
+"""The first shipped SAE: TopK, 4,096 latents, k 32, 2M tokens of narrow text (preset
+``gemma-3-270m-topk4k``, kept for side-by-side comparison)."""
 BT8K_SAE_DIR = REPO_ROOT / "data" / "saes" / "gemma-3-270m-l12-bt8k"
 """BatchTopK (saved as JumpReLU), 8,192 latents, L0 60, 8.2M tokens of the broad corpus
-(``make sae``; docs/sae_build.md)."""
+(``make sae``; docs/sae_build.md). The default preset's SAE."""
+DEFAULT_SAE_DIR = BT8K_SAE_DIR
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,9 @@ def load_model_and_sae(
     chat_format: ChatFormat | None = None,
 ) -> ModelAndSae:
     """Load a frozen model, a frozen SAE and the hook point. The model's dtype defaults to
-    :func:`models.precision.frozen_dtype` (bf16 on CUDA, float32 on the CPU unless
-    ``SAELORA_FROZEN_DTYPE=bfloat16``); the SAE is float32.
+    :func:`models.precision.frozen_dtype` (bf16 where the hardware has it natively: CUDA, a
+    CPU with AMX or AVX512-BF16; float32 elsewhere; ``SAELORA_FROZEN_DTYPE`` overrides it); the
+    SAE is float32.
 
     ``preset`` is a key of :data:`PRESETS`, or any TransformerLens model name together with an SAE
     given by ``sae_path`` or ``(sae_release, sae_id)``. Explicit keyword arguments override the

@@ -114,6 +114,20 @@ def test_every_shipped_adapter_records_its_behaviour(lora_dir):
     assert missing_behaviour(meta) == []
 
 
+@pytest.mark.parametrize(
+    "lora_dir", sorted(p.parent.name for p in (REPO_ROOT / "loras").glob("*/metadata.json"))
+)
+def test_every_shipped_adapter_names_the_preset_of_its_own_sae(lora_dir):
+    """An adapter trained on the first SAE says so (preset ``gemma-3-270m-topk4k``) rather than
+    pointing at a default whose SAE it no longer fits."""
+    from saelora_core.models.presets import PRESETS
+    from saelora_core.sae.loading import load_sae
+
+    meta = json.loads((REPO_ROOT / "loras" / lora_dir / "metadata.json").read_text())
+    _, ident = load_sae(path=REPO_ROOT / PRESETS[meta["preset"]].sae_path)
+    assert meta["sae"]["hash"] == ident["hash"], meta["preset"]
+
+
 def test_notebook_pickers_start_on_the_adapters_own_choice_or_ask():
     names = ["demo-math-french", "demo-math-upper"]
     assert dataset_choice(names, BEHAVIOUR) == "demo-math-french"

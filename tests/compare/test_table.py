@@ -4,6 +4,8 @@ its own answers), the files, the capability cost, and the Pareto figure."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -13,7 +15,7 @@ from saelora_core.compare.capability import capability_cost, general_texts
 from saelora_core.compare.edits import Edit, RowSpec, load_edit
 from saelora_core.compare.peft_lora import PeftLoraConfig, train_peft_lora
 from saelora_core.compare.run import CompareSettings, effect_interval, run_compare
-from saelora_core.compare.table import pareto_figure, write_outputs
+from saelora_core.compare.table import pareto_figure, read_outputs, write_outputs
 from saelora_core.demo.behaviours import UPPERCASE
 from saelora_core.testing import save_planted_adapter
 from saelora_core.training.steer import ResidSteer, save_steer
@@ -112,8 +114,14 @@ def test_compare_end_to_end(setup):
     assert "| peft r1 | 688 |" in md and "not judged" in md
     html = (tmp / "out" / "table.html").read_text()
     assert "<script" not in html and "Every hit" in html
-    back = pd.read_csv(tmp / "out" / "table.csv")
-    assert list(back["method"]) == list(more.table["method"])
+    back = read_outputs(tmp / "out")
+    assert list(back.table["method"]) == list(more.table["method"])
+    assert back.table["effect"].tolist() == pytest.approx(more.table["effect"].tolist())
+    assert len(back.answers) == len(more.answers) and back.settings == json.loads(
+        json.dumps(more.settings, default=str)
+    )
+    with pytest.raises(FileNotFoundError, match="saelora compare"):
+        read_outputs(tmp / "nothing-here")
     fig = pareto_figure(more.table)
     assert list(fig.data[0].text) == ["latent", "steer", "peft r1"]
     fig = pareto_figure(more.table, x="n_latents")
@@ -141,6 +149,15 @@ def test_capability_cost_is_zero_for_a_no_op_and_matches_a_direct_computation(se
     assert cap.loc["all", "kl"] == pytest.approx(float(kl), abs=1e-5)
     rows = general_texts(max_per_genre=1)
     assert len(rows) == 10 and len({r["genre"] for r in rows}) == 10
+
+
+def test_corpus_sample_is_spread_through_the_file(tmp_path):
+    corpus = tmp_path / "heldout.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(10)))
+    rows = general_texts(corpus_heldout=corpus, max_per_genre=4)
+    picked = [r["text"] for r in rows if r["genre"] == "corpus"]
+    assert picked == ["doc 0", "doc 2", "doc 5", "doc 7"]
+    assert len([r for r in rows if r["genre"] != "corpus"]) == 4 * 10
 
 
 def test_effect_interval_and_row_specs(tmp_path):

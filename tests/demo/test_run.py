@@ -34,7 +34,7 @@ def test_quick_demo_runs_every_stage(tmp_path):
         assert all(0 <= r["rate"] <= 1 and r["n"] == 2 for r in rates.values())
         meta = json.loads((lora_dir / "metadata.json").read_text())
         assert meta["preset"] == "gemma-3-270m" and meta["sae"]["path"].endswith(
-            "gemma-3-270m-l12-topk"
+            "gemma-3-270m-l12-bt8k"
         )
         assert meta["config"]["response_tokens"] == 4
         html = (lora_dir / "report.html").read_text()

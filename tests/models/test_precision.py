@@ -1,6 +1,7 @@
-"""The frozen model's dtype (models/precision.py): bf16 by default on CUDA only, float32 on the
-CPU whatever its bf16 support until the switch asks; bf16 agrees with float32 on the tiny model
-within the tolerances stated here."""
+"""The frozen model's dtype (models/precision.py): bf16 by default where the hardware has it
+natively (CUDA; a CPU with AMX or AVX512-BF16), float32 on a CPU that would emulate it; the
+probe is monkeypatched both ways, so each branch runs on any machine. bf16 agrees with float32
+on the tiny model within the tolerances stated here."""
 
 import logging
 
@@ -22,13 +23,13 @@ GRAD_COSINE = 0.99
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_frozen_dtype_is_bf16_by_default_on_cuda_only(monkeypatch, caplog, native):
+def test_frozen_dtype_is_bf16_by_default_where_native(monkeypatch, caplog, native):
     monkeypatch.delenv("SAELORA_FROZEN_DTYPE", raising=False)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
     assert precision.native_bf16("cpu") is native
     assert precision.native_bf16("cuda") is True
-    # The CPU stays float32 by default, with or without native bf16 (not yet measured).
-    assert precision.frozen_dtype("cpu") == torch.float32
+    # The CPU takes bf16 only where it multiplies it natively.
+    assert precision.frozen_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
     assert precision.frozen_dtype("cuda") == torch.bfloat16  # every CUDA device, either way
     # The switch overrides the default both ways.
     monkeypatch.setenv("SAELORA_FROZEN_DTYPE", "float32")
@@ -44,10 +45,13 @@ def test_frozen_dtype_is_bf16_by_default_on_cuda_only(monkeypatch, caplog, nativ
 
 
 @pytest.mark.parametrize("native", [True, False])
-@pytest.mark.parametrize(("switch", "want"), [(None, torch.float32), ("bfloat16", torch.bfloat16)])
-def test_load_model_and_sae_takes_its_default_dtype_from_precision(
-    monkeypatch, native, switch, want
-):
+@pytest.mark.parametrize("switch", [None, "float32", "bfloat16"])
+def test_load_model_and_sae_takes_its_default_dtype_from_precision(monkeypatch, native, switch):
+    want = {
+        None: torch.bfloat16 if native else torch.float32,
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+    }[switch]
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
     if switch is None:
         monkeypatch.delenv("SAELORA_FROZEN_DTYPE", raising=False)

@@ -84,7 +84,7 @@ def test_real_default_preset_loads_and_matches_shapes():
     mas = load_model_and_sae("gemma-3-270m", device="cpu")
     assert mas.model.cfg.d_model == 640 and mas.model.cfg.n_layers == 18
     assert mas.sae.cfg.d_in == 640 and mas.hook_name == "blocks.12.hook_resid_post"
-    assert mas.sae_identity["path"] == str(Path("data/saes/gemma-3-270m-l12-topk"))
+    assert mas.sae_identity["path"] == str(Path("data/saes/gemma-3-270m-l12-bt8k"))
     logits = mas.model(mas.model.to_tokens("The capital of France is"))
     assert torch.isfinite(logits).all()
     top = [mas.tokenizer.decode(t).strip() for t in logits[0, -1].topk(10).indices]
@@ -99,17 +99,16 @@ def test_real_default_preset_loads_and_matches_shapes():
         check_fit(tiny.sae, mas.model, "gemma-3-270m")
 
 
-def test_the_broad_sae_loads_by_preset_and_refuses_the_first_saes_adapters():
-    """``gemma-3-270m-bt8k``: the BatchTopK SAE saved as JumpReLU loads through the same path as
-    the default, reconstructs the model's own residual, and an adapter trained on the first SAE
-    is refused on it, naming the reason."""
-    from saelora_core import load_lora
-    from saelora_core.adapter.saving import CheckpointError
-    from saelora_core.io.paths import REPO_ROOT
+def test_the_broad_default_sae_refuses_an_adapter_of_the_first_sae(tmp_path):
+    """The default preset's BatchTopK SAE (saved as JumpReLU) reconstructs the model's own
+    residual; the first SAE still loads by its own name (``gemma-3-270m-topk4k``), and an
+    adapter trained on it is refused on the default, naming the reason."""
+    from saelora_core import SaeLora, load_lora, save_lora
+    from saelora_core.adapter.saving import CheckpointError, build_metadata
 
-    mas = load_model_and_sae("gemma-3-270m-bt8k", device="cpu")
+    mas = load_model_and_sae("gemma-3-270m", device="cpu")
     assert mas.sae.cfg.d_sae == 8192 and mas.sae.cfg.architecture() == "jumprelu"
-    assert mas.sae_identity["path"] == str(Path("data/saes/gemma-3-270m-l12-bt8k"))
+    assert load_model_and_sae("gemma-3-270m-bt8k").sae_identity == mas.sae_identity
     text = "The committee met on Tuesday to discuss the budget for next year's festival."
     _, cache = mas.model.run_with_cache(mas.model.to_tokens(text), names_filter=mas.hook_name)
     x = cache[mas.hook_name][0, 1:]
@@ -119,10 +118,18 @@ def test_the_broad_sae_loads_by_preset_and_refuses_the_first_saes_adapters():
     ev = 1 - (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
     assert ev > 0.6, ev
     assert 10 < (z > 0).sum(-1).float().mean() < 200
-    with pytest.raises(CheckpointError, match="d_sae=4096 but the loaded SAE has d_sae=8192"):
-        load_lora(REPO_ROOT / "loras/demo-math-french", sae_identity=mas.sae_identity)
     first = load_model_and_sae("gemma-3-270m-topk4k", device="cpu")
-    assert (
-        first.sae_identity["hash"]
-        == load_lora(REPO_ROOT / "loras/demo-math-french").metadata["sae"]["hash"]
+    assert first.sae.cfg.d_sae == 4096 and first.sae_identity["hash"] != mas.sae_identity["hash"]
+    old = SaeLora(4096, rank=1)
+    meta = build_metadata(
+        old,
+        config={},
+        preset="gemma-3-270m-topk4k",
+        sae_identity=first.sae_identity,
+        layer=first.layer,
+        mode="error_preserving",
     )
+    save_lora(old, tmp_path / "old", meta)
+    assert load_lora(tmp_path / "old", sae_identity=first.sae_identity).lora.d_sae == 4096
+    with pytest.raises(CheckpointError, match="d_sae=4096 but the loaded SAE has d_sae=8192"):
+        load_lora(tmp_path / "old", sae_identity=mas.sae_identity)

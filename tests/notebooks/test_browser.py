@@ -116,6 +116,7 @@ PAGES = {
     ),
     "05_sparsity": Page(("{adapter}", "Run pruning sweep"), ("marimo-plotly",)),
     "06_sae_repair": Page(("Run repair",), ("marimo-plotly",)),
+    "07_compare": Page(("Every answer counted as a hit",), ("marimo-plotly",)),
 }
 
 

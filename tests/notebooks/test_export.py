@@ -30,13 +30,13 @@ import torch
 
 from saelora_core import SaeLora, save_lora
 from saelora_core.adapter.saving import build_metadata
-from saelora_core.models.presets import PRESETS
+from saelora_core.models.presets import DEFAULT_SAE_DIR, PRESETS
 from saelora_core.sae.loading import load_sae
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.py"))
 MARIMO = Path(sys.executable).with_name("marimo")
-DEFAULT_SAE_CFG = ROOT / "data" / "saes" / "gemma-3-270m-l12-topk" / "cfg.json"
+DEFAULT_SAE_CFG = DEFAULT_SAE_DIR / "cfg.json"
 TINY_EXPORT_TIMEOUT = 240  # typically 8-30 s; generous for a loaded CI machine
 DEFAULT_EXPORT_TIMEOUT = 300  # the first load ever dequantizes the GGUF weights (~45 s)
 # Read by the notebooks (their defaults: the default preset, loras/, data/datasets/).
@@ -65,6 +65,7 @@ EXPECTED = {
     "04_logit_attribution": ("marimo-plotly", "{adapter}"),
     "05_sparsity": ("marimo-plotly", "{adapter}"),
     "06_sae_repair": ("marimo-plotly", "Run repair"),
+    "07_compare": ("marimo-plotly", "Every answer counted as a hit"),
 }
 
 
@@ -72,8 +73,8 @@ def _ids(path: Path) -> str:
     return path.stem
 
 
-def test_all_six_notebooks_exist_and_hold_no_logic():
-    """The six notebooks, each importing only from the library and defining no function or
+def test_all_seven_notebooks_exist_and_hold_no_logic():
+    """The seven notebooks, each importing only from the library and defining no function or
     class of its own (notebooks hold no logic)."""
     import ast
 
@@ -84,6 +85,7 @@ def test_all_six_notebooks_exist_and_hold_no_logic():
         "04_logit_attribution",
         "05_sparsity",
         "06_sae_repair",
+        "07_compare",
     ]
     for nb in NOTEBOOKS:
         tree = ast.parse(nb.read_text())

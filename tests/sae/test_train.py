@@ -125,9 +125,11 @@ def test_shipped_sae_loads_with_recorded_shapes_and_quality():
         mas.sae.W_dec.shape == (cfg["d_sae"], cfg["d_in"]) and mas.sae.W_dec.dtype == torch.float32
     )
     m = evaluate_sae(mas.model, mas.sae, mas.layer, HELD_OUT, max_tokens=500, context_size=128)
-    # Three short sentences are a noisy sample of the held-out set: generous tolerance.
-    assert m.explained_variance > metrics["explained_variance"] - 0.15
-    assert m.mean_l0 == pytest.approx(cfg["k"])
+    # Three short sentences are a noisy sample of general text: generous tolerance.
+    assert m.explained_variance > metrics["general_text"]["overall"]["explained_variance"] - 0.15
+    # BatchTopK saved as JumpReLU: L0 is k on average over a batch, not on every token.
+    k = cfg["metadata"]["training_architecture_details"]["k"]
+    assert k / 2 < m.mean_l0 < 2 * k
 
 
 def test_runner_config_keeps_no_machine_path(tmp_path, monkeypatch):
