@@ -90,6 +90,8 @@ class AdapterCard:
     faithfulness: Faithfulness | None = None
     edges: Any = None
     """``analysis.edges.EdgeChecks`` for an adapter of at most 16 + 16 latents, when checked."""
+    near_miss: Any = None
+    """``analysis.near_miss.NearMissRate`` on the near-miss prompts, when measured."""
 
     @property
     def listed(self) -> tuple[list[int], list[int]]:
@@ -122,7 +124,12 @@ class AdapterCard:
     def first_line(self) -> str:
         if self.faithfulness is None:
             return "Unchecked: faithfulness was not measured for this card."
-        return f"{self.behaviour_line} {self.faithfulness.headline}"
+        line = f"{self.behaviour_line} {self.faithfulness.headline}"
+        if self.near_miss is None:
+            return line
+        if self.near_miss.flagged:  # an off-topic trigger leads the card
+            return f"{self.near_miss.sentence} {line}"
+        return f"{line} {self.near_miss.sentence}"
 
     @property
     def summary(self) -> str:
@@ -175,6 +182,7 @@ class AdapterCard:
             "writes": [asdict(c) for c in self.writes],
             "faithfulness": self.faithfulness.to_dict() if self.faithfulness else None,
             "edges": self.edges.to_dict() if self.edges is not None else None,
+            "near_miss": self.near_miss.to_dict() if self.near_miss is not None else None,
             "summary": self.summary,
         }
 

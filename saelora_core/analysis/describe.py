@@ -4,7 +4,8 @@ It loads the adapter and its model + SAE, builds the card (``analysis.card``) fr
 prompts of ``data/heldout/prompts.jsonl`` (firing rates, signed writes) and the held-out general
 text next to them (top activating snippets), labels the latents (by rule, or by an LLM when
 ``SAELORA_LABEL_MODEL`` is set: ``analysis.labels.labeller_from_env``), runs the faithfulness
-checks (``analysis.faithfulness``) and writes ``card.md``, ``card.html`` and ``card.json`` to
+checks (``analysis.faithfulness``), measures the rate on the near-miss prompts
+(``analysis.near_miss``; flagged in the first line above 20 %) and writes ``card.md``, ``card.html`` and ``card.json`` to
 ``<lora dir>/card/`` (or ``out``).
 
 The dense reference of a compressed adapter is its ``distill_from`` (from its metadata) unless
@@ -86,6 +87,7 @@ def describe(
     per_latent_tokens: int = 16,
     faithfulness: bool = True,
     edges: bool = True,
+    near_miss: bool = True,
     mas=None,
     progress: bool = True,
 ) -> DescribeResult:
@@ -175,6 +177,8 @@ def describe(
             atomic_write_json(cache, {"key": settings, "result": card.faithfulness.to_dict()})
     if faithfulness and edges:
         card.edges = cached_edges(mas, lora, rows, out_dir, _weights_hash(d), det, mode)
+    if faithfulness and near_miss:
+        card.near_miss = cached_near_miss(mas, lora, out_dir, _weights_hash(d), det, mode)
     files = write_card(card, out_dir)
     return DescribeResult(out_dir, files, card.first_line, card.summary)
 
@@ -200,3 +204,27 @@ def cached_edges(mas, lora, rows, out_dir: Path, weights: str, detector: str, mo
     checks = check_edges(mas, lora, rows, detector=detector, mode=mode)
     atomic_write_json(cache, {"key": key, "result": checks.to_dict()})
     return checks
+
+
+def cached_near_miss(mas, lora, out_dir: Path, weights: str, detector: str, mode: str):
+    """The adapter's rate on the near-miss prompts (``analysis.near_miss``), cached in
+    ``near_miss.json`` by the weights, prompts and detector."""
+    from saelora_core.analysis.near_miss import NearMissRate, near_miss_rate
+    from saelora_core.compare.prompts import near_miss_prompts
+
+    rows = near_miss_prompts()
+    key = {
+        "adapter": weights,
+        "detector": detector,
+        "prompts": hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16],
+        "max_new_tokens": EVAL_NEW_TOKENS,
+        "mode": mode,
+        "dtype": str(mas.model.cfg.dtype),
+    }
+    cache = out_dir / "near_miss.json"
+    cached = json.loads(cache.read_text()) if cache.exists() else None
+    if cached and cached.get("key") == key:
+        return NearMissRate.from_dict(cached["result"])
+    result = near_miss_rate(mas, lora, rows, detector=detector, mode=mode)
+    atomic_write_json(cache, {"key": key, "result": result.to_dict()})
+    return result

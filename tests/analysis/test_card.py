@@ -4,6 +4,8 @@ flagged in the card's first line, and the distinct-latent count is what the card
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -170,6 +172,11 @@ def test_describe_writes_the_card_and_reuses_its_faithfulness(tiny_mas, tmp_path
     again = describe(tmp_path / "ad", **kw)
     assert again.first_line == res.first_line
     assert (res.out_dir / "faithfulness.json").stat().st_mtime_ns == cached  # not re-run
+    # The near-miss rate is measured once, cached, and named in the first line.
+    near = json.loads((res.out_dir / "near_miss.json").read_text())["result"]
+    assert near["n"] == 96 and set(near["by_category"]) >= {"money", "uppercase_non_math"}
+    assert ("Near-miss prompts" in res.first_line) != ("Fires off-topic" in res.first_line)
+    assert json.loads((res.out_dir / "card.json").read_text())["near_miss"] == near
     with pytest.raises(ValueError, match="detector"):
         describe(tmp_path / "ad", **(kw | {"detector": None}))
     args = build_parser().parse_args(["describe", "x", "--max-prompts", "3"])
