@@ -14,10 +14,9 @@ whose rate is above :data:`FLAG_ABOVE` in its first line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-import pandas as pd
 
 from saelora_core.adapter.sae_lora import SaeLora
 from saelora_core.analysis.behaviour import evaluate_behaviour
@@ -73,7 +72,7 @@ def near_miss_rate(
     lora: SaeLora,
     rows: list[dict],
     *,
-    detector: str,
+    detector: str | Callable[[str], bool],
     mode: str = "resid_add",
     max_new_tokens: int = EVAL_NEW_TOKENS,
     progress: bool = False,
@@ -93,17 +92,14 @@ def near_miss_rate(
     )
     r = res.rates.set_index(["condition", "split"])
     row = r.loc[("adapter", "off_topic")]
-    hits = pd.DataFrame(
-        {
-            "category": [x.get("category", "near_miss") for x in rows],
-            "hit": res.samples["adapter_hit"].astype(float).to_numpy(),
-        }
-    )
+    per_cat: dict[str, list[float]] = {}
+    for x, hit in zip(rows, res.samples["adapter_hit"].tolist(), strict=True):
+        per_cat.setdefault(str(x.get("category", "near_miss")), []).append(float(hit))
     return NearMissRate(
         rate=float(row["rate"]),
         low=float(row["low"]),
         high=float(row["high"]),
         n=int(row["n"]),
         base_rate=res.rate("base", "off_topic"),
-        by_category={str(k): float(v) for k, v in hits.groupby("category")["hit"].mean().items()},
+        by_category={c: sum(h) / len(h) for c, h in sorted(per_cat.items())},
     )
