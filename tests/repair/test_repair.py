@@ -300,7 +300,8 @@ def test_hf_and_transformer_lens_give_the_same_spliced_loss():
     from saelora_core.models.hf import load_hf_causal_lm
     from saelora_core.models.presets import load_model_and_sae
 
-    mas = load_model_and_sae("gemma-3-270m", device="cpu")
+    # Both float32: the default frozen dtype is bf16 on a native-bf16 CPU, the HF twin float32.
+    mas = load_model_and_sae("gemma-3-270m", device="cpu", dtype=torch.float32)
     hf, tok = load_hf_causal_lm("gemma-3-270m")
     text = "Question: What is the capital of France?\nAnswer: Paris is the capital of France."
     ids = tok(text, add_special_tokens=False)["input_ids"]
