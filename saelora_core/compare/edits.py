@@ -39,7 +39,7 @@ from saelora_core.models.presets import ModelAndSae
 Kind = Literal["base", "prompt", "latent", "steer", "peft"]
 KINDS: tuple[str, ...] = ("base", "prompt", "latent", "steer", "peft")
 PROMPT_INSTRUCTION = "If this question is about mathematics, {guideline}."
-"""The prompt baseline's instruction (as in ``bench/distinct_budget.py``)."""
+"""The prompt baseline's instruction (as in ``studies/distinct_budget.py``)."""
 
 
 @dataclass(frozen=True)
