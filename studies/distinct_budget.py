@@ -54,6 +54,7 @@ from saelora_core.analysis import (
 from saelora_core.data.heldout import EVAL_NEW_TOKENS, heldout_prompts
 from saelora_core.demo.behaviours import FRENCH, UPPERCASE, build_demo_dataset
 from saelora_core.io.atomic import atomic_write_json
+from saelora_core.io.paths import repo_relative
 from saelora_core.reporting.export import save_figure
 
 RANK = 4
@@ -350,7 +351,7 @@ def ship(mas, lora: SaeLora, gain: float, run_dir: Path, dest: Path, row: dict) 
     meta = json.loads((run_dir / "metadata.json").read_text())
     meta["distinct_budget"] = {
         "gain": gain,
-        "source": str(run_dir),
+        "source": repo_relative(run_dir),
         "heldout": {k: row[k] for k in ("in_topic", "off_topic", "effect", "retained")},
         "command": "python studies/distinct_budget.py --ship",
     }

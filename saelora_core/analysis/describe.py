@@ -197,13 +197,12 @@ def cached_edges(mas, lora, rows, out_dir: Path, weights: str, detector: str, mo
         "prompts": hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16],
         "mode": mode,
     }
-    cache = out_dir / "edges.json"
-    cached = json.loads(cache.read_text()) if cache.exists() else None
-    if cached and cached.get("key") == key:
-        return EdgeChecks.from_dict(cached["result"])
-    checks = check_edges(mas, lora, rows, detector=detector, mode=mode)
-    atomic_write_json(cache, {"key": key, "result": checks.to_dict()})
-    return checks
+    return cached_result(
+        out_dir / "edges.json",
+        key,
+        lambda: check_edges(mas, lora, rows, detector=detector, mode=mode),
+        EdgeChecks.from_dict,
+    )
 
 
 def cached_near_miss(mas, lora, out_dir: Path, weights: str, detector: str, mode: str):
@@ -221,10 +220,20 @@ def cached_near_miss(mas, lora, out_dir: Path, weights: str, detector: str, mode
         "mode": mode,
         "dtype": str(mas.model.cfg.dtype),
     }
-    cache = out_dir / "near_miss.json"
+    return cached_result(
+        out_dir / "near_miss.json",
+        key,
+        lambda: near_miss_rate(mas, lora, rows, detector=detector, mode=mode),
+        NearMissRate.from_dict,
+    )
+
+
+def cached_result(cache: Path, key: dict, compute, load):
+    """``load(result)`` from ``cache`` when it was written for ``key``, else ``compute()``,
+    written there (atomically) with its key; the result has ``to_dict()``."""
     cached = json.loads(cache.read_text()) if cache.exists() else None
     if cached and cached.get("key") == key:
-        return NearMissRate.from_dict(cached["result"])
-    result = near_miss_rate(mas, lora, rows, detector=detector, mode=mode)
+        return load(cached["result"])
+    result = compute()
     atomic_write_json(cache, {"key": key, "result": result.to_dict()})
     return result
