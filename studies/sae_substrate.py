@@ -12,9 +12,14 @@ Stages, each skipped when its output exists (delete the file to redo it):
    and the final one, on the first ``--curve-tokens`` held-out tokens (EV, L0, never-firing
    latents) and on ``--curve-general`` tokens per genre of general text (CE increase).
 4. ``table.md``: the side-by-side table quoted in ``docs/sae_build.md``.
+5. ``width.csv`` (only with ``--widths``): the new SAE's recipe retrained from the same cache at
+   each width for ``--width-tokens`` tokens (warm-up, decay and dead-latent window scaled to the
+   shorter run; SAEs under ``--width-runs``, which git ignores), each measured as a curve point.
+   Widths at one equal budget, so the width axis is not confounded with training length.
 
 Usage: python studies/sae_substrate.py [--new data/saes/gemma-3-270m-l12-bt8k]
        [--old data/saes/gemma-3-270m-l12-topk] [--out results/sae_substrate]
+       [--widths 4096 8192 16384 --width-tokens 512000]
 """
 
 from __future__ import annotations
@@ -81,10 +86,6 @@ def heldout_stage(saes: dict[str, Path], corpus: Path, cache: Path, out: Path) -
 
 def curve_stage(new: Path, cache: Path, out: Path, tokens: int, general: int) -> pd.DataFrame:
     from saelora_core.models.presets import load_base_model
-    from saelora_core.sae.cache_metrics import cache_metrics
-    from saelora_core.sae.cached_batches import special_token_ids
-    from saelora_core.sae.evaluate import evaluate_by_group, read_rows
-    from saelora_core.sae.loading import load_sae
 
     path = out / "curve.csv"
     done = pd.read_csv(path) if path.exists() else pd.DataFrame()
@@ -96,27 +97,87 @@ def curve_stage(new: Path, cache: Path, out: Path, tokens: int, general: int) ->
     if not todo:
         return done
     model = load_base_model("gemma-3-270m", dtype=torch.float32)
-    rows = read_rows(GENERAL_TEXT)
-    ids = special_token_ids(model.tokenizer)
     batch = final_steps["train_batch_size_tokens"]
     for step in todo:
-        sae, _ = load_sae(path=steps[step])
-        held = cache_metrics(sae, cache, exclude_ids=ids, max_tokens=tokens)
-        hook = sae.cfg.metadata.hook_name or "blocks.12.hook_resid_post"
-        gen = evaluate_by_group(model, sae, hook, rows, max_tokens_per_group=general)["overall"]
-        row = {
-            "step": step,
-            "training_tokens": step * batch,
-            "heldout_tokens": held.tokens,
-            "heldout_ev": held.explained_variance,
-            "heldout_l0": held.mean_l0,
-            "heldout_never_fired": held.dead_fraction,
-            "general_tokens": gen.tokens,
-            "general_ev": gen.explained_variance,
-            "general_ce_increase": gen.ce_increase,
-            "general_ce_recovered": gen.ce_loss_recovered,
-        }
+        row = {"step": step, "training_tokens": step * batch}
+        row |= point_metrics(model, steps[step], cache, tokens, general)
         done = pd.concat([done, pd.DataFrame([row])], ignore_index=True).sort_values("step")
+        tmp = path.with_suffix(".tmp")
+        done.to_csv(tmp, index=False)
+        tmp.replace(path)
+    return done
+
+
+def point_metrics(model, sae_dir: Path, cache: Path, tokens: int, general: int) -> dict:
+    """One SAE on the first ``tokens`` held-out tokens and ``general`` general-text tokens per
+    genre: the columns of ``curve.csv``."""
+    from saelora_core.sae.cache_metrics import cache_metrics
+    from saelora_core.sae.cached_batches import special_token_ids
+    from saelora_core.sae.evaluate import evaluate_by_group, read_rows
+    from saelora_core.sae.loading import load_sae
+
+    sae, _ = load_sae(path=sae_dir)
+    held = cache_metrics(
+        sae, cache, exclude_ids=special_token_ids(model.tokenizer), max_tokens=tokens
+    )
+    hook = sae.cfg.metadata.hook_name or "blocks.12.hook_resid_post"
+    gen = evaluate_by_group(
+        model, sae, hook, read_rows(GENERAL_TEXT), max_tokens_per_group=general
+    )["overall"]
+    return {
+        "heldout_tokens": held.tokens,
+        "heldout_ev": held.explained_variance,
+        "heldout_l0": held.mean_l0,
+        "heldout_never_fired": held.dead_fraction,
+        "general_tokens": gen.tokens,
+        "general_ev": gen.explained_variance,
+        "general_ce_increase": gen.ce_increase,
+        "general_ce_recovered": gen.ce_loss_recovered,
+    }
+
+
+def width_stage(
+    new: Path,
+    train_cache: Path,
+    held_cache: Path,
+    runs: Path,
+    out: Path,
+    widths: list[int],
+    budget: int,
+    tokens: int,
+    general: int,
+) -> pd.DataFrame:
+    """The new SAE's recipe at each width, ``budget`` training tokens each, from the same cache."""
+    from dataclasses import replace
+
+    from saelora_core.models.presets import load_base_model
+    from saelora_core.sae.pipeline import fit_stage
+    from saelora_core.sae.train import SaeTrainConfig
+
+    path = out / "width.csv"
+    done = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    todo = [w for w in widths if done.empty or w not in set(done["d_sae"])]
+    if not todo:
+        return done
+    base = SaeTrainConfig(**json.loads((new / "train_config.json").read_text()))
+    full = base.training_tokens // base.train_batch_size_tokens
+    steps = budget // base.train_batch_size_tokens
+    model = load_base_model("gemma-3-270m", dtype=torch.float32)
+    for w in todo:
+        cfg = replace(
+            base,
+            d_sae=w,
+            training_tokens=steps * base.train_batch_size_tokens,
+            lr_warm_up_steps=max(1, base.lr_warm_up_steps * steps // full),
+            lr_decay_steps=max(1, base.lr_decay_steps * steps // full),
+            dead_feature_window=max(10, base.dead_feature_window * steps // full),
+            snapshot_every=0,
+            checkpoint_every=max(10, steps // 5),
+        )
+        sae_dir = fit_stage(model, train_cache, cfg, runs / f"d{w}-{cfg.training_tokens}")
+        row = {"d_sae": w, "training_tokens": cfg.training_tokens}
+        row |= point_metrics(model, sae_dir, held_cache, tokens, general)
+        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True).sort_values("d_sae")
         tmp = path.with_suffix(".tmp")
         done.to_csv(tmp, index=False)
         tmp.replace(path)
@@ -181,6 +242,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results/sae_substrate")
     p.add_argument("--curve-tokens", type=int, default=131_072, help="held-out tokens per point")
     p.add_argument("--curve-general", type=int, default=400, help="general-text tokens per genre")
+    p.add_argument(
+        "--train-cache", type=Path, default=REPO_ROOT / "data/activations/gemma-3-270m-l12"
+    )
+    p.add_argument("--widths", type=int, nargs="*", default=[], help="d_sae values to retrain at")
+    p.add_argument("--width-tokens", type=int, default=512_000, help="training tokens per width")
+    p.add_argument("--width-runs", type=Path, default=REPO_ROOT / "runs/sae-width")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     saes = {a.old.name: a.old, a.new.name: a.new}
@@ -191,6 +258,19 @@ def main() -> None:
     names = {a.old.name: f"`{a.old.name}` (first)", a.new.name: f"`{a.new.name}` (broad)"}
     (a.out / "table.md").write_text(table(general, heldout, names), encoding="utf-8")
     print((a.out / "table.md").read_text())
+    if a.widths:
+        width = width_stage(
+            a.new,
+            a.train_cache,
+            a.heldout_cache,
+            a.width_runs,
+            a.out,
+            a.widths,
+            a.width_tokens,
+            a.curve_tokens,
+            a.curve_general,
+        )
+        print(width.to_string(index=False))
     print(json.dumps({"curve": curve.to_dict(orient="records")}, indent=1, default=str))
 
 

@@ -209,7 +209,7 @@ def cached_near_miss(mas, lora, out_dir: Path, weights: str, detector: str, mode
     """The adapter's rate on the near-miss prompts (``analysis.near_miss``), cached in
     ``near_miss.json`` by the weights, prompts and detector."""
     from saelora_core.analysis.near_miss import NearMissRate, near_miss_rate
-    from saelora_core.compare.prompts import near_miss_prompts
+    from saelora_core.data.heldout import near_miss_prompts
 
     rows = near_miss_prompts()
     key = {

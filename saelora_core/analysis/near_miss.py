@@ -1,6 +1,6 @@
 """Does the adapter's trigger fire only on its topic? Its behaviour rate on the near-miss prompts.
 
-The near-miss set (``data/heldout/near_miss.jsonl``, ``compare.prompts.near_miss_prompts``) holds
+The near-miss set (``data/heldout/near_miss.jsonl``, ``data.heldout.near_miss_prompts``) holds
 questions that are not mathematics but look close to it: physics with numbers, money, cooking
 quantities, sport statistics, programming loops, biographies of mathematicians, math words used
 as metaphors, and non-math questions written in French or in upper case. The far off-topic fresh

@@ -14,58 +14,13 @@ upper case, so each row's near-miss rate sits next to the base model's, per cate
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from pathlib import Path
 
-from saelora_core.io.paths import REPO_ROOT
+from saelora_core.data.heldout import HELDOUT_PROMPTS, NEAR_MISS, near_miss_prompts, read_jsonl
 
-HELDOUT_PROMPTS = REPO_ROOT / "data" / "heldout" / "prompts.jsonl"
-NEAR_MISS = REPO_ROOT / "data" / "heldout" / "near_miss.jsonl"
 SPLITS = ("in_topic", "near_miss", "off_topic")
-NEAR_MISS_CATEGORIES = (
-    "physics_chemistry",
-    "money",
-    "cooking",
-    "sport",
-    "programming",
-    "mathematician_biography",
-    "math_metaphor",
-    "french_non_math",
-    "uppercase_non_math",
-)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p} is missing")
-    rows = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{i} is not JSON: {e}") from e
-    return rows
-
-
-def near_miss_prompts(path: str | Path = NEAR_MISS) -> list[dict]:
-    """The near-miss rows (``prompt``, ``category``, ``split="near_miss"``, ``in_topic=False``)."""
-    rows = read_jsonl(path)
-    bad = [r.get("id", i) for i, r in enumerate(rows) if not str(r.get("prompt", "")).strip()]
-    if bad:
-        raise ValueError(f"{path}: rows {bad[:5]} have no prompt")
-    return [
-        {
-            "prompt": r["prompt"],
-            "category": r.get("category", "near_miss"),
-            "split": "near_miss",
-            "in_topic": False,
-        }
-        for r in rows
-    ]
 
 
 def eval_sets(

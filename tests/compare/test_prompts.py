@@ -6,14 +6,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from saelora_core.compare.prompts import (
-    NEAR_MISS_CATEGORIES,
-    eval_sets,
-    near_miss_prompts,
-    normalize_prompt,
-    overlaps,
-    read_jsonl,
-)
+from saelora_core.compare.prompts import eval_sets, normalize_prompt, overlaps
+from saelora_core.data.heldout import NEAR_MISS_CATEGORIES, near_miss_prompts, read_jsonl
 from saelora_core.demo.behaviours import DEMO_BEHAVIOURS, build_demo_dataset
 from saelora_core.io.paths import REPO_ROOT
 
