@@ -43,7 +43,7 @@ def add_compare_parser(sub) -> None:
         "trainable parameters, distinct latents, detector rates with intervals, the effect with "
         "its interval, general-text ΔCE and KL, repetition, and an LLM judge's scores when one "
         "is configured (--judge-model or SAELORA_JUDGE_MODEL). Writes table.{csv,md,html}, "
-        "answers.csv and more to OUT (docs/compare.md).",
+        "answers.csv.gz and more to OUT (docs/compare.md).",
     )
     p.add_argument("--behaviour", choices=["french", "upper"], default="french")
     p.add_argument(

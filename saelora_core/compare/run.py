@@ -12,7 +12,7 @@ For each row (``edits.RowSpec``) and the behaviour's detector:
 5. the **judge**'s scores on the in-topic answers when one is configured (``judge``), else
    "not judged".
 
-Every answer is kept (``answers.csv``, with its hit flag), so each hit can be audited.
+Every answer is kept (``answers.csv.gz``, with its hit flag), so each hit can be audited.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Files written by :func:`write_outputs` to the output directory:
 - ``table.csv`` / ``table.md`` / ``table.html``: one row per method (columns in
   ``docs/compare.md``); the HTML page also holds the near-miss rates per category, the
   capability cost per genre and every hit with its answer;
-- ``answers.csv``: every answer of every row (split, category, prompt, answer, hit, loops,
+- ``answers.csv.gz``: every answer of every row (gzip; pandas reads it as it is) (split, category, prompt, answer, hit, loops,
   distinct-n, target fraction, judge scores);
 - ``near_miss_by_category.csv``, ``capability_by_genre.csv``;
 - ``compare.json``: the settings and the table as JSON.
@@ -14,6 +14,7 @@ Files written by :func:`write_outputs` to the output directory:
 from __future__ import annotations
 
 import csv
+import gzip
 import html
 import json
 import math
@@ -168,6 +169,10 @@ def table_html(res: CompareResult) -> str:
     return "".join(parts)
 
 
+ANSWERS = "answers.csv.gz"
+"""Every answer of every row, gzip-compressed CSV."""
+
+
 def write_outputs(res: CompareResult, out_dir: str | Path) -> list[Path]:
     """Write every file named in the module doc (atomically); returns their paths."""
     out = Path(out_dir)
@@ -176,8 +181,6 @@ def write_outputs(res: CompareResult, out_dir: str | Path) -> list[Path]:
         "table.csv": res.table.to_csv(index=False),
         "table.md": table_markdown(res),
         "table.html": table_html(res),
-        # Strings quoted: a generated answer may hold a bare "\r", which unquoted splits a row.
-        "answers.csv": res.answers.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC),
         "near_miss_by_category.csv": res.near_miss.to_csv(index=False),
         "capability_by_genre.csv": res.capability.to_csv(index=False),
     }
@@ -185,6 +188,12 @@ def write_outputs(res: CompareResult, out_dir: str | Path) -> list[Path]:
     for name, text in texts.items():
         atomic_write_bytes(out / name, text.encode("utf-8"))
         files.append(out / name)
+    # Strings quoted: a generated answer may hold a bare "\r", which unquoted splits a row.
+    # Compressed (mtime 0, so the bytes depend on the answers only): every answer of every row
+    # is most of a comparison's size.
+    answers = res.answers.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
+    atomic_write_bytes(out / ANSWERS, gzip.compress(answers, mtime=0))
+    files.append(out / ANSWERS)
     atomic_write_json(
         out / "compare.json",
         {"settings": res.settings, "table": res.table.to_dict(orient="records")},
@@ -198,7 +207,13 @@ def read_outputs(out_dir: str | Path) -> CompareResult:
     """The :class:`CompareResult` that :func:`write_outputs` wrote to ``out_dir`` (for notebooks
     and reports: reading a finished comparison runs no model). A missing file is named."""
     out = Path(out_dir)
-    need = ["table.csv", "answers.csv", "near_miss_by_category.csv", "capability_by_genre.csv"]
+    # A comparison written before the answers were compressed holds a plain answers.csv.
+    answers = (
+        ANSWERS
+        if (out / ANSWERS).is_file() or not (out / "answers.csv").is_file()
+        else "answers.csv"
+    )
+    need = ["table.csv", answers, "near_miss_by_category.csv", "capability_by_genre.csv"]
     missing = [n for n in [*need, "compare.json"] if not (out / n).is_file()]
     if missing:
         raise FileNotFoundError(

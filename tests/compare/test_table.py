@@ -109,7 +109,7 @@ def test_compare_end_to_end(setup):
 
     files = write_outputs(more, tmp / "out")
     names = {f.name for f in files}
-    assert {"table.csv", "table.md", "table.html", "answers.csv", "compare.json"} <= names
+    assert {"table.csv", "table.md", "table.html", "answers.csv.gz", "compare.json"} <= names
     md = (tmp / "out" / "table.md").read_text()
     assert "| peft r1 | 688 |" in md and "not judged" in md
     html = (tmp / "out" / "table.html").read_text()
