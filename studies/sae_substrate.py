@@ -13,13 +13,16 @@ Stages, each skipped when its output exists (delete the file to redo it):
    latents) and on ``--curve-general`` tokens per genre of general text (CE increase).
 4. ``table.md``: the side-by-side table quoted in ``docs/sae_build.md``.
 5. ``width.csv`` (only with ``--widths``): the new SAE's recipe retrained from the same cache at
-   each width for ``--width-tokens`` tokens (warm-up, decay and dead-latent window scaled to the
-   shorter run; SAEs under ``--width-runs``, which git ignores), each measured as a curve point.
-   Widths at one equal budget, so the width axis is not confounded with training length.
+   each width for ``--width-tokens`` tokens, on the new SAE's schedule up to that point (the same
+   warm-up, learning rate and dead-latent window; no decay, which the new SAE only starts at 80 %
+   of its run), so a width point at T tokens compares with the new SAE's snapshot at T in
+   ``curve.csv``. SAEs under ``--width-runs`` (git ignores ``runs/``). A shorter run with its
+   schedule scaled down is no substitute: below about 2M tokens BatchTopK's inference threshold
+   has not settled (the snapshot at 1M tokens has L0 136 for k = 60).
 
 Usage: python studies/sae_substrate.py [--new data/saes/gemma-3-270m-l12-bt8k]
        [--old data/saes/gemma-3-270m-l12-topk] [--out results/sae_substrate]
-       [--widths 4096 8192 16384 --width-tokens 512000]
+       [--widths 4096 --width-tokens 2048000]
 """
 
 from __future__ import annotations
@@ -168,9 +171,7 @@ def width_stage(
             base,
             d_sae=w,
             training_tokens=steps * base.train_batch_size_tokens,
-            lr_warm_up_steps=max(1, base.lr_warm_up_steps * steps // full),
-            lr_decay_steps=max(1, base.lr_decay_steps * steps // full),
-            dead_feature_window=max(10, base.dead_feature_window * steps // full),
+            lr_decay_steps=0 if steps < full else base.lr_decay_steps,
             snapshot_every=0,
             checkpoint_every=max(10, steps // 5),
         )
@@ -246,7 +247,7 @@ def main() -> None:
         "--train-cache", type=Path, default=REPO_ROOT / "data/activations/gemma-3-270m-l12"
     )
     p.add_argument("--widths", type=int, nargs="*", default=[], help="d_sae values to retrain at")
-    p.add_argument("--width-tokens", type=int, default=512_000, help="training tokens per width")
+    p.add_argument("--width-tokens", type=int, default=2_048_000, help="training tokens per width")
     p.add_argument("--width-runs", type=Path, default=REPO_ROOT / "runs/sae-width")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
