@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from saelora_core.io.atomic import atomic_write_json
+from saelora_core.io.atomic import atomic_write_bytes, atomic_write_json
 from saelora_core.io.paths import REPO_ROOT
 from saelora_core.sae.train_cached import checkpoint_dir
 
@@ -104,10 +104,15 @@ def curve_stage(new: Path, cache: Path, out: Path, tokens: int, general: int) ->
     for step in todo:
         row = {"step": step, "training_tokens": step * batch}
         row |= point_metrics(model, steps[step], cache, tokens, general)
-        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True).sort_values("step")
-        tmp = path.with_suffix(".tmp")
-        done.to_csv(tmp, index=False)
-        tmp.replace(path)
+        done = append_row(path, done, row, "step")
+    return done
+
+
+def append_row(path: Path, done: pd.DataFrame, row: dict, key: str) -> pd.DataFrame:
+    """``done`` with ``row`` added, sorted by ``key``, written to ``path`` at once (a stage
+    killed mid-way keeps every finished point)."""
+    done = pd.concat([done, pd.DataFrame([row])], ignore_index=True).sort_values(key)
+    atomic_write_bytes(path, done.to_csv(index=False).encode())
     return done
 
 
@@ -178,10 +183,7 @@ def width_stage(
         sae_dir = fit_stage(model, train_cache, cfg, runs / f"d{w}-{cfg.training_tokens}")
         row = {"d_sae": w, "training_tokens": cfg.training_tokens}
         row |= point_metrics(model, sae_dir, held_cache, tokens, general)
-        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True).sort_values("d_sae")
-        tmp = path.with_suffix(".tmp")
-        done.to_csv(tmp, index=False)
-        tmp.replace(path)
+        done = append_row(path, done, row, "d_sae")
     return done
 
 

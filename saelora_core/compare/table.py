@@ -5,8 +5,8 @@ Files written by :func:`write_outputs` to the output directory:
 - ``table.csv`` / ``table.md`` / ``table.html``: one row per method (columns in
   ``docs/compare.md``); the HTML page also holds the near-miss rates per category, the
   capability cost per genre and every hit with its answer;
-- ``answers.csv.gz``: every answer of every row (gzip; pandas reads it as it is) (split, category, prompt, answer, hit, loops,
-  distinct-n, target fraction, judge scores);
+- ``answers.csv.gz``: every answer of every row (split, category, prompt, answer, hit, loops,
+  distinct-n, target fraction, judge scores), gzip-compressed (``pd.read_csv`` reads it as is);
 - ``near_miss_by_category.csv``, ``capability_by_genre.csv``;
 - ``compare.json``: the settings and the table as JSON.
 """
