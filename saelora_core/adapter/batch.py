@@ -25,6 +25,8 @@ class Example:
     chat: ChatTokens
     resid: Tensor | None = None
     """Cached hook-point residual, (1, pos, d_model), when precomputing."""
+    latents: Tensor | None = None
+    """Cached SAE latents of ``resid``, (pos, d_sae), sparse COO (``forward.padded_latents``)."""
     on_device: tuple[Tensor, Tensor, Tensor] | None = field(default=None, repr=False)
     """tokens, target positions and next tokens on the model's device, copied there once."""
 

@@ -90,20 +90,46 @@ def padded_resid(mas: ModelAndSae, batch: Batch) -> Tensor:
     return out
 
 
+def padded_latents(mas: ModelAndSae, batch: Batch) -> Tensor:
+    """The SAE latents of ``batch``'s cached hook residuals, (batch, n, d_sae), zero at the pads.
+
+    Like the residual, ``z = SAE.encode(resid)`` depends only on the frozen model and SAE, so
+    each example's latents are encoded once and kept, sparse (COO), beside its residual: an
+    epoch after the first runs no encoder GEMM."""
+    hook_resids(mas, batch.examples, len(batch.examples))
+    todo = [ex for ex in batch.examples if ex.latents is None]
+    if todo:
+        with torch.no_grad():
+            z = mas.sae.encode(padded_resid(mas, make_batch(mas, todo)))
+        for i, ex in enumerate(todo):
+            ex.latents = z[i, : len(ex.chat.tokens)].to_sparse()
+    first = batch.examples[0].latents
+    assert first is not None
+    out = first.values().new_zeros((len(batch.examples), batch.tokens.shape[1], first.shape[-1]))
+    for i, ex in enumerate(batch.examples):
+        out[i, : batch.lengths[i]] = ex.latents.to_dense()  # type: ignore[union-attr]
+    return out
+
+
+def upper_hidden(mas: ModelAndSae, batch: Batch, resid: Tensor, new: Tensor) -> Tensor:
+    """The residual after the last block (T, d_model) at ``batch``'s target positions when the
+    hook residual ``resid`` (batch, n, d_model) is replaced by ``new``, except at position 0 of
+    each example (its BOS), which is left alone as in ``hooks.py``."""
+    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)
+    model = mas.model
+    x = model(new, start_at_layer=mas.layer + 1, stop_at_layer=model.cfg.n_layers)
+    return x[batch.rows, batch.cols]
+
+
 def edited_hidden(
     mas: ModelAndSae, batch: Batch, resid: Tensor, z: Tensor, dz: Tensor, mode: str
 ) -> Tensor:
-    """The residual after the last block (T, d_model) at ``batch``'s target positions when the
-    latents ``z`` of the hook residual ``resid`` (batch, n, d_model) get ``dz``; position 0 of
-    each example (its BOS) is left alone."""
+    """:func:`upper_hidden` when the latents ``z`` of the hook residual ``resid`` get ``dz``."""
     if mode == "resid_add":
         new = resid + (dz @ write_matrix(mas.sae).to(dz.dtype)).to(resid.dtype)
     else:
         new = mas.sae.decode(z + dz).to(resid.dtype)
-    new = torch.cat([resid[:, :1], new[:, 1:]], dim=1)  # BOS untouched, as in hooks.py
-    model = mas.model
-    x = model(new, start_at_layer=mas.layer + 1, stop_at_layer=model.cfg.n_layers)
-    return x[batch.rows, batch.cols]
+    return upper_hidden(mas, batch, resid, new)
 
 
 def edited_logits(
@@ -138,8 +164,11 @@ def response_hidden(
     if lora is None and mode == "resid_add":
         x = model(resid, start_at_layer=mas.layer + 1, stop_at_layer=model.cfg.n_layers)
         return x[batch.rows, batch.cols]
-    z = mas.sae.encode(resid)
-    return edited_hidden(mas, batch, resid, z, latent_delta(lora, z), mode)
+    z = padded_latents(mas, batch)
+    if lora is None or mode != "resid_add":
+        return edited_hidden(mas, batch, resid, z, latent_delta(lora, z), mode)
+    add = resid_delta(lora, z, write_matrix(mas.sae))
+    return upper_hidden(mas, batch, resid, resid + add.to(resid.dtype))
 
 
 def response_logits(
@@ -165,6 +194,16 @@ def latent_delta(lora: SaeLora | None, z: Tensor) -> Tensor:
     if lora.gates and lora.training:
         return torch.cat([lora.delta(z[i : i + 1]) for i in range(z.shape[0])])
     return lora.delta(z)
+
+
+def resid_delta(lora: SaeLora, z: Tensor, w: Tensor) -> Tensor:
+    """Δz @ ``w`` for a batch of latents (batch, n, d_sae), through
+    :meth:`SaeLora.delta_mapped` (Δz itself is never formed); gates as in :func:`latent_delta`."""
+    w = w.to(lora.s.dtype)
+    z = z.to(lora.s.dtype)
+    if lora.gates and lora.training:
+        return torch.cat([lora.delta_mapped(z[i : i + 1], w) for i in range(z.shape[0])])
+    return lora.delta_mapped(z, w)
 
 
 LOSS_CHUNK = 256

@@ -65,8 +65,7 @@ def lora_resid_add_hook(
 ) -> Float[Tensor, "batch pos d_model"]:
     """``resid + Δz @ W_dec`` with ``z = SAE.encode(resid)`` (clean residual)."""
     z = sae.encode(resid)
-    dz = lora.delta(z)
-    new = resid + (dz @ write_matrix(sae).to(dz.dtype)).to(resid.dtype)
+    new = resid + lora.delta_mapped(z, write_matrix(sae).to(z.dtype)).to(resid.dtype)
     return _skip_bos(new, resid, skip_bos)
 
 

@@ -120,6 +120,14 @@ class SaeLora(nn.Module):
         """Δz = ((z @ Â) * s) @ B̂."""
         return ((z @ self.read_dirs()) * self.s) @ self.write_dirs()
 
+    def delta_mapped(
+        self, z: Float[Tensor, "... d_sae"], w: Float[Tensor, "d_sae d_out"]
+    ) -> Float[Tensor, "... d_out"]:
+        """Δz @ w without forming Δz: ((z @ Â) * s) @ (B̂ @ w). With ``w`` the SAE's write
+        matrix this is the residual-space edit; the (rank × d_sae) @ (d_sae × d_out) product
+        replaces a (tokens × d_sae) @ (d_sae × d_out) one and the dense (tokens × d_sae) Δz."""
+        return ((z @ self.read_dirs()) * self.s) @ (self.write_dirs() @ w)
+
     def forward(self, z: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_sae"]:
         return self.delta(z)
 

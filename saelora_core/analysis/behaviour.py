@@ -136,6 +136,7 @@ def evaluate_behaviour(
     batch_size: int = GENERATE_BATCH,
     base: BehaviourResult | None = None,
     progress: bool = False,
+    backend: str = "tl",
 ) -> BehaviourResult:
     """Generate greedily for each eval prompt without the adapter (base: ``lora=None``, the plain
     model) and with it (in ``mode``), and score both answers with ``detector``.
@@ -143,7 +144,8 @@ def evaluate_behaviour(
     ``eval_rows``: a list of dicts, a Dataset or a DatasetDict (its "eval" split, else "train")
     with ``prompt`` and ``in_topic``. ``max_prompts`` keeps the first rows. ``base``: an earlier
     result on the same rows whose base answers are reused (e.g. across a pruning sweep), so
-    only the adapter's answers are generated.
+    only the adapter's answers are generated. ``backend``: the generation backend
+    (``adapter.generate.BACKENDS``).
     """
     name, fn = detector_fn(detector)
     rows = [
@@ -166,6 +168,7 @@ def evaluate_behaviour(
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             progress=progress and "generate (base)",
+            backend=backend,
         ),
     }
     # lora=None: the "adapter" answers are the base model's own, not generated a second time.
@@ -180,6 +183,7 @@ def evaluate_behaviour(
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             progress=progress and "generate (adapter)",
+            backend=backend,
         )
     )
     samples = pd.DataFrame(

@@ -117,3 +117,26 @@ def test_relayout_gives_bitwise_the_same_logits(tiny_mas):
         assert relayout_(tiny_mas.model) > 0
         again = tiny_mas.model(toks)
     assert torch.equal(fast, slow) and torch.equal(fast, again)
+
+
+def test_delta_mapped_equals_the_dense_delta_times_w():
+    g = torch.Generator().manual_seed(3)
+    lora = _adapter(48, rank=3)
+    z, w = torch.randn(2, 5, 48, generator=g).relu(), torch.randn(48, 7, generator=g)
+    torch.testing.assert_close(lora.delta_mapped(z, w), lora.delta(z) @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_cached_latents_are_the_encoding_of_the_cached_residual(tiny_mas):
+    from saelora_core.adapter.forward import padded_latents, padded_resid
+
+    exs, _ = tokenize_rows(tiny_mas, ROWS, 64)
+    b = make_batch(tiny_mas, exs)
+    z = padded_latents(tiny_mas, b)
+    assert all(ex.latents is not None and ex.latents.is_sparse for ex in exs)
+    want = tiny_mas.sae.encode(padded_resid(tiny_mas, b))
+    for i, n in enumerate(b.lengths):
+        torch.testing.assert_close(z[i, :n], want[i, :n], rtol=1e-5, atol=1e-6)
+        assert not z[i, n:].any()  # pads hold no latents
+    # a second batch in another order reads the cache: the same rows, bit for bit
+    again = padded_latents(tiny_mas, make_batch(tiny_mas, exs[::-1]))
+    assert torch.equal(again[len(exs) - 1, : b.lengths[0]], z[0, : b.lengths[0]])
