@@ -28,6 +28,8 @@ measures (the fraction of identical answers) on the real one.
 
 from __future__ import annotations
 
+import inspect
+
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +41,7 @@ from saelora_core.adapter.batch import device_of
 from saelora_core.adapter.generate import (
     DecodeRows,
     cut_after_stop,
+    greedy_token,
     left_pad,
     lora_on,
     masked_hook,
@@ -75,6 +78,13 @@ def hf_twin(mas: ModelAndSae, *, load: bool = True) -> nn.Module | None:
         hf, _ = load_hf_causal_lm(mas.preset, device=str(device_of(mas)), dtype=dtype)
         _TWINS[mas.model] = hf
     return hf
+
+
+def cache_argument(module: nn.Module) -> str:
+    """The name ``module.forward`` takes its KV cache by: ``cache`` (newer ``transformers``,
+    which warns on the old name) or ``past_key_values``."""
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def decoder_layers(hf: nn.Module) -> nn.ModuleList:
@@ -185,9 +195,10 @@ def hf_generate_tokens(
     def next_token(h: Tensor) -> Tensor:
         if fast:
             return rescored_argmax(head, h[:, -1], rescore)
-        return _head(model, h[:, -1], logits_dtype).argmax(-1)
+        return greedy_token(_head(model, h[:, -1], logits_dtype))
 
     cache = DynamicCache(config=model.config)
+    cache_kw = cache_argument(inner)
     pos = (attn.cumsum(-1) - 1).clamp_min(0)
     book = DecodeRows(n, max_new_tokens, stops)
     try:
@@ -195,8 +206,8 @@ def hf_generate_tokens(
             input_ids=tokens,
             attention_mask=attn,
             position_ids=pos,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_kw: cache},
         ).last_hidden_state
         nxt = next_token(h)
         nxt_pos = attn.sum(-1, keepdim=True)
@@ -213,8 +224,8 @@ def hf_generate_tokens(
                 input_ids=nxt[:, None],
                 attention_mask=attn,
                 position_ids=nxt_pos,
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_kw: cache},
             ).last_hidden_state
             nxt_pos = nxt_pos + 1
             nxt = next_token(h)

@@ -149,10 +149,15 @@ def contrastive_init_(
     offs = [r for r in ok if not r["in_topic"]][:n]
     if not ins or not offs:
         raise ValueError("init='contrastive' needs both in-topic (rewritten) and off-topic rows")
-    turn = lambda r, key: format_turn(tok, r["prompt"], r[key], fmt, max_len)  # noqa: E731
+
+    def turn(r: dict[str, Any], key: str, response_tokens: int | None = None):
+        return format_turn(tok, r["prompt"], r[key], fmt, max_len, response_tokens)
+
     rewritten = latent_stats(mas, [turn(r, "response") for r in ins])
     original = latent_stats(mas, [turn(r, "original_response") for r in ins])
-    off = latent_stats(mas, [turn(r, "original_response") for r in offs])
+    # Only the off-topic decision statistics are used, so those turns stop after the decision
+    # positions (the model is causal: the latents there are unchanged, and the forward is short).
+    off = latent_stats(mas, [turn(r, "original_response", DECISION_TOKENS - 1) for r in offs])
     selective = off["fired"] <= MAX_OFF_TOPIC_FREQ
     read = (original["decision"] - off["decision"]).clamp_min(0) * selective
     if not read.any():  # no selective latent differs: fall back to the plain difference

@@ -85,3 +85,15 @@ def test_rows_that_end_leave_the_batch_without_changing_the_others(tiny_mas):
             strict=True,
         )
     ]
+
+
+def test_greedy_token_is_argmax_ties_included():
+    from saelora_core.adapter.generate import greedy_token
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        logits = torch.randn(6, 5000, generator=g).to(dtype)
+        logits[:, [7, 4000]] = logits.max() + 1  # two maximal values per row: the first wins
+        logits[3] = 0.0  # a row that is all ties
+        assert torch.equal(greedy_token(logits), logits.argmax(-1))
+        assert greedy_token(logits).tolist() == [7, 7, 7, 0, 7, 7]

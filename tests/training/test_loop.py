@@ -361,3 +361,17 @@ def test_distillation_matches_the_teacher_through_a_topk_schedule(tiny_mas, tmp_
     assert not torch.equal(frozen.a, res.lora.a)  # it did train
     with pytest.raises(ValueError, match="topk_schedule"):
         cfg(topk_schedule=[4, 0])
+
+
+def test_decision_statistics_do_not_need_the_rest_of_the_answer(tiny_mas):
+    from saelora_core.training.inits import DECISION_TOKENS, latent_stats
+
+    rows = [(f"tell me about cats {i}", "meow, they purr and sleep all day long") for i in range(3)]
+    tok = tiny_mas.tokenizer
+    whole = [format_turn(tok, p, r, "qa", 64) for p, r in rows]
+    full = latent_stats(tiny_mas, whole)
+    cut = [format_turn(tok, p, r, "qa", 64, DECISION_TOKENS - 1) for p, r in rows]
+    assert all(len(c.tokens) + 8 < len(w.tokens) for c, w in zip(cut, whole, strict=True))
+    short = latent_stats(tiny_mas, cut)
+    torch.testing.assert_close(short["decision"], full["decision"], rtol=1e-5, atol=1e-6)
+    assert torch.equal(short["fired"], full["fired"])
