@@ -29,7 +29,6 @@ measures (the fraction of identical answers) on the real one.
 from __future__ import annotations
 
 import inspect
-
 import weakref
 from collections.abc import Callable
 from typing import Any
