@@ -9,9 +9,11 @@ every numeric field whose name ends in ``per_s`` gets ``new / old``.
 
 Usage:
     python bench/against.py REV [--json out.json] -- bench/train_throughput.py --paths batched
-    python bench/against.py d60b6bb -- bench/generate_throughput.py --batches 40
+    python bench/against.py d60b6bb --repeat 3 -- bench/train_throughput.py --dtypes bfloat16
 
-The two runs never overlap (two torch processes at once slow each other down many times).
+The runs never overlap (two torch processes at once slow each other down many times). A shared
+machine's speed drifts by about 10 % from minute to minute; ``--repeat N`` alternates old and new
+N times and reports the median of the N pairs' ratios, with each pair's ratio.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +72,32 @@ def compare(old: dict, new: dict) -> list[dict]:
     return out
 
 
+def median_rows(runs: list[list[dict]]) -> list[dict]:
+    """The rows of several :func:`compare` runs merged: each ``*_old``, ``*_new`` and
+    ``*_ratio`` the median over the runs (the ratio is the median of the pairs' ratios, which
+    ``*_ratios`` lists)."""
+    merged: dict[tuple, dict] = {}
+    for rows in runs:
+        for r in rows:
+            m = merged.setdefault(row_key(r), {k: v for k, v in r.items() if not is_num(v)})
+            for k, v in r.items():
+                if is_num(v):
+                    m.setdefault(k + "_all", []).append(v)
+    out = []
+    for m in merged.values():
+        for k in [k for k in m if k.endswith("_all")]:
+            vals = m.pop(k)
+            m[k[: -len("_all")]] = statistics.median(vals)
+            if k.endswith("_ratio_all"):
+                m[k[: -len("_all")] + "s"] = vals
+        out.append(m)
+    return out
+
+
+def is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if "--" not in argv:
@@ -77,6 +106,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("rev", help="the earlier revision (a commit, tag or branch)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="old and new alternate this many times; the median of the pairs' ratios is printed",
+    )
     args = ap.parse_args(argv[:cut])
     script, *bench_args = argv[cut + 1 :]
     if "--json" in bench_args:
@@ -85,6 +120,7 @@ def main() -> None:
         ["git", "rev-parse", "--verify", f"{args.rev}^{{commit}}"],
         cwd=REPO_ROOT, check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
+    pairs = []
     with tempfile.TemporaryDirectory() as tmp:
         wt = Path(tmp) / "old"
         subprocess.run(
@@ -93,23 +129,31 @@ def main() -> None:
         try:
             if not (wt / script).exists():
                 raise SystemExit(f"{script} does not exist at {args.rev}")
-            old = run_bench(wt, script, bench_args, Path(tmp) / "old.json")
+            for i in range(args.repeat):  # old, new, old, new, ...: drift hits both alike
+                old = run_bench(wt, script, bench_args, Path(tmp) / f"old{i}.json")
+                new = run_bench(REPO_ROOT, script, bench_args, Path(tmp) / f"new{i}.json")
+                pairs.append({"old": old, "new": new, "rows": compare(old, new)})
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=REPO_ROOT)
-        new = run_bench(REPO_ROOT, script, bench_args, Path(tmp) / "new.json")
-    rows = compare(old, new)
-    print(f"\n{script}: working tree against {args.rev} ({sha[:10]}), measured one after the other")
+    rows = median_rows([p["rows"] for p in pairs])
+    many = args.repeat > 1
+    print(
+        f"\n{script}: working tree against {args.rev} ({sha[:10]}), measured one after the other"
+        + (f"; {args.repeat} pairs, medians (each pair's ratio in brackets)" if many else "")
+    )
     for r in rows:
         keys = ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, (str, bool)))
         for k in [k[: -len("_ratio")] for k in r if k.endswith("_ratio")]:
+            each = ", ".join(f"{x:.2f}" for x in r[k + "_ratios"])
             print(
-                f"  {keys}: {k} {r[k + '_old']:.1f} -> {r[k + '_new']:.1f} ({r[k + '_ratio']:.2f}x)"
+                f"  {keys}: {k} {r[k + '_old']:.1f} -> {r[k + '_new']:.1f} "
+                f"({r[k + '_ratio']:.2f}x)" + (f" [{each}]" if many else "")
             )
     if args.json:
         atomic_write_json(
             args.json,
             {"script": script, "args": bench_args, "rev": args.rev, "commit": sha,
-             "old": old, "new": new, "rows": rows},
+             "repeat": args.repeat, "rows": rows, "pairs": pairs},
         )  # fmt: skip
 
 

@@ -30,6 +30,12 @@ def test_rows_match_on_their_text_fields_and_get_ratios():
     (row,) = against.compare(old, new)  # the bf16 row has no counterpart
     assert row["dtype"] == "float32" and row["path"] == "batched"
     assert row["tokens_per_s_ratio"] == 2.5 and "seconds_ratio" not in row
+    slower = {"rows": [{**new["rows"][0], "tokens_per_s": 150.0}]}
+    faster = {"rows": [{**new["rows"][0], "tokens_per_s": 400.0}]}
+    runs = [against.compare(old, x) for x in (new, slower, faster)]
+    (med,) = against.median_rows(runs)  # the median pair, with every pair's ratio
+    assert med["dtype"] == "float32" and med["tokens_per_s_new"] == 250.0
+    assert med["tokens_per_s_ratio"] == 2.5 and med["tokens_per_s_ratios"] == [2.5, 1.5, 4.0]
 
 
 def test_runs_the_committed_bench_and_the_working_tree_one_after_the_other(tmp_path):
