@@ -27,6 +27,8 @@ class Example:
     """Cached hook-point residual, (1, pos, d_model), when precomputing."""
     latents: Tensor | None = None
     """Cached SAE latents of ``resid``, (pos, d_sae), sparse COO (``forward.padded_latents``)."""
+    latents_of: tuple | None = field(default=None, repr=False)
+    """Which SAE, in which state, encoded ``latents`` (``forward.sae_state``)."""
     on_device: tuple[Tensor, Tensor, Tensor] | None = field(default=None, repr=False)
     """tokens, target positions and next tokens on the model's device, copied there once."""
 

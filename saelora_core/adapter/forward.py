@@ -97,18 +97,26 @@ def padded_latents(mas: ModelAndSae, batch: Batch) -> Tensor:
     each example's latents are encoded once and kept, sparse (COO), beside its residual: an
     epoch after the first runs no encoder GEMM."""
     hook_resids(mas, batch.examples, len(batch.examples))
-    todo = [ex for ex in batch.examples if ex.latents is None]
+    state = sae_state(mas.sae)
+    todo = [ex for ex in batch.examples if ex.latents is None or ex.latents_of != state]
     if todo:
         with torch.no_grad():
             z = mas.sae.encode(padded_resid(mas, make_batch(mas, todo)))
         for i, ex in enumerate(todo):
             ex.latents = z[i, : len(ex.chat.tokens)].to_sparse()
+            ex.latents_of = state
     first = batch.examples[0].latents
     assert first is not None
     out = first.values().new_zeros((len(batch.examples), batch.tokens.shape[1], first.shape[-1]))
     for i, ex in enumerate(batch.examples):
         out[i, : batch.lengths[i]] = ex.latents.to_dense()  # type: ignore[union-attr]
     return out
+
+
+def sae_state(sae) -> tuple:
+    """The SAE object and the version counters of its parameters: it changes when another SAE is
+    loaded or this one is trained in place, so cached latents are never read stale."""
+    return (id(sae), *(p._version for p in sae.parameters()))
 
 
 def upper_hidden(mas: ModelAndSae, batch: Batch, resid: Tensor, new: Tensor) -> Tensor:

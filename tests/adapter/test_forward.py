@@ -140,3 +140,22 @@ def test_cached_latents_are_the_encoding_of_the_cached_residual(tiny_mas):
     # a second batch in another order reads the cache: the same rows, bit for bit
     again = padded_latents(tiny_mas, make_batch(tiny_mas, exs[::-1]))
     assert torch.equal(again[len(exs) - 1, : b.lengths[0]], z[0, : b.lengths[0]])
+
+
+def test_cached_latents_follow_an_sae_trained_in_place(tiny_mas):
+    from saelora_core.adapter.forward import padded_latents
+
+    exs, _ = tokenize_rows(tiny_mas, ROWS[:2], 64)
+    b = make_batch(tiny_mas, exs)
+    before = padded_latents(tiny_mas, b)
+    b_enc = tiny_mas.sae.b_enc
+    saved = b_enc.detach().clone()
+    try:
+        with torch.no_grad():
+            b_enc.add_(0.5)  # an in-place update, as an optimizer step makes
+        after = padded_latents(tiny_mas, b)
+        assert not torch.equal(after, before)
+        torch.testing.assert_close(after[0, : b.lengths[0]], tiny_mas.sae.encode(exs[0].resid)[0])
+    finally:
+        with torch.no_grad():
+            b_enc.copy_(saved)
