@@ -223,10 +223,10 @@ candidates)."""
 
 def fastest_backend(mas: ModelAndSae) -> str:
     """``hf`` when the model has a ``transformers`` twin, else ``tl``. On the CPU the twin
-    decodes faster (``bench/generate_throughput.py`` in bf16 on Gemma-3-270M: 1.2x at batch 16,
-    1.7x at batch 40)
-    and gives the same tokens in float32; in bf16 the two differ by rounding as two batch sizes
-    of either do. Loading the twin costs a second copy of the weights."""
+    decodes faster (``bench/generate_throughput.py`` in bf16 on Gemma-3-270M: 1.2x at batch
+    16, 1.7x at batch 40) and gives the same tokens in float32; in bf16 the two differ by
+    rounding, as two batch sizes of either do. Loading the twin costs a second copy of the
+    weights."""
     from saelora_core.adapter.hf_generate import hf_twin
 
     return "hf" if hf_twin(mas) is not None else "tl"
