@@ -96,7 +96,6 @@ def padded_latents(mas: ModelAndSae, batch: Batch) -> Tensor:
     Like the residual, ``z = SAE.encode(resid)`` depends only on the frozen model and SAE, so
     each example's latents are encoded once and kept, sparse (COO), beside its residual: an
     epoch after the first runs no encoder GEMM."""
-    hook_resids(mas, batch.examples, len(batch.examples))
     state = sae_state(mas.sae)
     todo = [ex for ex in batch.examples if ex.latents is None or ex.latents_of != state]
     if todo:
